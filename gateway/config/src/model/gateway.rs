@@ -1,0 +1,8 @@
+//! `Gateway` (stub: replaced by the full model).
+
+use serde::{Deserialize, Serialize};
+
+/// The spec of a `Gateway`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Gateway {}

@@ -1,0 +1,8 @@
+//! `PeerAuthentication` (stub: replaced by the full model).
+
+use serde::{Deserialize, Serialize};
+
+/// The spec of a `PeerAuthentication`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerAuthentication {}

@@ -1,0 +1,8 @@
+//! `ServiceEntry` (stub: replaced by the full model).
+
+use serde::{Deserialize, Serialize};
+
+/// The spec of a `ServiceEntry`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceEntry {}

@@ -1,0 +1,8 @@
+//! `Sidecar` (stub: replaced by the full model).
+
+use serde::{Deserialize, Serialize};
+
+/// The spec of a `Sidecar`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sidecar {}

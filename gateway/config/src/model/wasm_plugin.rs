@@ -1,0 +1,8 @@
+//! `WasmPlugin` (stub: replaced by the full model).
+
+use serde::{Deserialize, Serialize};
+
+/// The spec of a `WasmPlugin`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WasmPlugin {}
