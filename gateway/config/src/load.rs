@@ -267,11 +267,19 @@ fn load_document(
             push(unknown_severity, key.clone(), "unknown field".into());
         }
     }
-    let spec_value = obj.remove("spec").unwrap_or(Value::Null);
+    let present = obj.contains_key("spec");
+    let mut spec_value = obj.remove("spec").unwrap_or(Value::Null);
+    if !present && !kind.spec_required() {
+        spec_value = Value::Object(serde_json::Map::new());
+    }
     let spec = match &spec_value {
         Value::Object(_) => parse_spec(kind, &spec_value, &mut |field| {
             push(unknown_severity, field, "unknown field".into())
         }),
+        Value::Null if present => Err((
+            "spec".to_owned(),
+            "spec in body must be of type object: \"null\"".to_owned(),
+        )),
         Value::Null => Err((
             "spec".to_owned(),
             "Required value: spec is required".to_owned(),
@@ -383,7 +391,27 @@ fn serde_message(msg: &str) -> String {
         }
     }
     if let Some(rest) = msg.strip_prefix("invalid type: ") {
-        return format!("invalid type: {rest}");
+        // "invalid type: null, expected a string" -> Kubernetes' "must be of type string: null"
+        if let Some((got, expected)) = rest.split_once(", expected ") {
+            let ty = if expected.starts_with("struct") || expected.starts_with("a map") {
+                "object"
+            } else if expected.starts_with("a sequence") {
+                "array"
+            } else if expected.starts_with("a string") {
+                "string"
+            } else if expected.starts_with("a boolean") {
+                "boolean"
+            } else if expected.contains("integer")
+                || expected.starts_with("u")
+                || expected.starts_with("i")
+            {
+                "integer"
+            } else {
+                expected
+            };
+            let got = got.split_whitespace().next().unwrap_or(got);
+            return format!("must be of type {ty}: \"{got}\"");
+        }
     }
     msg.to_owned()
 }

@@ -96,6 +96,15 @@ impl Kind {
         }
     }
 
+    /// True when the CRD requires `spec` (a document without one is rejected); for the other
+    /// kinds a missing spec is an empty one.
+    pub fn spec_required(self) -> bool {
+        matches!(
+            self,
+            Kind::ServiceEntry | Kind::WorkloadEntry | Kind::WorkloadGroup | Kind::WasmPlugin
+        )
+    }
+
     /// The kind for an `apiVersion` + `kind` pair, if meshgate reads it.
     pub fn from_api(api_version: &str, kind: &str) -> Option<Kind> {
         let (group, version) = api_version.split_once('/')?;

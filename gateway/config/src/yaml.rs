@@ -75,6 +75,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<YamlDoc>, YamlError> {
     let mut b = Builder {
         parser: Parser::new_from_str(text),
         anchors: HashMap::new(),
+        text,
     };
     let mut docs = Vec::new();
     loop {
@@ -116,9 +117,20 @@ fn line_of(span: &Span) -> u32 {
 struct Builder<'a> {
     parser: Parser<'a, saphyr_parser::StrInput<'a>>,
     anchors: HashMap<usize, Value>,
+    text: &'a str,
 }
 
 impl<'a> Builder<'a> {
+    /// The character a span starts at (spans count characters, not bytes).
+    fn char_at(&self, span: &Span) -> Option<char> {
+        let i = span.start.index();
+        if self.text.is_ascii() {
+            self.text.as_bytes().get(i).map(|b| char::from(*b))
+        } else {
+            self.text.chars().nth(i)
+        }
+    }
+
     fn next(&mut self) -> Result<(Event<'a>, Span), YamlError> {
         match self.parser.next_event() {
             Some(Ok(pair)) => Ok(pair),
@@ -153,6 +165,7 @@ impl<'a> Builder<'a> {
             }
             Event::Alias(id) => (self.anchors.get(&id).cloned().unwrap_or(Value::Null), 0),
             Event::SequenceStart(anchor, _) => {
+                let flow = self.char_at(&span) == Some('[');
                 let mut items = Vec::new();
                 loop {
                     let (ev, span) = self.next()?;
@@ -161,9 +174,31 @@ impl<'a> Builder<'a> {
                     }
                     let len = path.len();
                     path.push_str(&format!("[{}]", items.len()));
+                    // Go's YAML (what Kubernetes uses) reads `[1.2.3.4, 2001:db8::]` as two
+                    // strings; YAML 1.2 reads the IPv6 address as a one-pair mapping whose key
+                    // ends in ':'. Read such an implicit pair the way Kubernetes does.
+                    let implicit_pair = flow
+                        && matches!(ev, Event::MappingStart(..))
+                        && self.char_at(&span) != Some('{');
                     let v = self.node(ev, span, path, doc);
                     path.truncate(len);
-                    items.push(v?);
+                    let v = match v? {
+                        Value::Object(m) if implicit_pair && m.len() == 1 => {
+                            match m.into_iter().next() {
+                                Some((k, Value::Null)) if k.ends_with(':') => {
+                                    Value::String(format!("{k}:"))
+                                }
+                                Some((k, v)) => {
+                                    let mut m = Map::new();
+                                    m.insert(k, v);
+                                    Value::Object(m)
+                                }
+                                None => Value::Object(Map::new()),
+                            }
+                        }
+                        v => v,
+                    };
+                    items.push(v);
                 }
                 (Value::Array(items), anchor)
             }
@@ -311,6 +346,14 @@ mod tests {
     fn syntax_error_has_line() {
         let err = parse_documents("a: 1\nb: [1, 2\nc: 3\n").expect_err("bad yaml");
         assert!(err.line >= 2, "{err}");
+    }
+
+    #[test]
+    fn ipv6_in_flow_sequences_reads_as_kubernetes_does() {
+        let docs = parse_documents("a: [1.2.3.4, 001:db8::, {k: v}, x: y]\n").expect("parses");
+        assert_eq!(docs[0].value["a"][1], Value::String("001:db8::".into()));
+        assert_eq!(docs[0].value["a"][2]["k"], Value::String("v".into()));
+        assert_eq!(docs[0].value["a"][3]["x"], Value::String("y".into()));
     }
 
     #[test]

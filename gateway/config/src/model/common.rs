@@ -193,6 +193,16 @@ pub struct WorkloadSelector {
     pub match_labels: BTreeMap<String, String>,
 }
 
+/// `istio.networking.v1alpha3.WorkloadSelector`: the `labels` selector of ServiceEntry and
+/// Sidecar (not the `matchLabels` one of the security and extension kinds).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelSelector {
+    /// Labels that must all be present with these values.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
 /// `istio.type.v1beta1.PolicyTargetReference`: a Kubernetes object a policy attaches to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]

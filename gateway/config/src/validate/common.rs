@@ -6,8 +6,10 @@
 use std::net::IpAddr;
 
 use crate::diag::{FieldPath, Report};
+use std::collections::BTreeMap;
+
 use crate::model::common::{
-    Duration, Percent, PolicyTargetReference, StringMatch, WorkloadSelector,
+    Duration, LabelSelector, Percent, PolicyTargetReference, StringMatch, WorkloadSelector,
 };
 
 /// Longest accepted regex program, like Envoy's default `max_program_size` guard.
@@ -84,61 +86,71 @@ pub fn is_dns1123_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-/// A host name label as Istio accepts it in hosts: letters, digits, '-' (and '_', which
-/// Kubernetes service names never have but Istio tolerates in FQDNs), 1-63 chars.
-fn is_host_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-/// Istio's `ValidateFQDN`: dot-separated labels, at most 255 chars; a trailing dot is allowed.
-pub fn fqdn_error(host: &str) -> Option<String> {
-    let h = host.strip_suffix('.').unwrap_or(host);
-    if h.is_empty() {
-        return Some("domain name must not be empty".into());
-    }
-    if host.len() > 255 {
-        return Some(format!("domain name {host:?} too long (max 255)"));
-    }
-    for label in h.split('.') {
-        if !is_host_label(label) {
+/// Istio's `ValidateDNS1123Labels`: dot-separated DNS-1123 labels (lower case), the last one
+/// may be empty (a trailing dot), and the top-level label is not all digits.
+fn dns1123_labels_error(domain: &str, whole: &str) -> Option<String> {
+    let parts: Vec<&str> = domain.split('.').collect();
+    if let Some(tld) = parts.last() {
+        if !tld.is_empty() && tld.bytes().all(|b| b.is_ascii_digit()) {
             return Some(format!(
-                "domain name {host:?} invalid (label {label:?} invalid)"
+                "domain name {whole:?} invalid (top level domain {tld:?} cannot be all-numeric)"
+            ));
+        }
+    }
+    for (i, label) in parts.iter().enumerate() {
+        if i == parts.len() - 1 && label.is_empty() {
+            return None;
+        }
+        if !is_dns1123_label(label) {
+            return Some(format!(
+                "domain name {whole:?} invalid (label {label:?} invalid)"
             ));
         }
     }
     None
 }
 
-/// Istio's `ValidateWildcardDomain`: an FQDN, optionally with `*` or `*.` as the first label.
-pub fn wildcard_domain_error(host: &str) -> Option<String> {
-    if host == "*" {
-        return None;
+/// Istio's `ValidateFQDN`: at most 255 characters of DNS-1123 labels.
+pub fn fqdn_error(host: &str) -> Option<String> {
+    if host.is_empty() {
+        return Some("empty domain name not allowed".into());
     }
     if host.len() > 255 {
         return Some(format!("domain name {host:?} too long (max 255)"));
     }
-    let rest = match host.strip_prefix("*.") {
-        Some(rest) => rest,
-        None if host.starts_with('*') => {
-            // Istio also allows `*foo.com` style partial wildcards in the first label.
-            host.split_once('.').map(|(_, r)| r).unwrap_or("")
-        }
-        None => host,
-    };
-    if rest.is_empty() {
-        return Some(format!("domain name {host:?} invalid"));
+    dns1123_labels_error(host, host)
+}
+
+/// A first label that may carry a wildcard: `*`, `*foo`, `*-foo` or a plain label.
+fn is_wildcard_label(l: &str) -> bool {
+    if l == "*" {
+        return true;
     }
-    if rest.contains('*') {
+    let rest = l
+        .strip_prefix("*-")
+        .or_else(|| l.strip_prefix('*'))
+        .unwrap_or(l);
+    l.len() <= 63 && is_dns1123_label(rest)
+}
+
+/// Istio's `ValidateWildcardDomain`: a wildcard only in the first label (`*`, `*.x`, `*x.y`).
+pub fn wildcard_domain_error(host: &str) -> Option<String> {
+    if host.is_empty() {
+        return Some("empty domain name not allowed".into());
+    }
+    if host.len() > 255 {
+        return Some(format!("domain name {host:?} too long (max 255)"));
+    }
+    let (first, rest) = match host.split_once('.') {
+        Some((f, r)) => (f, Some(r)),
+        None => (host, None),
+    };
+    if !is_wildcard_label(first) {
         return Some(format!(
-            "domain name {host:?} invalid (wildcard is only allowed as the first label)"
+            "domain name {host:?} invalid (label {first:?} invalid)"
         ));
     }
-    fqdn_error(rest)
+    rest.and_then(|r| dns1123_labels_error(r, host))
 }
 
 /// Records an error when `host` is not an FQDN or wildcard domain.
@@ -222,7 +234,8 @@ pub fn check_workload_selector(sel: &WorkloadSelector, at: &FieldPath, r: &mut R
     }
 }
 
-/// A policy target reference: name required, namespace (when set) must be the policy's own.
+/// A policy target reference: name and kind required and well formed, group a DNS subdomain,
+/// namespace (when set) the policy's own (the CRD's rules).
 pub fn check_target_ref(
     t: &PolicyTargetReference,
     own_namespace: &str,
@@ -230,10 +243,22 @@ pub fn check_target_ref(
     r: &mut Report,
 ) {
     if t.name.is_empty() {
-        r.error(&at.field("name"), "Required value");
+        r.error(&at.field("name"), "Required value: name is required");
     }
     if t.kind.is_empty() {
-        r.error(&at.field("kind"), "Required value");
+        r.error(&at.field("kind"), "Required value: kind is required");
+    } else {
+        let b = t.kind.as_bytes();
+        let ok = t.kind.len() <= 63
+            && b[0].is_ascii_alphabetic()
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+            && b[b.len() - 1].is_ascii_alphanumeric();
+        if !ok {
+            r.error(
+                &at.field("kind"),
+                "kind should match '^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$'",
+            );
+        }
     }
     if !t.namespace.is_empty() && t.namespace != own_namespace {
         r.error(
@@ -246,20 +271,98 @@ pub fn check_target_ref(
     if !group_ok {
         r.error(
             &at.field("group"),
-            "spec.targetRef.group in body should match DNS subdomain syntax",
+            "group should match DNS subdomain syntax",
         );
     }
-    let kind_ok = !t.kind.is_empty()
-        && t.kind.len() <= 63
-        && t.kind.as_bytes()[0].is_ascii_alphabetic()
-        && t.kind
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !t.kind.is_empty() && !kind_ok {
+}
+
+/// A port in 1..=65535, in the CRD's own words.
+pub fn check_port_range(port: u32, at: &FieldPath, r: &mut Report) {
+    if !(1..=65535).contains(&port) {
+        r.error(at, format!("port must be between 1-65535, got {port}"));
+    }
+}
+
+/// Kubernetes label syntax for every key and value of a label map.
+pub fn check_labels(labels: &BTreeMap<String, String>, at: &FieldPath, r: &mut Report) {
+    for (k, v) in labels {
+        let here = at.key(k);
+        if let Some(e) = label_key_error(k) {
+            r.error(&here, e);
+        }
+        if !is_label_value(v) {
+            r.error(&here, format!("invalid label value {v:?}"));
+        }
+    }
+}
+
+/// A `labels` selector (ServiceEntry, Sidecar): valid labels, no wildcards.
+pub fn check_label_selector(sel: &LabelSelector, at: &FieldPath, r: &mut Report) {
+    let at = at.field("labels");
+    for (k, v) in &sel.labels {
+        let here = at.key(k);
+        if k.contains('*') || v.contains('*') {
+            r.error(&here, "wildcard is not supported in selector");
+            continue;
+        }
+        if let Some(e) = label_key_error(k) {
+            r.error(&here, e);
+        }
+        if !is_label_value(v) {
+            r.error(&here, format!("invalid label value {v:?}"));
+        }
+    }
+}
+
+/// `exportTo`: `.`, `*`, `~` or namespace names; `*` and `~` stand alone; no duplicates.
+pub fn check_export_to(export_to: &[String], at: &FieldPath, r: &mut Report) {
+    let mut seen = std::collections::HashSet::new();
+    for (i, e) in export_to.iter().enumerate() {
+        let here = at.index(i);
+        if !seen.insert(e.as_str()) {
+            r.error(&here, format!("duplicate entry {e:?} in exportTo"));
+        }
+        match e.as_str() {
+            "." | "*" | "~" => {}
+            ns if is_dns1123_label(ns) => {}
+            other => r.error(
+                &here,
+                format!("invalid exportTo value {other:?}: must be '.', '*', '~' or a namespace"),
+            ),
+        }
+    }
+    if export_to.len() > 1 && export_to.iter().any(|e| e == "*" || e == "~") {
         r.error(
-            &at.field("kind"),
-            "spec.targetRef.kind in body should match '^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$'",
+            at,
+            "exportTo '*' or '~' cannot be combined with other values",
         );
+    }
+}
+
+/// Policy attachment: at most one of `selector`, `targetRef`, `targetRefs`, and each target
+/// reference well formed.
+pub fn check_policy_targets(
+    selector: Option<&WorkloadSelector>,
+    target_ref: Option<&PolicyTargetReference>,
+    target_refs: &[PolicyTargetReference],
+    own_namespace: &str,
+    at: &FieldPath,
+    r: &mut Report,
+) {
+    let set = usize::from(selector.is_some())
+        + usize::from(target_ref.is_some())
+        + usize::from(!target_refs.is_empty());
+    if set > 1 {
+        r.error(at, "only one of targetRefs or selector can be set");
+    }
+    if let Some(sel) = selector {
+        check_workload_selector(sel, &at.field("selector"), r);
+    }
+    if let Some(t) = target_ref {
+        check_target_ref(t, own_namespace, &at.field("targetRef"), r);
+    }
+    for (i, t) in target_refs.iter().enumerate() {
+        check_target_ref(t, own_namespace, &at.field("targetRefs").index(i), r);
     }
 }
 
@@ -290,10 +393,20 @@ mod tests {
             "a.b.c",
             "example.com.",
             "*-foo.com",
+            "*x",
+            "*.",
         ] {
             assert_eq!(wildcard_domain_error(ok), None, "{ok}");
         }
-        for bad in ["", "a.*.com", "foo..com", "-a.com", "*.", "a b.com"] {
+        for bad in [
+            "",
+            "a.*.com",
+            "foo..com",
+            "-a.com",
+            "a b.com",
+            "Upper.com",
+            "a.123",
+        ] {
             assert!(wildcard_domain_error(bad).is_some(), "{bad}");
         }
         let long = "a".repeat(64);

@@ -1,12 +1,18 @@
 //! Checks that span resources: name conflicts and references between kinds.
 //!
 //! Runs once over a loaded set, after the per-kind rules. Conflicts are errors (the later
-//! resource is dropped); dangling references are warnings, as `istioctl analyze` reports them.
+//! resource is dropped); dangling references are warnings, as `istioctl analyze` reports them
+//! (ReferencedResourceNotFound): Istio accepts such documents.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
+use crate::compile::hosts::{covers, resolve_fqdn, resolve_gateway_ref};
 use crate::diag::{Diagnostic, Issue, Severity};
-use crate::resource::{Kind, Resource};
+use crate::model::virtual_service::Destination;
+use crate::resource::{Kind, Resource, Spec};
+
+/// Cluster domain suffix assumed when resolving short names for reference checks.
+const DOMAIN_SUFFIX: &str = "cluster.local";
 
 /// Returns the diagnostics and the indices of resources to drop from the set.
 pub fn check(resources: &[Resource]) -> (Vec<Diagnostic>, Vec<usize>) {
@@ -30,5 +36,86 @@ pub fn check(resources: &[Resource]) -> (Vec<Diagnostic>, Vec<usize>) {
             seen.insert(key, i);
         }
     }
+    references(resources, &mut diags);
     (diags, drop)
+}
+
+/// Subsets and gateways named by VirtualServices must exist (warnings).
+fn references(resources: &[Resource], diags: &mut Vec<Diagnostic>) {
+    let gateways: HashSet<String> = resources
+        .iter()
+        .filter(|r| r.kind == Kind::Gateway)
+        .map(|r| format!("{}/{}", r.namespace, r.meta.name))
+        .collect();
+    // (DR host FQDN, subset names)
+    let subsets: Vec<(String, HashSet<&str>)> = resources
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::DestinationRule(dr) => Some((
+                resolve_fqdn(&dr.host, &r.namespace, DOMAIN_SUFFIX),
+                dr.subsets.iter().map(|s| s.name.as_str()).collect(),
+            )),
+            _ => None,
+        })
+        .collect();
+    for r in resources {
+        let Spec::VirtualService(vs) = &r.spec else {
+            continue;
+        };
+        let mut warn = |field: String, message: String| {
+            diags.push(r.diagnostic(Issue {
+                severity: Severity::Warning,
+                field,
+                message,
+            }));
+        };
+        for (i, g) in vs.gateways.iter().enumerate() {
+            let id = resolve_gateway_ref(g, &r.namespace);
+            if id != "mesh" && !gateways.contains(&id) {
+                warn(
+                    format!("spec.gateways[{i}]"),
+                    format!("referenced gateway not found: {id}"),
+                );
+            }
+        }
+        let mut check_subset = |d: &Destination, field: String| {
+            if d.subset.is_empty() {
+                return;
+            }
+            let host = resolve_fqdn(&d.host, &r.namespace, DOMAIN_SUFFIX);
+            let found = subsets
+                .iter()
+                .any(|(h, names)| covers(h, &host) && names.contains(d.subset.as_str()));
+            if !found {
+                warn(
+                    field,
+                    format!(
+                        "referenced subset not found: no DestinationRule for {host} defines subset {:?}",
+                        d.subset
+                    ),
+                );
+            }
+        };
+        for (i, h) in vs.http.iter().enumerate() {
+            for (j, rd) in h.route.iter().enumerate() {
+                if let Some(d) = &rd.destination {
+                    check_subset(d, format!("spec.http[{i}].route[{j}].destination.subset"));
+                }
+            }
+        }
+        for (i, t) in vs.tls.iter().enumerate() {
+            for (j, rd) in t.route.iter().enumerate() {
+                if let Some(d) = &rd.destination {
+                    check_subset(d, format!("spec.tls[{i}].route[{j}].destination.subset"));
+                }
+            }
+        }
+        for (i, t) in vs.tcp.iter().enumerate() {
+            for (j, rd) in t.route.iter().enumerate() {
+                if let Some(d) = &rd.destination {
+                    check_subset(d, format!("spec.tcp[{i}].route[{j}].destination.subset"));
+                }
+            }
+        }
+    }
 }

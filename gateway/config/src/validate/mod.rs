@@ -29,14 +29,20 @@ pub struct Ctx<'a> {
     pub meta: &'a ObjectMeta,
     /// The resource's namespace (metadata's, or the loader's default).
     pub namespace: &'a str,
+    /// istiod-generated resources (annotation `internal.istio.io/route-semantics: gateway`,
+    /// e.g. translated from the Gateway API) get the relaxed checks Istio gives them.
+    pub gateway_semantics: bool,
 }
 
 /// Runs the per-kind rules for one resource. Field paths start at `spec`.
 pub fn validate_resource(res: &Resource) -> Report {
     let mut r = Report::new();
+    let semantics = |k: &str| res.meta.annotations.get(k).is_some_and(|v| v == "gateway");
     let ctx = Ctx {
         meta: &res.meta,
         namespace: &res.namespace,
+        gateway_semantics: semantics("internal.istio.io/route-semantics")
+            || semantics("internal.istio.io/gateway-semantics"),
     };
     let at = FieldPath::root("spec");
     if res.meta.name.is_empty() {
@@ -59,4 +65,49 @@ pub fn validate_resource(res: &Resource) -> Report {
         Spec::WasmPlugin(s) => wasm_plugin::validate(s, &ctx, &at, &mut r),
     }
     r
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! Helpers for rule tests: a spec snippet in, diagnostics out, through the real loader.
+
+    use crate::diag::Diagnostic;
+    use crate::load::{load_text, LoadOptions, Loaded};
+    use crate::resource::Kind;
+
+    /// Loads one document of `kind` with `spec` (YAML, unindented) and returns everything said.
+    pub fn diagnostics_of(kind: &str, spec: &str) -> Vec<Diagnostic> {
+        let k = Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == kind)
+            .unwrap_or_else(|| panic!("unknown kind {kind}"));
+        let indented: String = spec.lines().map(|l| format!("  {l}\n")).collect();
+        let doc = format!(
+            "apiVersion: {}/{}\nkind: {kind}\nmetadata:\n  name: test\n  namespace: ns\nspec:\n{indented}",
+            k.group(),
+            k.versions()[0]
+        );
+        let mut l = Loaded::default();
+        load_text("test.yaml", &doc, &LoadOptions::default(), &mut l);
+        l.finish();
+        l.diagnostics
+    }
+
+    /// The errors (field, message) for one document of `kind` with `spec`.
+    pub fn errors_of(kind: &str, spec: &str) -> Vec<(String, String)> {
+        diagnostics_of(kind, spec)
+            .into_iter()
+            .filter(Diagnostic::is_error)
+            .map(|d| (d.field, d.message))
+            .collect()
+    }
+
+    /// The warnings (field, message).
+    pub fn warnings_of(kind: &str, spec: &str) -> Vec<(String, String)> {
+        diagnostics_of(kind, spec)
+            .into_iter()
+            .filter(|d| !d.is_error())
+            .map(|d| (d.field, d.message))
+            .collect()
+    }
 }

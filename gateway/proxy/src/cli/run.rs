@@ -1,0 +1,208 @@
+//! `meshgate run`: load and compile the config, start the control thread (admin, DNS) and
+//! the workers, serve until SIGTERM/SIGINT, then drain.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use meshgate::admin::{self, AdminRole};
+use meshgate::live::{ProxySettings, Shared};
+use meshgate::telemetry::Identity;
+use meshgate::upstream::dns;
+use meshgate::worker::{self, Workers};
+use meshgate_config::{compile, CompileOptions, Loaded, Snapshot};
+
+use super::config_dump::parse_labels;
+
+/// Options shared by `run` and `demo`.
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Worker threads (default: number of cores).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Admin API address (`/ready`, `/stats/prometheus`, `/config_dump`, `/clusters`).
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    pub admin_addr: SocketAddr,
+    /// Readiness port as on istio-ingressgateway (`/healthz/ready`).
+    #[arg(long, default_value = "0.0.0.0:15021")]
+    pub readiness_addr: SocketAddr,
+    /// Prometheus port as on istio-ingressgateway (`/stats/prometheus`).
+    #[arg(long, default_value = "0.0.0.0:15090")]
+    pub stats_addr: SocketAddr,
+    /// Listen on this address instead of each Gateway server's bind address (`0.0.0.0`).
+    #[arg(long)]
+    pub bind: Option<IpAddr>,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// This gateway's labels, `k=v[,k=v]` (Gateway selectors match against them).
+    #[arg(long, default_value = "istio=ingressgateway")]
+    pub labels: String,
+    /// This gateway's namespace.
+    #[arg(long, default_value = "istio-system")]
+    pub namespace: String,
+    /// Cluster domain suffix for short host names.
+    #[arg(long, default_value = "cluster.local")]
+    pub domain_suffix: String,
+    /// Keep clients' `x-request-id` (Envoy's `preserve_external_request_id`).
+    #[arg(long)]
+    pub preserve_external_request_id: bool,
+}
+
+/// Arguments of `meshgate run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Config files or directories.
+    #[arg(long, required = true)]
+    pub config: Vec<PathBuf>,
+    /// Serving options.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    meshgate_config::model::common::Duration::parse(s)?
+        .to_std()
+        .ok_or_else(|| "duration must not be negative".to_owned())
+}
+
+/// Compiles `loaded` for the gateway described by `a`, printing diagnostics.
+pub fn compile_for(loaded: &Loaded, a: &ServeArgs) -> anyhow::Result<Option<Snapshot>> {
+    for d in &loaded.diagnostics {
+        eprintln!("{d}");
+    }
+    if loaded.has_errors() {
+        eprintln!("meshgate: config is invalid; not starting");
+        return Ok(None);
+    }
+    let opts = CompileOptions {
+        labels: parse_labels(&a.labels)?,
+        namespace: a.namespace.clone(),
+        domain_suffix: a.domain_suffix.clone(),
+        ..CompileOptions::default()
+    };
+    match compile(&loaded.set, &opts) {
+        Ok(c) => {
+            for w in &c.warnings {
+                eprintln!("{w}");
+            }
+            Ok(Some(c.snapshot))
+        }
+        Err(diags) => {
+            for d in diags {
+                eprintln!("{d}");
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Runs `meshgate run`.
+pub fn run(a: &RunArgs) -> anyhow::Result<ExitCode> {
+    super::init_tracing();
+    let loaded = meshgate_config::load_paths(&a.config, &meshgate_config::LoadOptions::default())?;
+    let Some(snapshot) = compile_for(&loaded, &a.serve)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let control = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("meshgate-control")
+        .enable_all()
+        .build()
+        .context("starting the control runtime")?;
+    serve(snapshot, &a.serve, &control, |_| {})
+}
+
+/// Serves `snapshot` until a signal: the part `run` and `demo` share. `on_ready` receives the
+/// listening addresses once traffic is accepted.
+pub fn serve(
+    snapshot: Snapshot,
+    a: &ServeArgs,
+    control: &tokio::runtime::Runtime,
+    on_ready: impl FnOnce(&[SocketAddr]),
+) -> anyhow::Result<ExitCode> {
+    let shared = Shared::new(
+        snapshot,
+        ProxySettings {
+            preserve_external_request_id: a.preserve_external_request_id,
+        },
+    );
+    let labels = parse_labels(&a.labels)?;
+    shared.metrics.set_identity(Identity {
+        workload: labels
+            .get("app")
+            .cloned()
+            .unwrap_or_else(|| "istio-ingressgateway".into()),
+        namespace: a.namespace.clone(),
+    });
+    let (admin, ready_port, stats_port) = control.block_on(async {
+        dns::refresh_all(&shared).await;
+        let admin = admin::bind(a.admin_addr).await;
+        let ready = admin::bind(a.readiness_addr).await;
+        let stats = admin::bind(a.stats_addr).await;
+        (admin, ready, stats)
+    });
+    let admin = admin.with_context(|| format!("admin address {}", a.admin_addr))?;
+    let ready_port =
+        ready_port.with_context(|| format!("readiness address {}", a.readiness_addr))?;
+    let stats_port = stats_port.with_context(|| format!("stats address {}", a.stats_addr))?;
+    let bound = [
+        admin.local_addr()?,
+        ready_port.local_addr()?,
+        stats_port.local_addr()?,
+    ];
+    control.spawn(admin::serve(admin, AdminRole::Admin, shared.clone()));
+    control.spawn(admin::serve(
+        ready_port,
+        AdminRole::Readiness,
+        shared.clone(),
+    ));
+    control.spawn(admin::serve(stats_port, AdminRole::Stats, shared.clone()));
+    control.spawn(dns::refresh_loop(shared.clone()));
+
+    let addrs = worker::listen_addrs(&shared, a.bind);
+    let n = a
+        .concurrency
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let workers = Workers::start(n, &addrs, shared.clone()).context("starting workers")?;
+    shared.ready.store(true, Ordering::Release);
+    let listening: Vec<SocketAddr> = addrs.iter().map(|l| l.addr).collect();
+    let list = |v: &[SocketAddr]| {
+        v.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    println!(
+        "meshgate ready: listeners={} admin={} readiness={} stats={} workers={n}",
+        list(&listening),
+        bound[0],
+        bound[1],
+        bound[2]
+    );
+    on_ready(&listening);
+    control.block_on(wait_for_signal());
+    shared.draining.store(true, Ordering::Release);
+    tracing::info!("draining for up to {:?}", a.drain_timeout);
+    workers.shutdown(a.drain_timeout);
+    let _ = Arc::strong_count(&shared);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

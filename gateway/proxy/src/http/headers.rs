@@ -1,0 +1,168 @@
+//! Envoy's edge header rules: hop-by-hop removal, `x-forwarded-*`, `x-request-id`, internal
+//! `x-envoy-*` headers from untrusted clients. Applied to every proxied request and response.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Connection-specific headers that never cross a proxy (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "proxy-authenticate",
+];
+
+/// Removes hop-by-hop headers (and any listed in `Connection`). `keep_upgrade` keeps
+/// `connection: upgrade` + `upgrade` for a WebSocket-style handshake.
+pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    let listed: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+        .collect();
+    for n in listed {
+        h.remove(n);
+    }
+    let te_trailers = h
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    for n in HOP_BY_HOP {
+        if keep_upgrade && (n == "upgrade" || n == "connection") {
+            continue;
+        }
+        h.remove(n);
+    }
+    if keep_upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    if te_trailers {
+        // gRPC needs `te: trailers` end to end; Envoy keeps exactly that value.
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// True for a request asking for a protocol upgrade (WebSocket).
+pub fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+/// Removes Envoy-internal request headers a client must not set (`x-envoy-*` that steer
+/// routing, retries and timeouts), as Envoy does for external requests.
+pub fn strip_internal(h: &mut HeaderMap) {
+    let internal: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-envoy-"))
+        .cloned()
+        .collect();
+    for k in internal {
+        h.remove(k);
+    }
+}
+
+/// Appends the client address to `x-forwarded-for`, sets `x-forwarded-proto` and
+/// `x-envoy-external-address` (every client of a gateway is external to the mesh).
+pub fn forwarded(h: &mut HeaderMap, client: IpAddr, scheme: &str) {
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let ip = client.to_string();
+    let value = match h.get(&xff).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev},{ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        h.insert(xff, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
+        h.insert(HeaderName::from_static("x-envoy-external-address"), v);
+    }
+    h.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
+    );
+}
+
+/// Sets `x-request-id` to a fresh UUIDv4; a client's id is kept only with `preserve`
+/// (clients of a gateway are external, and Envoy regenerates external request ids unless
+/// `preserve_external_request_id` is set, which Istio leaves off).
+pub fn request_id(h: &mut HeaderMap, preserve: bool) {
+    let name = HeaderName::from_static("x-request-id");
+    if preserve && h.contains_key(&name) {
+        return;
+    }
+    if let Ok(v) = HeaderValue::from_str(&uuid4()) {
+        h.insert(name, v);
+    }
+}
+
+/// A random UUID version 4 in its canonical text form.
+pub fn uuid4() -> String {
+    let mut b = fastrand::u128(..).to_be_bytes();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_listed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers, deflate"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get("x-secret").is_none() && h.get("keep-alive").is_none());
+        assert_eq!(h.get("te").map(|v| v.as_bytes()), Some(&b"trailers"[..]));
+        assert!(h.get("x-keep").is_some());
+    }
+
+    #[test]
+    fn forwarded_headers_and_ids() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        forwarded(&mut h, "127.0.0.1".parse().expect("ip"), "http");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1,127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-envoy-external-address"], "127.0.0.1");
+        request_id(&mut h, false);
+        let id = h["x-request-id"].to_str().expect("ascii").to_owned();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        request_id(&mut h, true);
+        assert_eq!(h["x-request-id"], id.as_str());
+        request_id(&mut h, false);
+        assert_ne!(h["x-request-id"], id.as_str());
+    }
+}

@@ -1,0 +1,421 @@
+//! One request through the gateway: route lookup on the current snapshot, the route's action,
+//! and for forwarding routes the upstream exchange with Envoy's edge rules and error replies.
+//!
+//! Runs on a worker thread; reads shared state only through one `ArcSwap` load per request.
+
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use meshgate_config::snapshot::cluster::UpstreamProtocol;
+use meshgate_config::snapshot::route::{Forward, Route, RouteAction};
+
+use super::headers;
+use super::local_reply;
+use super::ConnInfo;
+use crate::body::{self, Body};
+use crate::router::{self, View};
+use crate::telemetry::RequestKey;
+use crate::upstream::cluster::ClusterState;
+use crate::upstream::lb::{hash_of, HashPolicy};
+use crate::upstream::pool::{Proto, DEFAULT_CONNECT_TIMEOUT};
+use crate::worker::WorkerCtx;
+
+/// What the request became, for metrics and logs.
+struct Outcome {
+    service: Arc<str>,
+    flags: &'static str,
+}
+
+/// Handles one downstream request and always produces a response.
+pub async fn handle(req: Request<Incoming>, conn: ConnInfo, ctx: Rc<WorkerCtx>) -> Response<Body> {
+    let start = Instant::now();
+    ctx.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let (mut resp, outcome) = route_and_forward(req, conn, &ctx).await;
+    resp.headers_mut()
+        .insert(header::SERVER, HeaderValue::from_static("meshgate"));
+    ctx.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+    let millis = start.elapsed().as_secs_f64() * 1000.0;
+    ctx.metrics.record(
+        &ctx.shared.metrics,
+        RequestKey {
+            service: outcome.service,
+            code: resp.status().as_u16(),
+            grpc,
+            flags: outcome.flags,
+        },
+        millis,
+    );
+    resp
+}
+
+fn unknown() -> Arc<str> {
+    Arc::from("unknown")
+}
+
+async fn route_and_forward(
+    mut req: Request<Incoming>,
+    conn: ConnInfo,
+    ctx: &WorkerCtx,
+) -> (Response<Body>, Outcome) {
+    let no_route = |flags| {
+        (
+            local_reply::text(StatusCode::NOT_FOUND, ""),
+            Outcome {
+                service: unknown(),
+                flags,
+            },
+        )
+    };
+    // Envoy's max_request_headers_kb (60 KiB of header names and values).
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if header_bytes > super::MAX_HEADER_BYTES {
+        return (
+            local_reply::text(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, ""),
+            Outcome {
+                service: unknown(),
+                flags: "DPE",
+            },
+        );
+    }
+    let live = ctx.shared.live.load_full();
+    let Some(authority) = router::authority(&req).map(str::to_owned) else {
+        return (
+            local_reply::text(StatusCode::BAD_REQUEST, "missing host header"),
+            Outcome {
+                service: unknown(),
+                flags: "DPE",
+            },
+        );
+    };
+    let Some(listener) = live.listener(conn.local_port) else {
+        return no_route("NR");
+    };
+    let Some(vhost) = listener.routes.lookup(&authority) else {
+        return no_route("NR");
+    };
+    let scheme = "http";
+    let raw_path = router::path_and_query(req.uri());
+    let path = match router::normalize_path(raw_path) {
+        Some(p) => {
+            // Forward the normalized path too, as Envoy does.
+            if let Ok(uri) = p.parse::<Uri>() {
+                *req.uri_mut() = merge_path(req.uri(), uri);
+            }
+            p
+        }
+        None => raw_path.to_owned(),
+    };
+    let (host, port) = router::split_authority(&authority);
+    if vhost.require_tls && scheme == "http" {
+        let mut r = local_reply::text(StatusCode::MOVED_PERMANENTLY, "");
+        if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{path}")) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        return (
+            r,
+            Outcome {
+                service: unknown(),
+                flags: "-",
+            },
+        );
+    }
+    let method = req.method().as_str().to_owned();
+    let view = View {
+        method: &method,
+        scheme,
+        authority: &authority,
+        path: &path,
+        headers: req.headers(),
+    };
+    let Some((route, matched_prefix)) = router::select(&vhost.routes, &view) else {
+        return no_route("NR");
+    };
+    let done = |resp, flags| {
+        (
+            resp,
+            Outcome {
+                service: unknown(),
+                flags,
+            },
+        )
+    };
+    match &route.action {
+        RouteAction::DirectResponse { status, body } => {
+            let mut r = Response::new(match body {
+                Some(b) => body::full(bytes::Bytes::copy_from_slice(b)),
+                None => body::empty(),
+            });
+            *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+            if body.is_some() {
+                r.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            }
+            router::apply_headers(r.headers_mut(), &route.response_headers);
+            done(r, "-")
+        }
+        RouteAction::Redirect(rd) => {
+            let loc =
+                router::redirect_location(rd, scheme, host, port, listener.service_port, &path);
+            let mut r = local_reply::text(
+                StatusCode::from_u16(rd.code).unwrap_or(StatusCode::MOVED_PERMANENTLY),
+                "",
+            );
+            if let Ok(v) = HeaderValue::from_str(&loc) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            router::apply_headers(r.headers_mut(), &route.response_headers);
+            done(r, "-")
+        }
+        RouteAction::Forward(fwd) => {
+            let upgrade = headers::is_upgrade(req.headers());
+            let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+            let hash = hash_key(&req, conn.peer.ip(), route, fwd, &live);
+            forward(
+                req,
+                fwd,
+                route,
+                matched_prefix.map(str::to_owned),
+                &authority,
+                conn,
+                ctx,
+                &live,
+                hash,
+                on_upgrade,
+            )
+            .await
+        }
+    }
+}
+
+/// The consistent-hash key of a request for the cluster it is likely to go to.
+fn hash_key(
+    req: &Request<Incoming>,
+    client: IpAddr,
+    _route: &Route,
+    fwd: &Forward,
+    live: &crate::live::Live,
+) -> Option<u64> {
+    let cluster = live.cluster(&fwd.clusters.first()?.cluster)?;
+    match cluster.hash_policy.as_ref()? {
+        HashPolicy::Header(name) => req
+            .headers()
+            .get(name.as_str())
+            .map(|v| hash_of(v.as_bytes())),
+        HashPolicy::SourceIp => Some(hash_of(client)),
+        HashPolicy::Cookie(name) => req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|kv| {
+                let (k, v) = kv.trim().split_once('=')?;
+                (k == name).then(|| hash_of(v))
+            }),
+        HashPolicy::QueryParam(name) => req.uri().query().and_then(|q| {
+            q.split('&').find_map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (k == name).then(|| hash_of(v))
+            })
+        }),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    req: Request<Incoming>,
+    fwd: &Forward,
+    route: &Route,
+    matched_prefix: Option<String>,
+    authority: &str,
+    conn: ConnInfo,
+    ctx: &WorkerCtx,
+    live: &crate::live::Live,
+    hash: Option<u64>,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> (Response<Body>, Outcome) {
+    let wc = router::pick_cluster(fwd);
+    let Some(cluster) = live.cluster(&wc.cluster) else {
+        return (
+            local_reply::text(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
+            Outcome {
+                service: unknown(),
+                flags: "NC",
+            },
+        );
+    };
+    let service: Arc<str> = Arc::from(cluster.config.host.as_str());
+    let fail = |status, text: String, flags| {
+        cluster.stats.rq_5xx.fetch_add(1, Ordering::Relaxed);
+        (
+            local_reply::owned(status, text),
+            Outcome {
+                service: service.clone(),
+                flags,
+            },
+        )
+    };
+    let Some(ep) = cluster.pick(hash) else {
+        cluster
+            .stats
+            .no_healthy_upstream
+            .fetch_add(1, Ordering::Relaxed);
+        return fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no healthy upstream".into(),
+            "UH",
+        );
+    };
+    let _active = ClusterState::start(&ep);
+    cluster.stats.rq_total.fetch_add(1, Ordering::Relaxed);
+
+    let upgrade = on_upgrade.is_some();
+    let (mut parts, body) = req.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    headers::strip_internal(&mut parts.headers);
+    headers::forwarded(&mut parts.headers, conn.peer.ip(), "http");
+    headers::request_id(
+        &mut parts.headers,
+        ctx.shared.settings.preserve_external_request_id,
+    );
+    router::apply_headers(&mut parts.headers, &route.request_headers);
+    router::apply_headers(&mut parts.headers, &wc.request_headers);
+    let host = fwd.authority_rewrite.as_deref().unwrap_or(authority);
+    let old_path = router::path_and_query(&parts.uri).to_owned();
+    let path = match &fwd.path_rewrite {
+        Some(rw) => router::rewrite_path(&old_path, rw, matched_prefix.as_deref()),
+        None => old_path,
+    };
+    // Envoy records what the client asked for when a rewrite changes it.
+    if fwd.authority_rewrite.is_some() {
+        if let Ok(v) = HeaderValue::from_str(authority) {
+            parts
+                .headers
+                .insert(HeaderName::from_static("x-envoy-original-host"), v);
+        }
+    }
+    if fwd.path_rewrite.is_some() {
+        if let Ok(v) = HeaderValue::from_str(router::path_and_query(&parts.uri)) {
+            parts
+                .headers
+                .insert(HeaderName::from_static("x-envoy-original-path"), v);
+        }
+    }
+    let proto = match cluster.protocol() {
+        UpstreamProtocol::Http2 => Proto::Http2,
+        _ => Proto::Http1,
+    };
+    let uri = match proto {
+        Proto::Http2 => format!("http://{host}{path}"),
+        Proto::Http1 => path,
+    };
+    let Ok(uri) = uri.parse::<Uri>() else {
+        return fail(
+            StatusCode::BAD_REQUEST,
+            "invalid path after rewrite".into(),
+            "DPE",
+        );
+    };
+    parts.uri = uri;
+    match proto {
+        Proto::Http1 => {
+            parts.version = Version::HTTP_11;
+            if let Ok(v) = HeaderValue::from_str(host) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+        Proto::Http2 => {
+            parts.version = Version::HTTP_2;
+            parts.headers.remove(header::HOST);
+        }
+    }
+    let up_req = Request::from_parts(parts, body::boxed(body));
+    let sent = Instant::now();
+    let timeout = cluster
+        .config
+        .policy
+        .connection_pool
+        .as_ref()
+        .and_then(|p| p.tcp.as_ref())
+        .and_then(|t| t.connect_timeout)
+        .and_then(|d| d.to_std())
+        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let resp = match ctx.pools.send(ep.addr, proto, up_req, timeout).await {
+        Ok(r) => r,
+        Err(e) => {
+            if e.response_flag() == "UF" {
+                cluster
+                    .stats
+                    .cx_connect_fail
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            let reason = match &e {
+                crate::upstream::pool::UpstreamError::Connect(d) => {
+                    format!("remote connection failure, transport failure reason: {d}")
+                }
+                crate::upstream::pool::UpstreamError::Reset(d) => d.clone(),
+            };
+            return fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("upstream connect error or disconnect/reset before headers. reset reason: {reason}"),
+                e.response_flag(),
+            );
+        }
+    };
+    let (mut parts, body) = resp.into_parts();
+    if parts.status.is_server_error() {
+        cluster.stats.rq_5xx.fetch_add(1, Ordering::Relaxed);
+    }
+    let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+    headers::strip_hop_by_hop(&mut parts.headers, switching && upgrade);
+    let ms = sent.elapsed().as_millis().to_string();
+    if let Ok(v) = HeaderValue::from_str(&ms) {
+        parts
+            .headers
+            .insert(HeaderName::from_static("x-envoy-upstream-service-time"), v);
+    }
+    router::apply_headers(&mut parts.headers, &route.response_headers);
+    router::apply_headers(&mut parts.headers, &wc.response_headers);
+    let mut resp = Response::from_parts(parts, body);
+    if switching {
+        if let Some(down) = on_upgrade {
+            let up = hyper::upgrade::on(&mut resp);
+            tokio::task::spawn_local(async move {
+                if let (Ok(down), Ok(up)) = (down.await, up.await) {
+                    let mut down = TokioIo::new(down);
+                    let mut up = TokioIo::new(up);
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                }
+            });
+        }
+    }
+    (
+        resp,
+        Outcome {
+            service,
+            flags: "-",
+        },
+    )
+}
+
+/// `base` with its path and query replaced by those of `path` (scheme and authority kept).
+fn merge_path(base: &Uri, path: Uri) -> Uri {
+    let mut p = base.clone().into_parts();
+    p.path_and_query = path.into_parts().path_and_query;
+    Uri::from_parts(p).unwrap_or_else(|_| base.clone())
+}

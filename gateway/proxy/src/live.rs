@@ -1,0 +1,123 @@
+//! What all workers share: the current compiled snapshot with its live cluster state, swapped
+//! atomically as one value, plus process-wide readiness.
+//!
+//! A request loads the `Live` once and keeps it to the end, so a swap never changes config
+//! under a request. Cluster state (endpoints, counters) is carried from the old `Live` to the
+//! new one by cluster name, so an update does not forget DNS answers or statistics.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use meshgate_config::snapshot::Listener;
+use meshgate_config::Snapshot;
+
+use crate::telemetry::Metrics;
+use crate::upstream::cluster::ClusterState;
+
+/// One consistent view of config plus live cluster state.
+pub struct Live {
+    /// The compiled config.
+    pub snapshot: Arc<Snapshot>,
+    /// Listener index by listening port.
+    listeners: HashMap<u16, usize>,
+    /// Live state by cluster name.
+    pub clusters: HashMap<Arc<str>, Arc<ClusterState>>,
+    /// Increases with every swap.
+    pub generation: u64,
+}
+
+impl Live {
+    /// Builds the live view of `snapshot`, reusing cluster state from `previous` when the
+    /// cluster's config did not change.
+    pub fn new(snapshot: Arc<Snapshot>, previous: Option<&Live>) -> Self {
+        let listeners = snapshot
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.port, i))
+            .collect();
+        let clusters = snapshot
+            .clusters
+            .iter()
+            .map(|c| {
+                let reused = previous
+                    .and_then(|p| p.clusters.get(&c.name))
+                    .filter(|old| old.same_config(c))
+                    .cloned();
+                (
+                    c.name.clone(),
+                    reused.unwrap_or_else(|| Arc::new(ClusterState::new(c.clone()))),
+                )
+            })
+            .collect();
+        Live {
+            snapshot,
+            listeners,
+            clusters,
+            generation: previous.map_or(1, |p| p.generation + 1),
+        }
+    }
+
+    /// The listener on a listening port.
+    pub fn listener(&self, port: u16) -> Option<&Listener> {
+        self.listeners
+            .get(&port)
+            .map(|i| &self.snapshot.listeners[*i])
+    }
+
+    /// Live state of a cluster.
+    pub fn cluster(&self, name: &str) -> Option<&Arc<ClusterState>> {
+        self.clusters.get(name)
+    }
+}
+
+/// Edge behaviour switches (Envoy HTTP connection manager options as Istio sets them).
+#[derive(Debug, Clone, Default)]
+pub struct ProxySettings {
+    /// Keep a client's `x-request-id` (Envoy's `preserve_external_request_id`; Istio: false).
+    pub preserve_external_request_id: bool,
+}
+
+/// Process-wide shared state.
+pub struct Shared {
+    /// Edge behaviour switches.
+    pub settings: ProxySettings,
+    /// The current live view.
+    pub live: ArcSwap<Live>,
+    /// Metrics registry and families.
+    pub metrics: Metrics,
+    /// Listeners are bound and endpoints resolved once.
+    pub ready: AtomicBool,
+    /// Shutdown has begun: stop accepting, finish in-flight requests.
+    pub draining: AtomicBool,
+    /// Requests in flight, for draining.
+    pub in_flight: AtomicU64,
+}
+
+impl Shared {
+    /// Shared state starting at `snapshot`.
+    pub fn new(snapshot: Snapshot, settings: ProxySettings) -> Arc<Self> {
+        Arc::new(Shared {
+            settings,
+            live: ArcSwap::from_pointee(Live::new(Arc::new(snapshot), None)),
+            metrics: Metrics::new(),
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            in_flight: AtomicU64::new(0),
+        })
+    }
+
+    /// Swaps in a new snapshot (keeping live cluster state where config is unchanged).
+    pub fn install(&self, snapshot: Snapshot) {
+        let old = self.live.load();
+        let next = Live::new(Arc::new(snapshot), Some(&old));
+        self.live.store(Arc::new(next));
+    }
+
+    /// True once ready and not draining.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+}

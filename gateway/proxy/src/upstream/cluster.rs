@@ -1,0 +1,182 @@
+//! Live state of one cluster: its resolved endpoints, load balancer and counters.
+//!
+//! Shared by all workers through `Arc`; everything mutable is an atomic or an `ArcSwap`, so
+//! picking an endpoint takes no lock.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use meshgate_config::model::destination_rule::SimpleLb;
+use meshgate_config::snapshot::cluster::{Cluster, UpstreamProtocol};
+
+use super::lb::{self, HashPolicy, LbKind, Ring};
+
+/// One endpoint with its in-flight request count.
+#[derive(Debug)]
+pub struct LiveEndpoint {
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// Load-balancing weight (>= 1).
+    pub weight: u32,
+    /// Requests in flight to this endpoint (for LEAST_REQUEST).
+    pub active: AtomicU32,
+    /// Requests sent to this endpoint.
+    pub requests: AtomicU64,
+}
+
+/// The endpoints of a cluster at one moment, with the hash ring built for them.
+#[derive(Debug, Default)]
+pub struct EndpointSet {
+    /// Endpoints in a stable order.
+    pub endpoints: Vec<Arc<LiveEndpoint>>,
+    /// Ring hash or Maglev table, when the cluster hashes.
+    pub ring: Option<Ring>,
+    /// True when all weights are equal (fast paths).
+    pub uniform: bool,
+}
+
+/// Per-cluster counters, exported on `/clusters` and `/stats/prometheus`.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    /// Requests forwarded.
+    pub rq_total: AtomicU64,
+    /// Responses with 5xx (upstream or local).
+    pub rq_5xx: AtomicU64,
+    /// Connection attempts that failed.
+    pub cx_connect_fail: AtomicU64,
+    /// Requests failed because there was no endpoint.
+    pub no_healthy_upstream: AtomicU64,
+}
+
+/// Live state of one cluster.
+#[derive(Debug)]
+pub struct ClusterState {
+    /// The compiled config of the cluster.
+    pub config: Arc<Cluster>,
+    /// Current endpoints.
+    pub endpoints: ArcSwap<EndpointSet>,
+    /// The balancing algorithm.
+    pub lb: LbKind,
+    /// Where the hash key comes from (consistent hashing only).
+    pub hash_policy: Option<HashPolicy>,
+    /// Counters.
+    pub stats: ClusterStats,
+    rr: AtomicUsize,
+}
+
+impl ClusterState {
+    /// New state for `config`, with no endpoints until resolved.
+    pub fn new(config: Arc<Cluster>) -> Self {
+        let lbs = config.policy.load_balancer.as_ref();
+        let (lb, hash_policy) = match lbs.and_then(|l| l.consistent_hash.as_ref()) {
+            Some(ch) => lb::consistent_hash(ch),
+            None => (
+                match lbs.and_then(|l| l.simple) {
+                    Some(SimpleLb::RoundRobin) => LbKind::RoundRobin,
+                    Some(SimpleLb::Random) => LbKind::Random,
+                    Some(SimpleLb::Passthrough) => LbKind::Random,
+                    // Istio's default is LEAST_REQUEST (LEAST_CONN is its old name).
+                    _ => LbKind::LeastRequest,
+                },
+                None,
+            ),
+        };
+        let state = ClusterState {
+            config,
+            endpoints: ArcSwap::from_pointee(EndpointSet::default()),
+            lb,
+            hash_policy,
+            stats: ClusterStats::default(),
+            rr: AtomicUsize::new(0),
+        };
+        // IP endpoints are known at once; names wait for the DNS refresher.
+        let ips: Vec<(SocketAddr, u32)> = state
+            .config
+            .endpoints
+            .iter()
+            .filter_map(|e| {
+                let ip = e.address.parse::<IpAddr>().ok()?;
+                Some((SocketAddr::new(ip, e.port), e.weight))
+            })
+            .collect();
+        if !ips.is_empty() {
+            state.set_endpoints(ips);
+        }
+        state
+    }
+
+    /// True when `c` would produce the same live state (so the old state can be kept).
+    pub fn same_config(&self, c: &Cluster) -> bool {
+        self.config.discovery == c.discovery
+            && self.config.endpoints == c.endpoints
+            && self.config.policy == c.policy
+            && self.config.protocol == c.protocol
+    }
+
+    /// Upstream protocol.
+    pub fn protocol(&self) -> UpstreamProtocol {
+        self.config.protocol
+    }
+
+    /// Replaces the endpoints (keeping in-flight counts of endpoints that stay).
+    pub fn set_endpoints(&self, addrs: Vec<(SocketAddr, u32)>) {
+        let old = self.endpoints.load();
+        let endpoints: Vec<Arc<LiveEndpoint>> = addrs
+            .into_iter()
+            .map(|(addr, weight)| {
+                old.endpoints
+                    .iter()
+                    .find(|e| e.addr == addr && e.weight == weight)
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        Arc::new(LiveEndpoint {
+                            addr,
+                            weight: weight.max(1),
+                            active: AtomicU32::new(0),
+                            requests: AtomicU64::new(0),
+                        })
+                    })
+            })
+            .collect();
+        let same = endpoints.len() == old.endpoints.len()
+            && endpoints
+                .iter()
+                .zip(old.endpoints.iter())
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        if same {
+            return;
+        }
+        let uniform = endpoints.windows(2).all(|w| w[0].weight == w[1].weight);
+        let ring = lb::build_ring(self.lb, &endpoints);
+        self.endpoints.store(Arc::new(EndpointSet {
+            endpoints,
+            ring,
+            uniform,
+        }));
+    }
+
+    /// Picks an endpoint; `hash` is the request's hash key for consistent hashing.
+    pub fn pick(&self, hash: Option<u64>) -> Option<Arc<LiveEndpoint>> {
+        let set = self.endpoints.load();
+        lb::pick(self.lb, &set, &self.rr, hash).cloned()
+    }
+
+    /// Counts a request as started on `ep`; the guard ends it.
+    pub fn start(ep: &Arc<LiveEndpoint>) -> ActiveRequest {
+        ep.active.fetch_add(1, Ordering::Relaxed);
+        ep.requests.fetch_add(1, Ordering::Relaxed);
+        ActiveRequest(ep.clone())
+    }
+}
+
+/// Decrements an endpoint's in-flight count when dropped.
+#[derive(Debug)]
+pub struct ActiveRequest(Arc<LiveEndpoint>);
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}

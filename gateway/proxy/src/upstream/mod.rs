@@ -1,0 +1,9 @@
+//! Upstreams: live cluster state, load balancing, DNS refresh and per-worker connection pools.
+//!
+//! Cluster state is shared by workers (atomics only); pools belong to one worker and are
+//! never touched from another thread.
+
+pub mod cluster;
+pub mod dns;
+pub mod lb;
+pub mod pool;

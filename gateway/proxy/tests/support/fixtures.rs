@@ -1,0 +1,128 @@
+//! Configs shared by several test files.
+
+use super::Upstream;
+
+/// A Gateway on `{PORT}` for every host, and STATIC ServiceEntries for the upstreams.
+/// A service for [`base`]: host, endpoints with their `version` label, port protocol.
+pub type Service<'a> = (&'a str, &'a [(&'a Upstream, &'a str)], &'a str);
+
+pub fn base(services: &[Service<'_>]) -> String {
+    let mut y = String::from(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: istio-system}\n\
+         spec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: {PORT}, name: http, protocol: HTTP}\n    hosts: ['*/*']\n",
+    );
+    for (host, eps, proto) in services {
+        y.push_str(&format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {}, namespace: test}}\n\
+             spec:\n  hosts: [{host}]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports:\n  - {{number: 80, name: http, protocol: {proto}}}\n  endpoints:\n",
+            host.replace('.', "-")
+        ));
+        for (u, version) in *eps {
+            y.push_str(&format!(
+                "  - address: 127.0.0.1\n    ports: {{http: {}}}\n    labels: {{version: {version}}}\n",
+                u.port()
+            ));
+        }
+    }
+    y
+}
+
+pub const ROUTES: &str = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: svc, namespace: test}
+spec:
+  host: svc.test.svc.cluster.local
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: routes, namespace: test}
+spec:
+  hosts: [app.example.com, "*.wild.example.com"]
+  gateways: [istio-system/gw]
+  http:
+  - name: exact
+    match: [{uri: {exact: /exact}}]
+    route: [{destination: {host: svc, subset: v1}}]
+    headers:
+      request:
+        set: {x-route: exact}
+        add: {x-added: one}
+        remove: [x-remove-me]
+      response:
+        set: {x-resp: exact}
+        remove: [x-upstream-private]
+  - name: regex
+    match: [{uri: {regex: "/re/[0-9]+"}}]
+    route: [{destination: {host: svc, subset: v2}}]
+  - name: nocase
+    match: [{uri: {prefix: /NoCase}, ignoreUriCase: true}]
+    route: [{destination: {host: svc, subset: v2}}]
+  - name: method-and-header
+    match:
+    - method: {exact: POST}
+      uri: {prefix: /submit}
+      headers:
+        x-tenant: {prefix: gold}
+        x-present: {}
+    route: [{destination: {host: svc, subset: v2}}]
+  - name: without-header
+    match:
+    - uri: {prefix: /without}
+      withoutHeaders:
+        x-block: {exact: "yes"}
+    route: [{destination: {host: svc, subset: v2}}]
+  - name: query
+    match: [{uri: {prefix: /query}, queryParams: {id: {regex: "[0-9]+"}}}]
+    route: [{destination: {host: svc, subset: v2}}]
+  - name: authority
+    match: [{uri: {prefix: /auth}, authority: {prefix: api.wild}}]
+    route: [{destination: {host: svc, subset: v2}}]
+  - name: wrong-port
+    match: [{uri: {prefix: /port}, port: 1}]
+    route: [{destination: {host: svc, subset: v2}}]
+  - name: redirect
+    match: [{uri: {prefix: /old}}]
+    redirect: {uri: /new, authority: moved.example.com, redirectCode: 308}
+  - name: redirect-scheme
+    match: [{uri: {prefix: /secure}}]
+    redirect: {scheme: https, derivePort: FROM_PROTOCOL_DEFAULT}
+  - name: direct
+    match: [{uri: {exact: /direct}}]
+    directResponse: {status: 418, body: {string: "short and stout"}}
+  - name: rewrite-prefix
+    match: [{uri: {prefix: /api/v1/}}]
+    rewrite: {uri: /v2/, authority: internal.svc}
+    route: [{destination: {host: svc, subset: v1}}]
+  - name: rewrite-regex
+    match: [{uri: {prefix: /users/}}]
+    rewrite:
+      uriRegexRewrite: {match: "^/users/([0-9]+)/(.*)$", rewrite: "/u/\\2/\\1"}
+    route: [{destination: {host: svc, subset: v1}}]
+  - name: split
+    match: [{uri: {prefix: /split}}]
+    route:
+    - destination: {host: svc, subset: v1}
+      weight: 80
+      headers: {response: {set: {x-dest: v1}}}
+    - destination: {host: svc, subset: v2}
+      weight: 20
+      headers: {request: {set: {x-dest-req: v2}}, response: {set: {x-dest: v2}}}
+  - name: default
+    route: [{destination: {host: svc, subset: v1}}]
+"#;
+
+/// The routing fixture: every match kind and action, over subsets v1 and v2 of one service.
+pub fn routing(v1: &Upstream, v2: &Upstream) -> String {
+    let mut y = base(&[(
+        "svc.test.svc.cluster.local",
+        &[(v1, "v1"), (v2, "v2")],
+        "HTTP",
+    )]);
+    y.push_str(ROUTES);
+    y
+}

@@ -1,0 +1,268 @@
+//! A real upstream HTTP server (HTTP/1.1 and h2c) on loopback that echoes what it received.
+//!
+//! Paths steer it: `/status/NNN`, `/delay/MS`, `/big/BYTES` (streamed response), `/grpc`
+//! (gRPC framing with trailers), `/ws` (WebSocket-style upgrade, echoes bytes). Any other path
+//! answers 200 with a JSON description of the request. Request bodies are counted as they
+//! stream, never buffered.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+
+/// What the upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// HTTP version (`HTTP/1.1`, `HTTP/2.0`).
+    pub version: String,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body bytes received.
+    pub body_bytes: u64,
+}
+
+/// A running upstream; stops when dropped.
+pub struct Upstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Name it reports in responses (`x-upstream` header and JSON `name`).
+    pub name: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+impl Upstream {
+    /// Starts an echo upstream called `name`.
+    pub fn echo(name: &str) -> Upstream {
+        let std_l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        std_l.set_nonblocking(true).expect("nonblocking");
+        let addr = std_l.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let s2 = seen.clone();
+        let n2 = name.to_owned();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::from_std(std_l).expect("listener");
+                loop {
+                    tokio::select! {
+                        _ = &mut stopped => return,
+                        r = l.accept() => {
+                            let Ok((stream, _)) = r else { continue };
+                            let seen = s2.clone();
+                            let name = n2.clone();
+                            tokio::spawn(async move {
+                                let svc = service_fn(move |req| handle(req, name.clone(), seen.clone()));
+                                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                                    .await;
+                            });
+                        }
+                    }
+                }
+            });
+        });
+        Upstream {
+            addr,
+            name: name.to_owned(),
+            seen,
+            _stop: stop,
+        }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Requests seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// The last request seen.
+    pub fn last(&self) -> Seen {
+        self.seen().pop().expect("the upstream saw a request")
+    }
+}
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed()
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    name: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) -> Result<Response<Body>, Infallible> {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    if path == "/ws" {
+        return Ok(upgrade(req));
+    }
+    let (parts, mut body) = req.into_parts();
+    let mut n = 0u64;
+    let mut trailers = None;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Some(d) = frame.data_ref() {
+            n += d.len() as u64;
+        }
+        if let Ok(t) = frame.into_trailers() {
+            trailers = Some(t);
+        }
+    }
+    let version = format!("{:?}", parts.version);
+    if let Ok(mut v) = seen.lock() {
+        v.push(Seen {
+            method: parts.method.to_string(),
+            path: path.clone(),
+            version: version.clone(),
+            headers: parts.headers.clone(),
+            body_bytes: n,
+        });
+    }
+    let mut status = StatusCode::OK;
+    let p = parts.uri.path();
+    if let Some(code) = p.strip_prefix("/status/") {
+        status = code
+            .parse::<u16>()
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .unwrap_or(StatusCode::OK);
+    }
+    if let Some(ms) = p.strip_prefix("/delay/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+    }
+    if let Some(len) = p.strip_prefix("/big/") {
+        let total: u64 = len.parse().unwrap_or(0);
+        return Ok(big(total, &name));
+    }
+    if p == "/grpc" {
+        return Ok(grpc(n, trailers.is_some(), &name));
+    }
+    let headers: serde_json::Map<String, Value> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                Value::String(String::from_utf8_lossy(v.as_bytes()).into()),
+            )
+        })
+        .collect();
+    let j = json!({
+        "name": name,
+        "method": parts.method.as_str(),
+        "path": path,
+        "version": version,
+        "headers": headers,
+        "bodyBytes": n,
+    });
+    let mut r = Response::new(full(j.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert("x-upstream", name.parse().expect("header value"));
+    r.headers_mut().insert(
+        "content-type",
+        "application/json".parse().expect("header value"),
+    );
+    r.headers_mut()
+        .insert("connection", "keep-alive".parse().expect("header value"));
+    Ok(r)
+}
+
+fn big(total: u64, name: &str) -> Response<Body> {
+    let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+    let mut left = total;
+    let body = FnBody(move || {
+        if left == 0 {
+            return None;
+        }
+        let n = left.min(chunk.len() as u64);
+        left -= n;
+        Some(Frame::data(chunk.slice(..n as usize)))
+    });
+    let mut r = Response::new(BodyExt::boxed(body));
+    r.headers_mut()
+        .insert("x-upstream", name.parse().expect("header value"));
+    r
+}
+
+/// A body whose frames come from a closure (streamed one at a time, nothing buffered).
+struct FnBody<F>(F);
+
+impl<F> http_body::Body for FnBody<F>
+where
+    F: FnMut() -> Option<Frame<Bytes>> + Unpin,
+{
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready((self.0)().map(Ok))
+    }
+}
+
+fn grpc(received: u64, had_trailers: bool, name: &str) -> Response<Body> {
+    // One length-prefixed message echoing how many bytes arrived, then trailers.
+    let msg = format!("received={received} trailers={had_trailers}");
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    framed.extend_from_slice(msg.as_bytes());
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", "0".parse().expect("header value"));
+    trailers.insert("grpc-message", "ok".parse().expect("header value"));
+    let frames = vec![Frame::data(Bytes::from(framed)), Frame::trailers(trailers)];
+    let mut it = frames.into_iter();
+    let mut r = Response::new(BodyExt::boxed(FnBody(move || it.next())));
+    r.headers_mut().insert(
+        "content-type",
+        "application/grpc".parse().expect("header value"),
+    );
+    r.headers_mut()
+        .insert("x-upstream", name.parse().expect("header value"));
+    r
+}
+
+fn upgrade(mut req: Request<Incoming>) -> Response<Body> {
+    let on = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(up) = on.await {
+            let mut io = TokioIo::new(up);
+            let (mut r, mut w) = tokio::io::split(&mut io);
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        }
+    });
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    r.headers_mut()
+        .insert("connection", "upgrade".parse().expect("header value"));
+    r.headers_mut()
+        .insert("upgrade", "echo".parse().expect("header value"));
+    r
+}
