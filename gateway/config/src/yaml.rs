@@ -76,6 +76,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<YamlDoc>, YamlError> {
         parser: Parser::new_from_str(text),
         anchors: HashMap::new(),
         text,
+        ascii: text.is_ascii(),
     };
     let mut docs = Vec::new();
     loop {
@@ -118,13 +119,15 @@ struct Builder<'a> {
     parser: Parser<'a, saphyr_parser::StrInput<'a>>,
     anchors: HashMap<usize, Value>,
     text: &'a str,
+    /// Spans count characters; for ASCII text they are byte offsets too.
+    ascii: bool,
 }
 
 impl<'a> Builder<'a> {
     /// The character a span starts at (spans count characters, not bytes).
     fn char_at(&self, span: &Span) -> Option<char> {
         let i = span.start.index();
-        if self.text.is_ascii() {
+        if self.ascii {
             self.text.as_bytes().get(i).map(|b| char::from(*b))
         } else {
             self.text.chars().nth(i)

@@ -184,6 +184,28 @@ fn merge_delegate_matches(
     out
 }
 
+thread_local! {
+    /// Compiled regexes by pattern: a `Regex` clone shares its compiled program, so routes
+    /// that repeat a pattern (common in generated configs) compile it once.
+    static REGEXES: std::cell::RefCell<std::collections::HashMap<String, Regex>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+fn cached_regex(pattern: &str) -> Result<Regex, regex::Error> {
+    REGEXES.with(|c| {
+        if let Some(r) = c.borrow().get(pattern) {
+            return Ok(r.clone());
+        }
+        let r = Regex::new(pattern)?;
+        let mut map = c.borrow_mut();
+        if map.len() > 4096 {
+            map.clear();
+        }
+        map.insert(pattern.to_owned(), r.clone());
+        Ok(r)
+    })
+}
+
 /// Compiles one `StringMatch`. `None` for an empty match (matches anything).
 pub fn matcher(m: &StringMatch, ignore_case: bool) -> Result<Option<Matcher>, String> {
     if let Some(e) = &m.exact {
@@ -194,7 +216,7 @@ pub fn matcher(m: &StringMatch, ignore_case: bool) -> Result<Option<Matcher>, St
     }
     if let Some(re) = &m.regex {
         let flags = if ignore_case { "(?i)" } else { "" };
-        return Regex::new(&format!("{flags}^(?:{re})$"))
+        return cached_regex(&format!("{flags}^(?:{re})$"))
             .map(|r| Some(Matcher::Regex(r)))
             .map_err(|e| format!("regex {re:?}: {e}"));
     }

@@ -15,15 +15,53 @@ use crate::model::common::{
 /// Longest accepted regex program, like Envoy's default `max_program_size` guard.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
+/// Istio's limit on regex length (a proxy for Envoy's RE2 program size limit).
+const MAX_REGEX_LEN: usize = 1024;
+
+thread_local! {
+    /// Verdicts of regexes already checked: configs repeat the same patterns across many
+    /// routes, and compiling a regex costs far more than a hash lookup.
+    static REGEX_VERDICTS: std::cell::RefCell<std::collections::HashMap<String, Option<String>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
 /// Compiles `re` with RE2 semantics (the `regex` crate), for validation only.
 pub fn check_regex(re: &str, at: &FieldPath, r: &mut Report) {
-    if let Err(e) = regex::RegexBuilder::new(re)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-    {
-        let first = e.to_string();
-        let first = first.lines().last().unwrap_or("invalid regex").trim();
-        r.error(at, format!("\"{re}\" is not a valid regex: {first}"));
+    if re.len() > MAX_REGEX_LEN {
+        r.error(
+            at,
+            format!("regex is too large, max length allowed is {MAX_REGEX_LEN}"),
+        );
+        return;
+    }
+    let verdict = REGEX_VERDICTS.with(|v| {
+        if let Some(found) = v.borrow().get(re) {
+            return found.clone();
+        }
+        let verdict = regex::RegexBuilder::new(re)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .err()
+            .map(|e| {
+                let text = e.to_string();
+                text.lines()
+                    .last()
+                    .unwrap_or("invalid regex")
+                    .trim()
+                    .to_owned()
+            });
+        let mut map = v.borrow_mut();
+        if map.len() > 4096 {
+            map.clear();
+        }
+        map.insert(re.to_owned(), verdict.clone());
+        verdict
+    });
+    if let Some(e) = verdict {
+        r.error(
+            at,
+            format!("\"{re}\" is not a valid regex: {e}; RE2 syntax is required"),
+        );
     }
 }
 
