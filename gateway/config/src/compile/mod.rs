@@ -8,6 +8,8 @@
 pub mod clusters;
 pub mod hosts;
 pub mod routes;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
