@@ -199,6 +199,35 @@ pub fn split_authority(authority: &str) -> (&str, Option<u16>) {
     }
 }
 
+/// A request's authority, held without copying: the URI's (HTTP/2, absolute form) or the
+/// `Host` header's bytes.
+pub enum AuthorityValue {
+    /// From the request URI.
+    Uri(http::uri::Authority),
+    /// From the `Host` header (valid UTF-8 checked when made).
+    Host(HeaderValue),
+}
+
+impl AuthorityValue {
+    /// The authority text.
+    pub fn as_str(&self) -> &str {
+        match self {
+            AuthorityValue::Uri(a) => a.as_str(),
+            AuthorityValue::Host(h) => h.to_str().unwrap_or(""),
+        }
+    }
+}
+
+/// The authority of a request, as a cheap clone of the request's own bytes.
+pub fn authority_value<B>(req: &Request<B>) -> Option<AuthorityValue> {
+    if let Some(a) = req.uri().authority() {
+        return Some(AuthorityValue::Uri(a.clone()));
+    }
+    let h = req.headers().get(http::header::HOST)?;
+    h.to_str().ok()?;
+    Some(AuthorityValue::Host(h.clone()))
+}
+
 /// The authority of a request: `:authority` (HTTP/2 or absolute-form) or `Host`.
 pub fn authority<B>(req: &Request<B>) -> Option<&str> {
     req.uri().authority().map(|a| a.as_str()).or_else(|| {

@@ -52,11 +52,20 @@ pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 }
 
 /// The addresses the current snapshot listens on (`bind_override` replaces `0.0.0.0`).
+/// Only plain-HTTP listeners are served so far; HTTPS, TLS and TCP listeners are skipped with
+/// a warning rather than served as plain text.
 pub fn listen_addrs(shared: &Shared, bind_override: Option<IpAddr>) -> Vec<ListenAddr> {
     let live = shared.live.load();
     live.snapshot
         .listeners
         .iter()
+        .filter(|l| {
+            let http = l.protocol == meshgate_config::snapshot::ListenerProtocol::Http;
+            if !http {
+                tracing::warn!(listener = %l.name, protocol = ?l.protocol, "listener not served: only plain HTTP listeners are served so far");
+            }
+            http
+        })
         .filter_map(|l| {
             let ip: IpAddr = match bind_override {
                 Some(ip) => ip,

@@ -329,3 +329,41 @@ fn admin_readiness_metrics_and_graceful_shutdown() {
         "listener closed after shutdown"
     );
 }
+
+#[test]
+fn dns_endpoints_are_resolved_and_served() {
+    let up = Upstream::echo("dns");
+    let y = gateway_yaml(&format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: dns, namespace: test}}\n\
+         spec:\n  hosts: [dns.test.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: DNS\n\
+         \x20 ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: localhost, ports: {{http: {}}}}}]\n{}",
+        up.port(),
+        route_all("dns.example.com", "dns")
+    ));
+    let gw = Gateway::start(&y);
+    let clusters =
+        String::from_utf8_lossy(&Client::http1(gw.admin).get("localhost", "/clusters").body)
+            .into_owned();
+    let resolved = format!(
+        "outbound|80||dns.test.svc.cluster.local::127.0.0.1:{}::weight::1",
+        up.port()
+    );
+    assert!(
+        clusters.contains(&resolved),
+        "localhost was not resolved:\n{clusters}"
+    );
+    assert!(clusters.contains("outbound|80||dns.test.svc.cluster.local::discovery::StrictDns"));
+    // Where localhost also resolves to ::1 the upstream (IPv4 only) may be picked on ::1; only
+    // assert the exchange where IPv4 is the only answer.
+    let only_v4 = std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 80))
+        .map(|a| a.into_iter().all(|a| a.is_ipv4()))
+        .unwrap_or(false);
+    if only_v4 {
+        assert_eq!(
+            Client::http1(gw.port)
+                .get("dns.example.com", "/")
+                .upstream(),
+            "dns"
+        );
+    }
+}

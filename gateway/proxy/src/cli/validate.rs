@@ -52,7 +52,16 @@ pub fn run(a: &ValidateArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_text(l: &Loaded) {
-    for d in &l.diagnostics {
+    // Files in load order, lines ascending within a file.
+    let mut order: Vec<&meshgate_config::Diagnostic> = l.diagnostics.iter().collect();
+    let file_rank = |f: &str| {
+        l.diagnostics
+            .iter()
+            .position(|d| &*d.file == f)
+            .unwrap_or(0)
+    };
+    order.sort_by_key(|d| (file_rank(&d.file), d.line));
+    for d in order {
         println!("{d}");
     }
     let errors = l.diagnostics.iter().filter(|d| d.is_error()).count();

@@ -67,6 +67,10 @@ pub fn is_upgrade(h: &HeaderMap) -> bool {
 /// Removes Envoy-internal request headers a client must not set (`x-envoy-*` that steer
 /// routing, retries and timeouts), as Envoy does for external requests.
 pub fn strip_internal(h: &mut HeaderMap) {
+    // The common case has none: check before allocating the list.
+    if !h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
+        return;
+    }
     let internal: Vec<HeaderName> = h
         .keys()
         .filter(|k| k.as_str().starts_with("x-envoy-"))
@@ -106,25 +110,28 @@ pub fn request_id(h: &mut HeaderMap, preserve: bool) {
     if preserve && h.contains_key(&name) {
         return;
     }
-    if let Ok(v) = HeaderValue::from_str(&uuid4()) {
+    if let Ok(v) = HeaderValue::from_bytes(&uuid4_bytes()) {
         h.insert(name, v);
     }
 }
 
-/// A random UUID version 4 in its canonical text form.
-pub fn uuid4() -> String {
+/// A random UUID version 4 in its canonical text form, written without allocating.
+pub fn uuid4_bytes() -> [u8; 36] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut b = fastrand::u128(..).to_be_bytes();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    let mut out = [b'-'; 36];
+    let mut o = 0;
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            o += 1; // leave the '-'
+        }
+        out[o] = HEX[usize::from(byte >> 4)];
+        out[o + 1] = HEX[usize::from(byte & 0xf)];
+        o += 2;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -146,6 +153,17 @@ mod tests {
         assert!(h.get("x-secret").is_none() && h.get("keep-alive").is_none());
         assert_eq!(h.get("te").map(|v| v.as_bytes()), Some(&b"trailers"[..]));
         assert!(h.get("x-keep").is_some());
+    }
+
+    #[test]
+    fn uuids_are_canonical_v4() {
+        let u = uuid4_bytes();
+        let text = std::str::from_utf8(&u).expect("ascii");
+        let dashes: Vec<usize> = text.match_indices('-').map(|(i, _)| i).collect();
+        assert_eq!(dashes, [8, 13, 18, 23]);
+        assert_eq!(&text[14..15], "4");
+        assert!(matches!(&text[19..20], "8" | "9" | "a" | "b"));
+        assert_ne!(uuid4_bytes(), u);
     }
 
     #[test]

@@ -60,7 +60,10 @@ pub async fn handle(req: Request<Incoming>, conn: ConnInfo, ctx: Rc<WorkerCtx>) 
 }
 
 fn unknown() -> Arc<str> {
-    Arc::from("unknown")
+    thread_local! {
+        static UNKNOWN: Arc<str> = Arc::from("unknown");
+    }
+    UNKNOWN.with(Arc::clone)
 }
 
 async fn route_and_forward(
@@ -93,7 +96,8 @@ async fn route_and_forward(
         );
     }
     let live = ctx.shared.live.load_full();
-    let Some(authority) = router::authority(&req).map(str::to_owned) else {
+    // Cheap clones (shared bytes), so the request can be consumed later.
+    let Some(authority_value) = router::authority_value(&req) else {
         return (
             local_reply::text(StatusCode::BAD_REQUEST, "missing host header"),
             Outcome {
@@ -102,25 +106,27 @@ async fn route_and_forward(
             },
         );
     };
+    let authority = authority_value.as_str();
     let Some(listener) = live.listener(conn.local_port) else {
         return no_route("NR");
     };
-    let Some(vhost) = listener.routes.lookup(&authority) else {
+    let Some(vhost) = listener.routes.lookup(authority) else {
         return no_route("NR");
     };
     let scheme = "http";
-    let raw_path = router::path_and_query(req.uri());
-    let path = match router::normalize_path(raw_path) {
+    let path_and_query = req.uri().path_and_query().cloned();
+    let raw_path = path_and_query.as_ref().map_or("/", |p| p.as_str());
+    let path: std::borrow::Cow<'_, str> = match router::normalize_path(raw_path) {
         Some(p) => {
             // Forward the normalized path too, as Envoy does.
             if let Ok(uri) = p.parse::<Uri>() {
                 *req.uri_mut() = merge_path(req.uri(), uri);
             }
-            p
+            p.into()
         }
-        None => raw_path.to_owned(),
+        None => raw_path.into(),
     };
-    let (host, port) = router::split_authority(&authority);
+    let (host, port) = router::split_authority(authority);
     if vhost.require_tls && scheme == "http" {
         let mut r = local_reply::text(StatusCode::MOVED_PERMANENTLY, "");
         if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{path}")) {
@@ -134,11 +140,11 @@ async fn route_and_forward(
             },
         );
     }
-    let method = req.method().as_str().to_owned();
+    let method = req.method().clone();
     let view = View {
-        method: &method,
+        method: method.as_str(),
         scheme,
-        authority: &authority,
+        authority,
         path: &path,
         headers: req.headers(),
     };
@@ -190,7 +196,7 @@ async fn route_and_forward(
                 fwd,
                 route,
                 matched_prefix.map(str::to_owned),
-                &authority,
+                authority,
                 conn,
                 ctx,
                 &live,
@@ -259,7 +265,7 @@ async fn forward(
             },
         );
     };
-    let service: Arc<str> = Arc::from(cluster.config.host.as_str());
+    let service = cluster.host.clone();
     let fail = |status, text: String, flags| {
         cluster.stats.rq_5xx.fetch_add(1, Ordering::Relaxed);
         (
@@ -296,11 +302,6 @@ async fn forward(
     router::apply_headers(&mut parts.headers, &route.request_headers);
     router::apply_headers(&mut parts.headers, &wc.request_headers);
     let host = fwd.authority_rewrite.as_deref().unwrap_or(authority);
-    let old_path = router::path_and_query(&parts.uri).to_owned();
-    let path = match &fwd.path_rewrite {
-        Some(rw) => router::rewrite_path(&old_path, rw, matched_prefix.as_deref()),
-        None => old_path,
-    };
     // Envoy records what the client asked for when a rewrite changes it.
     if fwd.authority_rewrite.is_some() {
         if let Ok(v) = HeaderValue::from_str(authority) {
@@ -309,29 +310,46 @@ async fn forward(
                 .insert(HeaderName::from_static("x-envoy-original-host"), v);
         }
     }
-    if fwd.path_rewrite.is_some() {
-        if let Ok(v) = HeaderValue::from_str(router::path_and_query(&parts.uri)) {
+    let rewritten = fwd.path_rewrite.as_ref().map(|rw| {
+        let old = router::path_and_query(&parts.uri);
+        if let Ok(v) = HeaderValue::from_str(old) {
             parts
                 .headers
                 .insert(HeaderName::from_static("x-envoy-original-path"), v);
         }
-    }
+        router::rewrite_path(old, rw, matched_prefix.as_deref())
+    });
     let proto = match cluster.protocol() {
         UpstreamProtocol::Http2 => Proto::Http2,
         _ => Proto::Http1,
     };
-    let uri = match proto {
-        Proto::Http2 => format!("http://{host}{path}"),
-        Proto::Http1 => path,
-    };
-    let Ok(uri) = uri.parse::<Uri>() else {
-        return fail(
-            StatusCode::BAD_REQUEST,
-            "invalid path after rewrite".into(),
-            "DPE",
-        );
-    };
-    parts.uri = uri;
+    // Rebuild the URI only when something changes: HTTP/1.1 upstreams get the origin form,
+    // HTTP/2 upstreams the absolute form with the (possibly rewritten) authority.
+    let same_target = rewritten.is_none()
+        && match proto {
+            Proto::Http1 => parts.uri.scheme().is_none(),
+            Proto::Http2 => {
+                fwd.authority_rewrite.is_none()
+                    && parts.uri.authority().is_some_and(|a| a.as_str() == host)
+            }
+        };
+    if !same_target {
+        let path = rewritten
+            .as_deref()
+            .unwrap_or_else(|| router::path_and_query(&parts.uri));
+        let uri = match proto {
+            Proto::Http2 => format!("http://{host}{path}").parse::<Uri>(),
+            Proto::Http1 => path.parse::<Uri>(),
+        };
+        let Ok(uri) = uri else {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                "invalid path after rewrite".into(),
+                "DPE",
+            );
+        };
+        parts.uri = uri;
+    }
     match proto {
         Proto::Http1 => {
             parts.version = Version::HTTP_11;
@@ -383,12 +401,11 @@ async fn forward(
     }
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     headers::strip_hop_by_hop(&mut parts.headers, switching && upgrade);
-    let ms = sent.elapsed().as_millis().to_string();
-    if let Ok(v) = HeaderValue::from_str(&ms) {
-        parts
-            .headers
-            .insert(HeaderName::from_static("x-envoy-upstream-service-time"), v);
-    }
+    let ms = u64::try_from(sent.elapsed().as_millis()).unwrap_or(u64::MAX);
+    parts.headers.insert(
+        HeaderName::from_static("x-envoy-upstream-service-time"),
+        HeaderValue::from(ms),
+    );
     router::apply_headers(&mut parts.headers, &route.response_headers);
     router::apply_headers(&mut parts.headers, &wc.response_headers);
     let mut resp = Response::from_parts(parts, body);

@@ -63,6 +63,8 @@ pub struct ClusterState {
     pub hash_policy: Option<HashPolicy>,
     /// Counters.
     pub stats: ClusterStats,
+    /// The service host, shared with every request's metrics key.
+    pub host: Arc<str>,
     rr: AtomicUsize,
 }
 
@@ -83,12 +85,14 @@ impl ClusterState {
                 None,
             ),
         };
+        let host: Arc<str> = Arc::from(config.host.as_str());
         let state = ClusterState {
             config,
             endpoints: ArcSwap::from_pointee(EndpointSet::default()),
             lb,
             hash_policy,
             stats: ClusterStats::default(),
+            host,
             rr: AtomicUsize::new(0),
         };
         // IP endpoints are known at once; names wait for the DNS refresher.
