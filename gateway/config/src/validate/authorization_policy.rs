@@ -198,11 +198,7 @@ fn check_condition(c: &Condition, at: &FieldPath, r: &mut Report) {
 
 #[cfg(test)]
 mod tests {
-    use crate::validate::tests::errors_of;
-
-    fn has(e: &[(String, String)], field: &str, msg: &str) -> bool {
-        e.iter().any(|(f, m)| f == field && m.contains(msg))
-    }
+    use crate::validate::tests::{errors_of, has};
 
     #[test]
     fn rules_and_sources() {

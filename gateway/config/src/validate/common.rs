@@ -314,6 +314,15 @@ pub fn check_target_ref(
     }
 }
 
+/// Records each message whose condition holds, all at `at` (for lists of exclusive options).
+pub fn error_each(r: &mut Report, at: &FieldPath, checks: &[(bool, &str)]) {
+    for (set, message) in checks {
+        if *set {
+            r.error(at, *message);
+        }
+    }
+}
+
 /// A port in 1..=65535, in the CRD's own words.
 pub fn check_port_range(port: u32, at: &FieldPath, r: &mut Report) {
     if !(1..=65535).contains(&port) {

@@ -382,11 +382,7 @@ fn check_client_tls(t: &ClientTlsSettings, at: &FieldPath, r: &mut Report) {
 
 #[cfg(test)]
 mod tests {
-    use crate::validate::tests::errors_of;
-
-    fn has(e: &[(String, String)], field: &str, msg: &str) -> bool {
-        e.iter().any(|(f, m)| f == field && m.contains(msg))
-    }
+    use crate::validate::tests::{errors_of, has};
 
     #[test]
     fn host_and_subsets() {

@@ -3,7 +3,9 @@
 
 use std::collections::HashSet;
 
-use super::common::{check_labels, check_port, is_dns1123_label, is_ip, wildcard_domain_error};
+use super::common::{
+    check_labels, check_port, error_each, is_dns1123_label, is_ip, wildcard_domain_error,
+};
 use super::Ctx;
 use crate::diag::{FieldPath, Report};
 use crate::model::gateway::{Server, ServerTlsMode, ServerTlsSettings};
@@ -197,36 +199,36 @@ fn check_tls(t: &ServerTlsSettings, at: &FieldPath, r: &mut Report) {
         r.warn(at, "TLS version below TLSV1_2 require setting compatible ciphers as by default they no longer include compatible ciphers.");
     }
     if t.mode == ServerTlsMode::IstioMutual {
-        for (set, what) in [
-            (
-                !t.server_certificate.is_empty(),
-                "ISTIO_MUTUAL TLS cannot have associated server certificate",
-            ),
-            (
-                !t.private_key.is_empty(),
-                "ISTIO_MUTUAL TLS cannot have associated private key",
-            ),
-            (
-                !t.ca_certificates.is_empty(),
-                "ISTIO_MUTUAL TLS cannot have associated CA bundle",
-            ),
-            (
-                !t.tls_certificates.is_empty(),
-                "ISTIO_MUTUAL TLS cannot have associated tlsCertificates",
-            ),
-            (
-                !t.credential_name.is_empty(),
-                "ISTIO_MUTUAL TLS cannot have associated credentialName",
-            ),
-            (
-                !t.credential_names.is_empty(),
-                "ISTIO_MUTUAL TLS cannot have associated credentialNames",
-            ),
-        ] {
-            if set {
-                r.error(at, what);
-            }
-        }
+        error_each(
+            r,
+            at,
+            &[
+                (
+                    !t.server_certificate.is_empty(),
+                    "ISTIO_MUTUAL TLS cannot have associated server certificate",
+                ),
+                (
+                    !t.private_key.is_empty(),
+                    "ISTIO_MUTUAL TLS cannot have associated private key",
+                ),
+                (
+                    !t.ca_certificates.is_empty(),
+                    "ISTIO_MUTUAL TLS cannot have associated CA bundle",
+                ),
+                (
+                    !t.tls_certificates.is_empty(),
+                    "ISTIO_MUTUAL TLS cannot have associated tlsCertificates",
+                ),
+                (
+                    !t.credential_name.is_empty(),
+                    "ISTIO_MUTUAL TLS cannot have associated credentialName",
+                ),
+                (
+                    !t.credential_names.is_empty(),
+                    "ISTIO_MUTUAL TLS cannot have associated credentialNames",
+                ),
+            ],
+        );
         return;
     }
     let has_certs = !t.ca_crl.is_empty()
@@ -324,11 +326,7 @@ fn check_tls(t: &ServerTlsSettings, at: &FieldPath, r: &mut Report) {
 
 #[cfg(test)]
 mod tests {
-    use crate::validate::tests::errors_of;
-
-    fn has(e: &[(String, String)], field: &str, msg: &str) -> bool {
-        e.iter().any(|(f, m)| f == field && m.contains(msg))
-    }
+    use crate::validate::tests::{errors_of, has};
 
     #[test]
     fn servers_ports_hosts() {

@@ -102,6 +102,11 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// True when one of `issues` is at `field` and its message contains `msg`.
+    pub fn has(issues: &[(String, String)], field: &str, msg: &str) -> bool {
+        issues.iter().any(|(f, m)| f == field && m.contains(msg))
+    }
+
     /// The warnings (field, message).
     pub fn warnings_of(kind: &str, spec: &str) -> Vec<(String, String)> {
         diagnostics_of(kind, spec)

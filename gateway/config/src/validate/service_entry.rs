@@ -146,11 +146,7 @@ pub fn validate(spec: &ServiceEntry, _ctx: &Ctx<'_>, at: &FieldPath, r: &mut Rep
 
 #[cfg(test)]
 mod tests {
-    use crate::validate::tests::errors_of;
-
-    fn has(e: &[(String, String)], field: &str, msg: &str) -> bool {
-        e.iter().any(|(f, m)| f == field && m.contains(msg))
-    }
+    use crate::validate::tests::{errors_of, has};
 
     #[test]
     fn hosts_addresses_and_ports() {

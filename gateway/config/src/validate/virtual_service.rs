@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use super::common::{
     check_duration, check_export_to, check_labels, check_percent, check_port, check_regex,
-    check_string_match, is_dns1123_label, is_header_name, is_ip_or_cidr, wildcard_domain_error,
+    check_string_match, error_each, is_dns1123_label, is_header_name, is_ip_or_cidr,
+    wildcard_domain_error,
 };
 use super::Ctx;
 use crate::compile::hosts::covers;
@@ -364,47 +365,47 @@ fn check_http_route(
             );
         }
     } else if route.redirect.is_some() {
-        for (set, what) in [
-            (
-                has_route,
-                "HTTP route cannot contain both route and redirect",
-            ),
-            (
-                route.fault.is_some(),
-                "HTTP route cannot contain both fault and redirect",
-            ),
-            (
-                route.rewrite.is_some(),
-                "HTTP route rule cannot contain both rewrite and redirect",
-            ),
-            (
-                route.direct_response.is_some(),
-                "HTTP route rule cannot contain both direct_response and redirect",
-            ),
-        ] {
-            if set {
-                r.error(at, what);
-            }
-        }
+        error_each(
+            r,
+            at,
+            &[
+                (
+                    has_route,
+                    "HTTP route cannot contain both route and redirect",
+                ),
+                (
+                    route.fault.is_some(),
+                    "HTTP route cannot contain both fault and redirect",
+                ),
+                (
+                    route.rewrite.is_some(),
+                    "HTTP route rule cannot contain both rewrite and redirect",
+                ),
+                (
+                    route.direct_response.is_some(),
+                    "HTTP route rule cannot contain both direct_response and redirect",
+                ),
+            ],
+        );
     } else if route.direct_response.is_some() {
-        for (set, what) in [
-            (
-                has_route,
-                "HTTP route cannot contain both route and direct_response",
-            ),
-            (
-                route.fault.is_some(),
-                "HTTP route cannot contain both fault and direct_response",
-            ),
-            (
-                route.rewrite.is_some(),
-                "HTTP route rule cannot contain both rewrite and direct_response",
-            ),
-        ] {
-            if set {
-                r.error(at, what);
-            }
-        }
+        error_each(
+            r,
+            at,
+            &[
+                (
+                    has_route,
+                    "HTTP route cannot contain both route and direct_response",
+                ),
+                (
+                    route.fault.is_some(),
+                    "HTTP route cannot contain both fault and direct_response",
+                ),
+                (
+                    route.rewrite.is_some(),
+                    "HTTP route rule cannot contain both rewrite and direct_response",
+                ),
+            ],
+        );
     } else if !has_route {
         r.error(at, "HTTP route, redirect or direct_response is required");
     }
@@ -843,11 +844,7 @@ fn check_cors(c: &CorsPolicy, at: &FieldPath, r: &mut Report) {
 
 #[cfg(test)]
 mod tests {
-    use crate::validate::tests::{errors_of, warnings_of};
-
-    fn has(e: &[(String, String)], field: &str, msg: &str) -> bool {
-        e.iter().any(|(f, m)| f == field && m.contains(msg))
-    }
+    use crate::validate::tests::{errors_of, has, warnings_of};
 
     #[test]
     fn hosts_gateways_and_delegates() {

@@ -126,11 +126,7 @@ pub fn validate(spec: &WasmPlugin, ctx: &Ctx<'_>, at: &FieldPath, r: &mut Report
 
 #[cfg(test)]
 mod tests {
-    use crate::validate::tests::errors_of;
-
-    fn has(e: &[(String, String)], field: &str, msg: &str) -> bool {
-        e.iter().any(|(f, m)| f == field && m.contains(msg))
-    }
+    use crate::validate::tests::{errors_of, has};
 
     #[test]
     fn url_digest_and_names() {
