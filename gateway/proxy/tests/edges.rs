@@ -191,6 +191,7 @@ fn bodies_stream_without_buffering() {
     let r = Client::http1(gw.port).get("big.example.com", &format!("/big/{size}"));
     assert_eq!(r.body.len() as u64, size);
     let hwm = vm_hwm_kib(gw.pid());
+    println!("gateway peak RSS after 2 x {} MiB: {hwm} KiB", size >> 20);
     assert!(
         hwm > 0 && hwm < 96 * 1024,
         "gateway peak RSS {hwm} KiB: bodies were buffered"
