@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod config_source;
 pub mod demo;
 pub mod http;
 pub mod live;

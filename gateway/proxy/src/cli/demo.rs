@@ -61,7 +61,7 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<ExitCode> {
         l.port = a.port;
         l.name = format!("{}_{}", l.address, a.port);
     }
-    serve(snapshot, &serve_args, &control, |addrs| {
+    serve(snapshot, &serve_args, &control, None, |addrs| {
         let Some(gw) = addrs.first() else { return };
         let base = format!("http://{gw}");
         println!("\nThe coffee shop is open. Try:\n");

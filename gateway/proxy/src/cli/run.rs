@@ -80,13 +80,7 @@ pub fn compile_for(loaded: &Loaded, a: &ServeArgs) -> anyhow::Result<Option<Snap
         eprintln!("meshgate: config is invalid; not starting");
         return Ok(None);
     }
-    let opts = CompileOptions {
-        labels: parse_labels(&a.labels)?,
-        namespace: a.namespace.clone(),
-        domain_suffix: a.domain_suffix.clone(),
-        ..CompileOptions::default()
-    };
-    match compile(&loaded.set, &opts) {
+    match compile(&loaded.set, &compile_options(a)?) {
         Ok(c) => {
             for w in &c.warnings {
                 eprintln!("{w}");
@@ -115,15 +109,32 @@ pub fn run(a: &RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the control runtime")?;
-    serve(snapshot, &a.serve, &control, |_| {})
+    let source = meshgate::config_source::FileSource {
+        paths: a.config.clone(),
+        load: meshgate_config::LoadOptions::default(),
+        compile: compile_options(&a.serve)?,
+    };
+    serve(snapshot, &a.serve, &control, Some(source), |_| {})
 }
 
-/// Serves `snapshot` until a signal: the part `run` and `demo` share. `on_ready` receives the
-/// listening addresses once traffic is accepted.
+/// The compile options a gateway started with these arguments uses.
+pub fn compile_options(a: &ServeArgs) -> anyhow::Result<CompileOptions> {
+    Ok(CompileOptions {
+        labels: parse_labels(&a.labels)?,
+        namespace: a.namespace.clone(),
+        domain_suffix: a.domain_suffix.clone(),
+        ..CompileOptions::default()
+    })
+}
+
+/// Serves `snapshot` until a signal: the part `run` and `demo` share. With a `source`, changes
+/// to its files are reloaded (invalid updates are rejected). `on_ready` receives the listening
+/// addresses once traffic is accepted.
 pub fn serve(
     snapshot: Snapshot,
     a: &ServeArgs,
     control: &tokio::runtime::Runtime,
+    source: Option<meshgate::config_source::FileSource>,
     on_ready: impl FnOnce(&[SocketAddr]),
 ) -> anyhow::Result<ExitCode> {
     let shared = Shared::new(
@@ -164,6 +175,13 @@ pub fn serve(
     ));
     control.spawn(admin::serve(stats_port, AdminRole::Stats, shared.clone()));
     control.spawn(dns::refresh_loop(shared.clone()));
+    let _watcher = match source {
+        Some(src) => Some(
+            meshgate::config_source::watch(src, shared.clone(), control.handle())
+                .context("watching the config files")?,
+        ),
+        None => None,
+    };
 
     let addrs = worker::listen_addrs(&shared, a.bind);
     let n = a

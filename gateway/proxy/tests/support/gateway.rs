@@ -92,6 +92,19 @@ impl Gateway {
         }
     }
 
+    /// The config file the gateway watches.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.yaml")
+    }
+
+    /// Replaces the config file (`{PORT}` becomes the gateway's listener port).
+    pub fn rewrite_config(&self, yaml: &str) {
+        // Write beside it and rename, as editors and ConfigMap updates do.
+        let tmp = self.dir.path().join(".config.yaml.tmp");
+        std::fs::write(&tmp, yaml.replace("{PORT}", &self.port.to_string())).expect("write config");
+        std::fs::rename(&tmp, self.config_path()).expect("replace config");
+    }
+
     /// What the gateway logged so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
