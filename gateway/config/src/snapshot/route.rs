@@ -339,3 +339,114 @@ impl Route {
         self.matches.is_empty() || self.matches.iter().any(|m| m.matches(req))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Req(
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        Vec<(&'static str, &'static str)>,
+    );
+
+    impl RequestView for Req {
+        fn method(&self) -> &str {
+            self.0
+        }
+        fn scheme(&self) -> &str {
+            self.1
+        }
+        fn authority(&self) -> &str {
+            self.2
+        }
+        fn path(&self) -> &str {
+            self.3
+        }
+        fn header(&self, name: &str) -> Option<&str> {
+            self.4.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+        }
+    }
+
+    fn exact(s: &str) -> Matcher {
+        Matcher::Exact(s.into())
+    }
+
+    #[test]
+    fn every_condition_must_hold() {
+        let m = RouteMatch {
+            uri: Some(Matcher::Prefix("/Api".into())),
+            ignore_uri_case: true,
+            method: Some(exact("POST")),
+            scheme: Some(exact("http")),
+            authority: Some(Matcher::Regex(
+                regex::Regex::new("^(?:shop\\.[a-z]+)$").expect("re"),
+            )),
+            headers: vec![
+                ("x-tenant".into(), Matcher::Prefix("gold".into())),
+                ("x-present".into(), Matcher::Present),
+            ],
+            without_headers: vec![("x-block".into(), exact("yes"))],
+            query_params: vec![(
+                "id".into(),
+                Matcher::Regex(regex::Regex::new("^(?:[0-9]+)$").expect("re")),
+            )],
+            ..Default::default()
+        };
+        let base = || {
+            Req(
+                "POST",
+                "http",
+                "shop.test",
+                "/api/orders?x=1&id=42",
+                vec![("x-tenant", "gold-1"), ("x-present", "")],
+            )
+        };
+        assert!(m.matches(&base()));
+        let mut r = base();
+        r.0 = "GET";
+        assert!(!m.matches(&r), "method");
+        let mut r = base();
+        r.1 = "https";
+        assert!(!m.matches(&r), "scheme");
+        let mut r = base();
+        r.2 = "shop.test:8080";
+        assert!(!m.matches(&r), "authority regex is anchored");
+        let mut r = base();
+        r.3 = "/api/orders?id=abc";
+        assert!(!m.matches(&r), "query param");
+        let mut r = base();
+        r.3 = "/other?id=1";
+        assert!(!m.matches(&r), "uri");
+        let mut r = base();
+        r.4.retain(|(k, _)| *k != "x-present");
+        assert!(!m.matches(&r), "present header missing");
+        let mut r = base();
+        r.4.push(("x-block", "yes"));
+        assert!(!m.matches(&r), "without header present");
+        let mut r = base();
+        r.4.push(("x-block", "no"));
+        assert!(m.matches(&r), "without header with another value");
+    }
+
+    #[test]
+    fn without_headers_treat_missing_as_empty() {
+        let empty_ok = RouteMatch {
+            without_headers: vec![(
+                "x-a".into(),
+                Matcher::Regex(regex::Regex::new("^(?:.*)$").expect("re")),
+            )],
+            ..Default::default()
+        };
+        // `.*` matches "", so a missing header counts as matching: the route does not apply.
+        assert!(!empty_ok.matches(&Req("GET", "http", "a", "/", vec![])));
+        let present = RouteMatch {
+            without_headers: vec![("x-a".into(), Matcher::Present)],
+            ..Default::default()
+        };
+        assert!(present.matches(&Req("GET", "http", "a", "/", vec![])));
+        assert!(!present.matches(&Req("GET", "http", "a", "/", vec![("x-a", "1")])));
+    }
+}

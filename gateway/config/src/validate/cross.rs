@@ -119,3 +119,64 @@ fn references(resources: &[Resource], diags: &mut Vec<Diagnostic>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::load::{load_text, LoadOptions, Loaded};
+
+    fn load(y: &str) -> Loaded {
+        let mut l = Loaded::default();
+        load_text("x.yaml", y, &LoadOptions::default(), &mut l);
+        l.finish();
+        l
+    }
+
+    const VS: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r, namespace: ns}\nspec:\n  hosts: [reviews]\n  gateways: [gw, ns2/missing]\n  http: [{route: [{destination: {host: reviews, subset: v1}, weight: 50}, {destination: {host: reviews, subset: v3}, weight: 50}]}]\n";
+    const DR: &str = "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r, namespace: ns}\nspec:\n  host: reviews.ns.svc.cluster.local\n  subsets: [{name: v1, labels: {version: v1}}]\n";
+    const GW: &str = "---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: ns}\nspec:\n  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]\n";
+
+    #[test]
+    fn dangling_subsets_and_gateways_warn() {
+        let l = load(&format!("{VS}{DR}{GW}"));
+        assert!(!l.has_errors(), "{:?}", l.diagnostics);
+        let warnings: Vec<String> = l
+            .diagnostics
+            .iter()
+            .map(|d| format!("{}: {}", d.field, d.message))
+            .collect();
+        assert!(
+            warnings.iter().any(|w| w.starts_with(
+                "spec.http[0].route[1].destination.subset: referenced subset not found"
+            )),
+            "{warnings:?}"
+        );
+        assert!(
+            !warnings
+                .iter()
+                .any(|w| w.starts_with("spec.http[0].route[0]")),
+            "v1 exists: {warnings:?}"
+        );
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w == "spec.gateways[1]: referenced gateway not found: ns2/missing"),
+            "{warnings:?}"
+        );
+        assert_eq!(l.set.resources.len(), 3);
+    }
+
+    #[test]
+    fn name_conflicts_reject_the_second_resource() {
+        let l = load(&format!("{DR}{DR}"));
+        let e: Vec<_> = l.diagnostics.iter().filter(|d| d.is_error()).collect();
+        assert_eq!(e.len(), 1);
+        assert!(
+            e[0].message
+                .starts_with("name conflict: DestinationRule ns/r is already defined at x.yaml:2"),
+            "{}",
+            e[0]
+        );
+        assert_eq!(e[0].line, 11, "points at the second document's metadata.name");
+        assert_eq!(l.set.resources.len(), 1);
+    }
+}
