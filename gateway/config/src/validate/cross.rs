@@ -176,7 +176,10 @@ mod tests {
             "{}",
             e[0]
         );
-        assert_eq!(e[0].line, 11, "points at the second document's metadata.name");
+        assert_eq!(
+            e[0].line, 11,
+            "points at the second document's metadata.name"
+        );
         assert_eq!(l.set.resources.len(), 1);
     }
 }
