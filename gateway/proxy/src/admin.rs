@@ -128,24 +128,11 @@ fn clusters(shared: &Shared) -> String {
     let mut out = String::new();
     for name in names {
         let c = &live.clusters[name];
-        let s = &c.stats;
         let _ = writeln!(out, "{name}::default_priority::max_connections::4294967295");
         let _ = writeln!(out, "{name}::discovery::{:?}", c.config.discovery);
-        let _ = writeln!(
-            out,
-            "{name}::upstream_rq_total::{}",
-            s.rq_total.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "{name}::upstream_rq_5xx::{}",
-            s.rq_5xx.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "{name}::upstream_cx_connect_fail::{}",
-            s.cx_connect_fail.load(Ordering::Relaxed)
-        );
+        for (stat, value, _) in c.stats.values() {
+            let _ = writeln!(out, "{name}::{stat}::{value}");
+        }
         for ep in &c.endpoints.load().endpoints {
             let a = ep.addr;
             let _ = writeln!(out, "{name}::{a}::weight::{}", ep.weight);

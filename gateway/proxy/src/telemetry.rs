@@ -6,7 +6,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use prometheus::{
@@ -14,6 +13,7 @@ use prometheus::{
 };
 
 use crate::live::Live;
+use crate::upstream::cluster::StatValue;
 
 /// Istio's buckets for request duration (milliseconds).
 pub const DURATION_BUCKETS: [f64; 19] = [
@@ -120,29 +120,22 @@ impl Metrics {
         let mut out = String::from_utf8_lossy(&buf).into_owned();
         let mut names: Vec<_> = live.clusters.keys().collect();
         names.sort();
-        let counters: [(&str, &str); 4] = [
-            ("upstream_rq_total", "requests forwarded"),
-            ("upstream_rq_5xx", "5xx responses"),
-            ("upstream_cx_connect_fail", "failed connection attempts"),
-            (
-                "upstream_cx_none_healthy",
-                "requests with no endpoint to send to",
-            ),
-        ];
-        for (stat, help) in counters {
+        let per_cluster: Vec<(&Arc<str>, [StatValue; 4])> = names
+            .iter()
+            .map(|n| (*n, live.clusters[*n].stats.values()))
+            .collect();
+        for k in 0..4 {
+            let Some((_, first)) = per_cluster.first() else {
+                break;
+            };
+            let (stat, _, help) = first[k];
             out.push_str(&format!(
                 "# HELP envoy_cluster_{stat} Per-cluster {help}.\n# TYPE envoy_cluster_{stat} counter\n"
             ));
-            for name in &names {
-                let s = &live.clusters[*name].stats;
-                let v = match stat {
-                    "upstream_rq_total" => s.rq_total.load(Ordering::Relaxed),
-                    "upstream_rq_5xx" => s.rq_5xx.load(Ordering::Relaxed),
-                    "upstream_cx_connect_fail" => s.cx_connect_fail.load(Ordering::Relaxed),
-                    _ => s.no_healthy_upstream.load(Ordering::Relaxed),
-                };
+            for (name, values) in &per_cluster {
                 out.push_str(&format!(
-                    "envoy_cluster_{stat}{{cluster_name=\"{name}\"}} {v}\n"
+                    "envoy_cluster_{stat}{{cluster_name=\"{name}\"}} {}\n",
+                    values[k].1
                 ));
             }
         }

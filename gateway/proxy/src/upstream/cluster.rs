@@ -50,6 +50,30 @@ pub struct ClusterStats {
     pub no_healthy_upstream: AtomicU64,
 }
 
+/// One counter: Envoy's stat name, its value, a description.
+pub type StatValue = (&'static str, u64, &'static str);
+
+impl ClusterStats {
+    /// Envoy's stat names with their current values and a description.
+    pub fn values(&self) -> [StatValue; 4] {
+        let v = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("upstream_rq_total", v(&self.rq_total), "requests forwarded"),
+            ("upstream_rq_5xx", v(&self.rq_5xx), "5xx responses"),
+            (
+                "upstream_cx_connect_fail",
+                v(&self.cx_connect_fail),
+                "failed connection attempts",
+            ),
+            (
+                "upstream_cx_none_healthy",
+                v(&self.no_healthy_upstream),
+                "requests with no endpoint to send to",
+            ),
+        ]
+    }
+}
+
 /// Live state of one cluster.
 #[derive(Debug)]
 pub struct ClusterState {
