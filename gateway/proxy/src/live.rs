@@ -6,7 +6,7 @@
 //! new one by cluster name, so an update does not forget DNS answers or statistics.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -92,8 +92,6 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Shutdown has begun: stop accepting, finish in-flight requests.
     pub draining: AtomicBool,
-    /// Requests in flight, for draining.
-    pub in_flight: AtomicU64,
 }
 
 impl Shared {
@@ -105,7 +103,6 @@ impl Shared {
             metrics: Metrics::new(),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
-            in_flight: AtomicU64::new(0),
         })
     }
 

@@ -36,7 +36,6 @@ struct Outcome {
 /// Handles one downstream request and always produces a response.
 pub async fn handle(req: Request<Incoming>, conn: ConnInfo, ctx: Rc<WorkerCtx>) -> Response<Body> {
     let start = Instant::now();
-    ctx.shared.in_flight.fetch_add(1, Ordering::Relaxed);
     let grpc = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -44,7 +43,6 @@ pub async fn handle(req: Request<Incoming>, conn: ConnInfo, ctx: Rc<WorkerCtx>) 
     let (mut resp, outcome) = route_and_forward(req, conn, &ctx).await;
     resp.headers_mut()
         .insert(header::SERVER, HeaderValue::from_static("meshgate"));
-    ctx.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
     let millis = start.elapsed().as_secs_f64() * 1000.0;
     ctx.metrics.record(
         &ctx.shared.metrics,
