@@ -368,3 +368,48 @@ fn dns_endpoints_are_resolved_and_served() {
         );
     }
 }
+
+#[test]
+fn hash_cookie_is_generated_and_keeps_the_client_on_one_endpoint() {
+    let ups: Vec<Upstream> = (0..4).map(|i| Upstream::echo(&format!("c{i}"))).collect();
+    let ports: Vec<u16> = ups.iter().map(Upstream::port).collect();
+    let y = gateway_yaml(&format!(
+        "{}{}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: sticky, namespace: test}}\n\
+         spec:\n  host: sticky.test.svc.cluster.local\n  trafficPolicy:\n    loadBalancer:\n      consistentHash:\n        httpCookie: {{name: session, path: /, ttl: 3600s}}\n",
+        service_entry("sticky", "HTTP", &ports),
+        route_all("sticky.example.com", "sticky")
+    ));
+    let gw = Gateway::start(&y);
+    let c = Client::http1(gw.port);
+    let mut first_hops = std::collections::HashSet::new();
+    for _ in 0..12 {
+        let r = c.get("sticky.example.com", "/");
+        let set = r
+            .header("set-cookie")
+            .expect("a hash cookie is generated")
+            .to_owned();
+        assert!(
+            set.starts_with("session=\"") && set.contains("; Max-Age=3600; Path=/; HttpOnly"),
+            "{set}"
+        );
+        let first = r.upstream().to_owned();
+        first_hops.insert(first.clone());
+        let cookie = set.split(';').next().unwrap_or("").to_owned();
+        for _ in 0..4 {
+            let again = c.get_h("sticky.example.com", "/", &[("cookie", &cookie)]);
+            assert_eq!(
+                again.upstream(),
+                first,
+                "the cookie keeps the client on its endpoint"
+            );
+            assert!(
+                again.header("set-cookie").is_none(),
+                "no new cookie when the client sends one"
+            );
+        }
+    }
+    assert!(
+        first_hops.len() >= 2,
+        "generated cookies spread clients: {first_hops:?}"
+    );
+}

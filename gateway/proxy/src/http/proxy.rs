@@ -3,7 +3,6 @@
 //!
 //! Runs on a worker thread; reads shared state only through one `ArcSwap` load per request.
 
-use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -188,8 +187,8 @@ async fn route_and_forward(
         RouteAction::Forward(fwd) => {
             let upgrade = headers::is_upgrade(req.headers());
             let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-            let hash = hash_key(&req, conn.peer.ip(), route, fwd, &live);
-            forward(
+            let (hash, set_cookie) = hash_key(&req, conn.peer, fwd, &live);
+            let (mut resp, outcome) = forward(
                 req,
                 fwd,
                 route,
@@ -201,43 +200,75 @@ async fn route_and_forward(
                 hash,
                 on_upgrade,
             )
-            .await
+            .await;
+            if let Some(cookie) = set_cookie {
+                resp.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            (resp, outcome)
         }
     }
 }
 
-/// The consistent-hash key of a request for the cluster it is likely to go to.
+/// The consistent-hash key of a request for the cluster it is likely to go to, and the
+/// `Set-Cookie` value to send back when the hash cookie had to be generated.
 fn hash_key(
     req: &Request<Incoming>,
-    client: IpAddr,
-    _route: &Route,
+    client: std::net::SocketAddr,
     fwd: &Forward,
     live: &crate::live::Live,
-) -> Option<u64> {
-    let cluster = live.cluster(&fwd.clusters.first()?.cluster)?;
-    match cluster.hash_policy.as_ref()? {
-        HashPolicy::Header(name) => req
+) -> (Option<u64>, Option<HeaderValue>) {
+    let Some(cluster) = fwd.clusters.first().and_then(|c| live.cluster(&c.cluster)) else {
+        return (None, None);
+    };
+    let key = match cluster.hash_policy.as_ref() {
+        None => return (None, None),
+        Some(HashPolicy::Header(name)) => req
             .headers()
             .get(name.as_str())
             .map(|v| hash_of(v.as_bytes())),
-        HashPolicy::SourceIp => Some(hash_of(client)),
-        HashPolicy::Cookie(name) => req
-            .headers()
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .find_map(|kv| {
-                let (k, v) = kv.trim().split_once('=')?;
-                (k == name).then(|| hash_of(v))
-            }),
-        HashPolicy::QueryParam(name) => req.uri().query().and_then(|q| {
+        Some(HashPolicy::SourceIp) => Some(hash_of(client.ip())),
+        Some(HashPolicy::Cookie {
+            name,
+            path,
+            ttl_secs,
+        }) => {
+            let found = req
+                .headers()
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .find_map(|kv| {
+                    let (k, v) = kv.trim().split_once('=')?;
+                    (k == name).then(|| hash_of(v))
+                });
+            if found.is_none() {
+                // Like Envoy: derive a value from the client's address, hash the request by
+                // it, and hand it to the client so its next requests hash the same way.
+                let value = format!("{:016x}", hash_of((client, fastrand::u64(..))));
+                let mut cookie = format!("{name}=\"{value}\"");
+                if *ttl_secs > 0 {
+                    cookie.push_str(&format!("; Max-Age={ttl_secs}"));
+                }
+                if !path.is_empty() {
+                    cookie.push_str(&format!("; Path={path}"));
+                }
+                cookie.push_str("; HttpOnly");
+                return (
+                    Some(hash_of(format!("\"{value}\"").as_str())),
+                    HeaderValue::from_str(&cookie).ok(),
+                );
+            }
+            found
+        }
+        Some(HashPolicy::QueryParam(name)) => req.uri().query().and_then(|q| {
             q.split('&').find_map(|kv| {
                 let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
                 (k == name).then(|| hash_of(v))
             })
         }),
-    }
+    };
+    (key, None)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -43,8 +43,16 @@ pub enum LbKind {
 pub enum HashPolicy {
     /// A request header's value.
     Header(String),
-    /// A cookie's value.
-    Cookie(String),
+    /// A cookie's value; when the request has none, the gateway makes one up and sets it on
+    /// the response (Envoy's behaviour), so the client sticks from its first request on.
+    Cookie {
+        /// Cookie name.
+        name: String,
+        /// Cookie path (empty: none).
+        path: String,
+        /// Lifetime of a generated cookie (`Max-Age`), seconds; 0: a session cookie.
+        ttl_secs: u64,
+    },
     /// The downstream client's IP address.
     SourceIp,
     /// A query parameter's value.
@@ -65,7 +73,11 @@ pub fn consistent_hash(ch: &ConsistentHashLb) -> (LbKind, Option<HashPolicy>) {
     let policy = if let Some(h) = &ch.http_header_name {
         Some(HashPolicy::Header(h.to_ascii_lowercase()))
     } else if let Some(c) = &ch.http_cookie {
-        Some(HashPolicy::Cookie(c.name.clone()))
+        Some(HashPolicy::Cookie {
+            name: c.name.clone(),
+            path: c.path.clone(),
+            ttl_secs: c.ttl.and_then(|t| t.to_std()).map_or(0, |d| d.as_secs()),
+        })
     } else if ch.use_source_ip == Some(true) {
         Some(HashPolicy::SourceIp)
     } else {
