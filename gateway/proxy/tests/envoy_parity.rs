@@ -227,36 +227,45 @@ fn routing_matches_envoy() {
         .get("localhost", "/config_dump")
         .json();
     let ev = envoy::Envoy::start(&bin, &dump);
-    let (mg, en) = (Client::http1(gw.port), Client::http1(ev.port));
     let mut diffs = BTreeSet::new();
     let mut report = Vec::new();
-    for c in cases() {
-        let send = |cl: &Client| {
-            cl.send(
-                c.method.clone(),
-                c.host,
-                c.path,
-                c.headers,
-                Bytes::from_static(b"b"),
-            )
-        };
-        let (a, b) = (describe(&c, &send(&mg)), describe(&c, &send(&en)));
-        for ((what, ours), (_, theirs)) in a.iter().zip(b.iter()) {
-            if ours != theirs {
-                // Header-name sets: show only what differs.
-                let shown = if what == "upstream header names" {
-                    let o: BTreeSet<&str> = ours.split(',').collect();
-                    let t: BTreeSet<&str> = theirs.split(',').collect();
-                    format!(
-                        "meshgate only {:?}, envoy only {:?}",
-                        o.difference(&t).collect::<Vec<_>>(),
-                        t.difference(&o).collect::<Vec<_>>()
-                    )
-                } else {
-                    format!("meshgate {ours:?}, envoy {theirs:?}")
-                };
-                report.push(format!("{}: {what}: {shown}", c.name));
-                diffs.insert(what.clone());
+    let protocols = [
+        ("HTTP/1.1", Client::http1(gw.port), Client::http1(ev.port)),
+        ("h2c", Client::h2c(gw.port), Client::h2c(ev.port)),
+    ];
+    for (proto, mg, en) in &protocols {
+        for c in cases() {
+            // HTTP/2 forbids connection-specific headers: that case is HTTP/1.1 only.
+            if *proto == "h2c" && c.headers.iter().any(|(k, _)| *k == "connection") {
+                continue;
+            }
+            let send = |cl: &Client| {
+                cl.send(
+                    c.method.clone(),
+                    c.host,
+                    c.path,
+                    c.headers,
+                    Bytes::from_static(b"b"),
+                )
+            };
+            let (a, b) = (describe(&c, &send(mg)), describe(&c, &send(en)));
+            for ((what, ours), (_, theirs)) in a.iter().zip(b.iter()) {
+                if ours != theirs {
+                    // Header-name sets: show only what differs.
+                    let shown = if what == "upstream header names" {
+                        let o: BTreeSet<&str> = ours.split(',').collect();
+                        let t: BTreeSet<&str> = theirs.split(',').collect();
+                        format!(
+                            "meshgate only {:?}, envoy only {:?}",
+                            o.difference(&t).collect::<Vec<_>>(),
+                            t.difference(&o).collect::<Vec<_>>()
+                        )
+                    } else {
+                        format!("meshgate {ours:?}, envoy {theirs:?}")
+                    };
+                    report.push(format!("{proto} {}: {what}: {shown}", c.name));
+                    diffs.insert(what.clone());
+                }
             }
         }
     }
