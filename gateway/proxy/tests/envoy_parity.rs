@@ -82,6 +82,8 @@ fn cases() -> Vec<Case> {
         get("rewrite-prefix", "app.example.com", "/api/v1/items?x=1"),
         get("rewrite-regex", "app.example.com", "/users/42/profile"),
         get("no-virtual-host", "unknown.example.org", "/"),
+        get("upstream-refused", "dead.example.com", "/"),
+        get("no-endpoints", "empty.example.com", "/"),
         get("dot-segments", "app.example.com", "/a/../exact"),
         Case {
             name: "route-header-ops",

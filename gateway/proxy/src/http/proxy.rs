@@ -411,9 +411,14 @@ async fn forward(
                     .cx_connect_fail
                     .fetch_add(1, Ordering::Relaxed);
             }
+            tracing::debug!(cluster = %cluster.config.name, endpoint = %ep.addr, error = %e, "upstream request failed");
+            // Envoy's wording (the detail stays in the debug log, as in Envoy 1.40's reply).
             let reason = match &e {
-                crate::upstream::pool::UpstreamError::Connect(d) => {
-                    format!("remote connection failure, transport failure reason: {d}")
+                crate::upstream::pool::UpstreamError::Connect(d) if d == "connect timeout" => {
+                    "connection timeout".to_owned()
+                }
+                crate::upstream::pool::UpstreamError::Connect(_) => {
+                    "remote connection failure".to_owned()
                 }
                 crate::upstream::pool::UpstreamError::Reset(d) => d.clone(),
             };

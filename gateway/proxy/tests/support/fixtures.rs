@@ -116,7 +116,43 @@ spec:
     route: [{destination: {host: svc, subset: v1}}]
 "#;
 
-/// The routing fixture: every match kind and action, over subsets v1 and v2 of one service.
+/// Services that fail: `dead` has one endpoint nobody listens on, `empty` has none.
+pub const FAILING: &str = r#"
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: dead, namespace: test}
+spec:
+  hosts: [dead.test.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.1, ports: {http: DEAD_PORT}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: empty, namespace: test}
+spec:
+  hosts: [empty.test.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: nothing}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: failing, namespace: test}
+spec:
+  hosts: [dead.example.com, empty.example.com]
+  gateways: [istio-system/gw]
+  http:
+  - match: [{authority: {prefix: dead}}]
+    route: [{destination: {host: dead}}]
+  - route: [{destination: {host: empty}}]
+"#;
+
+/// The routing fixture: every match kind and action, over subsets v1 and v2 of one service,
+/// plus two failing services.
 pub fn routing(v1: &Upstream, v2: &Upstream) -> String {
     let mut y = base(&[(
         "svc.test.svc.cluster.local",
@@ -124,5 +160,6 @@ pub fn routing(v1: &Upstream, v2: &Upstream) -> String {
         "HTTP",
     )]);
     y.push_str(ROUTES);
+    y.push_str(&FAILING.replace("DEAD_PORT", &super::free_port().to_string()));
     y
 }
