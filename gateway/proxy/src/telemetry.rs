@@ -120,11 +120,11 @@ impl Metrics {
         let mut out = String::from_utf8_lossy(&buf).into_owned();
         let mut names: Vec<_> = live.clusters.keys().collect();
         names.sort();
-        let per_cluster: Vec<(&Arc<str>, [StatValue; 4])> = names
+        let per_cluster: Vec<(&Arc<str>, [StatValue; 5])> = names
             .iter()
             .map(|n| (*n, live.clusters[*n].stats.values()))
             .collect();
-        for k in 0..4 {
+        for k in 0..5 {
             let Some((_, first)) = per_cluster.first() else {
                 break;
             };

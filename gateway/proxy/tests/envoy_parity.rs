@@ -83,6 +83,10 @@ fn cases() -> Vec<Case> {
         get("rewrite-regex", "app.example.com", "/users/42/profile"),
         get("no-virtual-host", "unknown.example.org", "/"),
         get("upstream-refused", "dead.example.com", "/"),
+        get("route-timeout-hit", "app.example.com", "/delay/1000"),
+        get("route-timeout-not-hit", "app.example.com", "/delay/1"),
+        get("fault-abort", "app.example.com", "/fault-abort"),
+        get("fault-delay", "app.example.com", "/fault-delay"),
         get("no-endpoints", "empty.example.com", "/"),
         get("dot-segments", "app.example.com", "/a/../exact"),
         Case {

@@ -185,6 +185,15 @@ async fn route_and_forward(
             done(r, "-")
         }
         RouteAction::Forward(fwd) => {
+            let mut fault_flags = "-";
+            if let Some(fault) = &route.fault {
+                let injected = super::fault::inject(fault).await;
+                if let Some(mut r) = injected.abort {
+                    router::apply_headers(r.headers_mut(), &route.response_headers);
+                    return done(r, injected.flags);
+                }
+                fault_flags = injected.flags;
+            }
             let upgrade = headers::is_upgrade(req.headers());
             let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
             let (hash, set_cookie) = hash_key(&req, conn.peer, fwd, &live);
@@ -204,6 +213,14 @@ async fn route_and_forward(
             if let Some(cookie) = set_cookie {
                 resp.headers_mut().append(header::SET_COOKIE, cookie);
             }
+            let outcome = if fault_flags != "-" && outcome.flags == "-" {
+                Outcome {
+                    flags: fault_flags,
+                    ..outcome
+                }
+            } else {
+                outcome
+            };
             (resp, outcome)
         }
     }
@@ -391,6 +408,18 @@ async fn forward(
             parts.headers.remove(header::HOST);
         }
     }
+    // Istio's route timeout (none by default): Envoy tells the upstream how long it has.
+    let route_timeout = route
+        .timeout
+        .and_then(|t| t.to_std())
+        .filter(|t| !t.is_zero());
+    if let Some(t) = route_timeout {
+        let ms = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
+        parts.headers.insert(
+            HeaderName::from_static("x-envoy-expected-rq-timeout-ms"),
+            HeaderValue::from(ms),
+        );
+    }
     let up_req = Request::from_parts(parts, body::boxed(body));
     let sent = Instant::now();
     let timeout = cluster
@@ -402,7 +431,22 @@ async fn forward(
         .and_then(|t| t.connect_timeout)
         .and_then(|d| d.to_std())
         .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-    let resp = match ctx.pools.send(ep.addr, proto, up_req, timeout).await {
+    let exchange = ctx.pools.send(ep.addr, proto, up_req, timeout);
+    let result = match route_timeout {
+        Some(t) => match tokio::time::timeout(t, exchange).await {
+            Ok(r) => r,
+            Err(_) => {
+                cluster.stats.rq_timeout.fetch_add(1, Ordering::Relaxed);
+                return fail(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream request timeout".into(),
+                    "UT",
+                );
+            }
+        },
+        None => exchange.await,
+    };
+    let resp = match result {
         Ok(r) => r,
         Err(e) => {
             if e.response_flag() == "UF" {

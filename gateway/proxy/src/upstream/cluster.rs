@@ -48,6 +48,8 @@ pub struct ClusterStats {
     pub cx_connect_fail: AtomicU64,
     /// Requests failed because there was no endpoint.
     pub no_healthy_upstream: AtomicU64,
+    /// Requests that hit the route timeout.
+    pub rq_timeout: AtomicU64,
 }
 
 /// One counter: Envoy's stat name, its value, a description.
@@ -55,7 +57,7 @@ pub type StatValue = (&'static str, u64, &'static str);
 
 impl ClusterStats {
     /// Envoy's stat names with their current values and a description.
-    pub fn values(&self) -> [StatValue; 4] {
+    pub fn values(&self) -> [StatValue; 5] {
         let v = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("upstream_rq_total", v(&self.rq_total), "requests forwarded"),
@@ -69,6 +71,11 @@ impl ClusterStats {
                 "upstream_cx_none_healthy",
                 v(&self.no_healthy_upstream),
                 "requests with no endpoint to send to",
+            ),
+            (
+                "upstream_rq_timeout",
+                v(&self.rq_timeout),
+                "requests that hit the route timeout",
             ),
         ]
     }

@@ -194,7 +194,9 @@ fn action(route: &Value) -> Value {
                 })
             })
             .collect();
-        let mut r = json!({"weighted_clusters": {"clusters": clusters}, "timeout": "0s"});
+        // Istio disables Envoy's default 15 s route timeout unless the route sets one.
+        let timeout = route.get("timeout").cloned().unwrap_or(json!("0s"));
+        let mut r = json!({"weighted_clusters": {"clusters": clusters}, "timeout": timeout});
         if let Some(p) = f.get("pathRewrite") {
             if let Some(prefix) = p.get("Prefix") {
                 r["prefix_rewrite"] = prefix.clone();
@@ -243,12 +245,35 @@ fn action(route: &Value) -> Value {
         }
         out["direct_response"] = r;
     }
+    if let Some(f) = route.get("fault") {
+        out["typed_per_filter_config"] = json!({"envoy.filters.http.fault": fault(f)});
+    }
     let (rq_add, rq_rm) = header_ops(&route["requestHeaders"]);
     let (rs_add, rs_rm) = header_ops(&route["responseHeaders"]);
     out["request_headers_to_add"] = json!(rq_add);
     out["request_headers_to_remove"] = json!(rq_rm);
     out["response_headers_to_add"] = json!(rs_add);
     out["response_headers_to_remove"] = json!(rs_rm);
+    out
+}
+
+/// Istio's translation of `fault` into Envoy's HTTPFault (percentages default to 100).
+fn fault(f: &Value) -> Value {
+    let pct = |p: &Value| {
+        let v = p
+            .get("percentage")
+            .and_then(|p| p["value"].as_f64())
+            .unwrap_or(100.0);
+        json!({"numerator": (v * 10_000.0).round() as u64, "denominator": "MILLION"})
+    };
+    let mut out =
+        json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"});
+    if let Some(a) = f.get("abort") {
+        out["abort"] = json!({"http_status": a["httpStatus"], "percentage": pct(a)});
+    }
+    if let Some(d) = f.get("delay") {
+        out["delay"] = json!({"fixed_delay": d["fixedDelay"], "percentage": pct(d)});
+    }
     out
 }
 
@@ -369,7 +394,10 @@ pub fn translate(dump: &Value, port: u16, admin: u16) -> Value {
                         "server_name": "istio-envoy",
                         "upgrade_configs": [{"upgrade_type": "websocket"}],
                         "route_config": {"name": "http.80", "virtual_hosts": vhosts, "validate_clusters": false},
-                        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]
+                                                "http_filters": [
+                            {"name": "envoy.filters.http.fault", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"}},
+                            {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+                        ]
                     }
                 }]}]
             }],

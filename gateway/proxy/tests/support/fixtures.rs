@@ -112,6 +112,18 @@ spec:
     - destination: {host: svc, subset: v2}
       weight: 20
       headers: {request: {set: {x-dest-req: v2}}, response: {set: {x-dest: v2}}}
+    - name: timeout
+    match: [{uri: {prefix: /delay}}]
+    timeout: 0.25s
+    route: [{destination: {host: svc, subset: v1}}]
+  - name: fault-abort
+    match: [{uri: {prefix: /fault-abort}}]
+    fault: {abort: {httpStatus: 503, percentage: {value: 100}}}
+    route: [{destination: {host: svc, subset: v1}}]
+  - name: fault-delay
+    match: [{uri: {prefix: /fault-delay}}]
+    fault: {delay: {fixedDelay: 0.3s}}
+    route: [{destination: {host: svc, subset: v1}}]
   - name: default
     route: [{destination: {host: svc, subset: v1}}]
 "#;
