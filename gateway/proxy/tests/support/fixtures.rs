@@ -112,7 +112,7 @@ spec:
     - destination: {host: svc, subset: v2}
       weight: 20
       headers: {request: {set: {x-dest-req: v2}}, response: {set: {x-dest: v2}}}
-    - name: timeout
+  - name: timeout
     match: [{uri: {prefix: /delay}}]
     timeout: 0.25s
     route: [{destination: {host: svc, subset: v1}}]
