@@ -87,6 +87,50 @@ fn cases() -> Vec<Case> {
         get("route-timeout-not-hit", "app.example.com", "/delay/1"),
         get("fault-abort", "app.example.com", "/fault-abort"),
         get("fault-delay", "app.example.com", "/fault-delay"),
+        Case {
+            name: "cors-preflight",
+            method: Method::OPTIONS,
+            host: "app.example.com",
+            path: "/cors",
+            headers: &[
+                ("origin", "https://good.example"),
+                ("access-control-request-method", "POST"),
+            ],
+        },
+        Case {
+            name: "cors-preflight-regex-origin",
+            method: Method::OPTIONS,
+            host: "app.example.com",
+            path: "/cors",
+            headers: &[
+                ("origin", "https://api.trusted.example"),
+                ("access-control-request-method", "GET"),
+            ],
+        },
+        Case {
+            name: "cors-preflight-unknown-origin",
+            method: Method::OPTIONS,
+            host: "app.example.com",
+            path: "/cors",
+            headers: &[
+                ("origin", "https://evil.example"),
+                ("access-control-request-method", "POST"),
+            ],
+        },
+        Case {
+            name: "cors-simple-request",
+            method: Method::GET,
+            host: "app.example.com",
+            path: "/cors",
+            headers: &[("origin", "https://good.example")],
+        },
+        Case {
+            name: "cors-simple-unknown-origin",
+            method: Method::GET,
+            host: "app.example.com",
+            path: "/cors",
+            headers: &[("origin", "https://evil.example")],
+        },
         get("no-endpoints", "empty.example.com", "/"),
         get("dot-segments", "app.example.com", "/a/../exact"),
         Case {
@@ -134,13 +178,20 @@ fn cases() -> Vec<Case> {
 }
 
 /// Response headers compared as values (others vary by nature: date, ids, timings).
-const RESPONSE_HEADERS: [&str; 6] = [
+const RESPONSE_HEADERS: [&str; 13] = [
     "location",
     "content-type",
     "x-resp",
     "x-dest",
     "x-upstream",
     "server",
+    "vary",
+    "access-control-allow-origin",
+    "access-control-allow-credentials",
+    "access-control-allow-methods",
+    "access-control-allow-headers",
+    "access-control-max-age",
+    "access-control-expose-headers",
 ];
 /// Upstream request headers compared as values.
 const UPSTREAM_HEADERS: [&str; 12] = [

@@ -1,6 +1,7 @@
 //! The HTTP codec side: serve a downstream connection (HTTP/1.1 and h2c on one port, told
 //! apart by the HTTP/2 preface), with Envoy-like limits, and hand each request to `proxy`.
 
+pub mod cors;
 pub mod fault;
 pub mod headers;
 pub mod local_reply;

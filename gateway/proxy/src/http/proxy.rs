@@ -148,6 +148,58 @@ async fn route_and_forward(
     let Some((route, matched_prefix)) = router::select(&vhost.routes, &view) else {
         return no_route("NR");
     };
+    if let Some(cors) = &route.cors {
+        if let Some(r) = super::cors::preflight(cors, &method, req.headers()) {
+            return (
+                r,
+                Outcome {
+                    service: unknown(),
+                    flags: "-",
+                },
+            );
+        }
+    }
+    let origin = route
+        .cors
+        .as_ref()
+        .and_then(|_| req.headers().get(header::ORIGIN).cloned());
+    let (mut resp, outcome) = act(
+        req,
+        route,
+        matched_prefix,
+        &live,
+        conn,
+        ctx,
+        authority,
+        host,
+        port,
+        listener.service_port,
+        scheme,
+        &path,
+    )
+    .await;
+    if let Some(cors) = &route.cors {
+        super::cors::decorate(cors, origin.as_ref(), resp.headers_mut());
+    }
+    (resp, outcome)
+}
+
+/// Carries out a matched route's action.
+#[allow(clippy::too_many_arguments)]
+async fn act(
+    mut req: Request<Incoming>,
+    route: &Route,
+    matched_prefix: Option<&str>,
+    live: &Arc<crate::live::Live>,
+    conn: ConnInfo,
+    ctx: &WorkerCtx,
+    authority: &str,
+    host: &str,
+    port: Option<u16>,
+    service_port: u16,
+    scheme: &str,
+    path: &str,
+) -> (Response<Body>, Outcome) {
     let done = |resp, flags| {
         (
             resp,
@@ -172,8 +224,7 @@ async fn route_and_forward(
             done(r, "-")
         }
         RouteAction::Redirect(rd) => {
-            let loc =
-                router::redirect_location(rd, scheme, host, port, listener.service_port, &path);
+            let loc = router::redirect_location(rd, scheme, host, port, service_port, path);
             let mut r = local_reply::text(
                 StatusCode::from_u16(rd.code).unwrap_or(StatusCode::MOVED_PERMANENTLY),
                 "",
@@ -196,7 +247,7 @@ async fn route_and_forward(
             }
             let upgrade = headers::is_upgrade(req.headers());
             let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-            let (hash, set_cookie) = hash_key(&req, conn.peer, fwd, &live);
+            let (hash, set_cookie) = hash_key(&req, conn.peer, fwd, live);
             let (mut resp, outcome) = forward(
                 req,
                 fwd,

@@ -245,9 +245,14 @@ fn action(route: &Value) -> Value {
         }
         out["direct_response"] = r;
     }
+    let mut per_filter = json!({});
     if let Some(f) = route.get("fault") {
-        out["typed_per_filter_config"] = json!({"envoy.filters.http.fault": fault(f)});
+        per_filter["envoy.filters.http.fault"] = fault(f);
     }
+    if let Some(c) = route.get("cors") {
+        per_filter["envoy.filters.http.cors"] = cors(c);
+    }
+    out["typed_per_filter_config"] = per_filter;
     let (rq_add, rq_rm) = header_ops(&route["requestHeaders"]);
     let (rs_add, rs_rm) = header_ops(&route["responseHeaders"]);
     out["request_headers_to_add"] = json!(rq_add);
@@ -273,6 +278,47 @@ fn fault(f: &Value) -> Value {
     }
     if let Some(d) = f.get("delay") {
         out["delay"] = json!({"fixed_delay": d["fixedDelay"], "percentage": pct(d)});
+    }
+    out
+}
+
+/// Istio's translation of `corsPolicy` into Envoy's per-route CORS policy.
+fn cors(c: &Value) -> Value {
+    let join = |k: &str| {
+        c.get(k).and_then(Value::as_array).map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+    };
+    let origins: Vec<Value> = c
+        .get("allowOrigins")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(string_match)
+        .collect();
+    let mut out = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+        "allow_origin_string_match": origins,
+        "forward_not_matching_preflights": c.get("unmatchedPreflights").and_then(Value::as_str) != Some("IGNORE"),
+    });
+    for (ours, theirs) in [
+        ("allowMethods", "allow_methods"),
+        ("allowHeaders", "allow_headers"),
+        ("exposeHeaders", "expose_headers"),
+    ] {
+        if let Some(v) = join(ours) {
+            out[theirs] = json!(v);
+        }
+    }
+    if let Some(age) = c.get("maxAge").and_then(Value::as_str) {
+        let secs = age.trim_end_matches('s').parse::<f64>().unwrap_or(0.0) as u64;
+        out["max_age"] = json!(secs.to_string());
+    }
+    if let Some(cred) = c.get("allowCredentials") {
+        out["allow_credentials"] = cred.clone();
     }
     out
 }
@@ -395,6 +441,7 @@ pub fn translate(dump: &Value, port: u16, admin: u16) -> Value {
                         "upgrade_configs": [{"upgrade_type": "websocket"}],
                         "route_config": {"name": "http.80", "virtual_hosts": vhosts, "validate_clusters": false},
                                                 "http_filters": [
+                                                        {"name": "envoy.filters.http.cors", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}},
                             {"name": "envoy.filters.http.fault", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"}},
                             {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
                         ]

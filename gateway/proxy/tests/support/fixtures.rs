@@ -124,6 +124,16 @@ spec:
     match: [{uri: {prefix: /fault-delay}}]
     fault: {delay: {fixedDelay: 0.3s}}
     route: [{destination: {host: svc, subset: v1}}]
+  - name: cors
+    match: [{uri: {prefix: /cors}}]
+    corsPolicy:
+      allowOrigins: [{exact: "https://good.example"}, {regex: "https://[a-z]+[.]trusted[.]example"}]
+      allowMethods: [GET, POST]
+      allowHeaders: [x-custom, x-other]
+      exposeHeaders: [x-exposed]
+      maxAge: 24h
+      allowCredentials: true
+    route: [{destination: {host: svc, subset: v1}}]
   - name: default
     route: [{destination: {host: svc, subset: v1}}]
 "#;
