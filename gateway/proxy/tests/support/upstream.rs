@@ -3,7 +3,11 @@
 //! Paths steer it: `/status/NNN`, `/delay/MS`, `/big/BYTES` (streamed response), `/grpc`
 //! (gRPC framing with trailers), `/ws` (WebSocket-style upgrade, echoes bytes). Any other path
 //! answers 200 with a JSON description of the request. Request bodies are counted as they
-//! stream, never buffered.
+//! stream, never buffered. `/reset` drops the request without an answer (HTTP/1.1: the
+//! connection closes; HTTP/2: the stream is reset).
+//!
+//! Tests can also change what it does on cue with [`Upstream::set_behaviour`] (fail, reset or
+//! hang every request, or only the next few), to play an upstream that fails and recovers.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -33,6 +37,23 @@ pub struct Seen {
     pub body_bytes: u64,
 }
 
+/// What the upstream does with the requests it receives (after recording them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Answer as the path says.
+    Normal,
+    /// Answer every request with this status (and the usual JSON body).
+    Status(u16),
+    /// Drop every request without an answer.
+    Reset,
+    /// Never answer (until the behaviour changes or the client gives up).
+    Hang,
+    /// Answer the next `n` requests with `status`, then go back to `Normal`.
+    FailNext { n: u32, status: u16 },
+    /// Drop the next `n` requests without an answer, then go back to `Normal`.
+    ResetNext { n: u32 },
+}
+
 /// A running upstream; stops when dropped.
 pub struct Upstream {
     /// Where it listens.
@@ -40,8 +61,21 @@ pub struct Upstream {
     /// Name it reports in responses (`x-upstream` header and JSON `name`).
     pub name: String,
     seen: Arc<Mutex<Vec<Seen>>>,
+    behaviour: Arc<Mutex<Behaviour>>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
+
+/// The request was dropped on purpose (`/reset`, [`Behaviour::Reset`]).
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("dropped on purpose")
+    }
+}
+
+impl std::error::Error for Dropped {}
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -52,8 +86,10 @@ impl Upstream {
         std_l.set_nonblocking(true).expect("nonblocking");
         let addr = std_l.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let behaviour = Arc::new(Mutex::new(Behaviour::Normal));
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let s2 = seen.clone();
+        let b2 = behaviour.clone();
         let n2 = name.to_owned();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -70,8 +106,11 @@ impl Upstream {
                             let Ok((stream, _)) = r else { continue };
                             let seen = s2.clone();
                             let name = n2.clone();
+                            let behaviour = b2.clone();
                             tokio::spawn(async move {
-                                let svc = service_fn(move |req| handle(req, name.clone(), seen.clone()));
+                                let svc = service_fn(move |req| {
+                                    handle(req, name.clone(), seen.clone(), behaviour.clone())
+                                });
                                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                                     .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                                     .await;
@@ -85,6 +124,7 @@ impl Upstream {
             addr,
             name: name.to_owned(),
             seen,
+            behaviour,
             _stop: stop,
         }
     }
@@ -103,6 +143,53 @@ impl Upstream {
     pub fn last(&self) -> Seen {
         self.seen().pop().expect("the upstream saw a request")
     }
+
+    /// How many requests it has seen.
+    pub fn count(&self) -> usize {
+        self.seen.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// Changes what it does with the next requests.
+    pub fn set_behaviour(&self, b: Behaviour) {
+        if let Ok(mut cur) = self.behaviour.lock() {
+            *cur = b;
+        }
+    }
+}
+
+/// The behaviour for one request, counting down the `*Next` ones.
+fn next_behaviour(b: &Mutex<Behaviour>) -> Behaviour {
+    let Ok(mut cur) = b.lock() else {
+        return Behaviour::Normal;
+    };
+    let now = *cur;
+    match now {
+        Behaviour::FailNext { n, status } => {
+            *cur = if n > 1 {
+                Behaviour::FailNext { n: n - 1, status }
+            } else {
+                Behaviour::Normal
+            };
+            if n == 0 {
+                Behaviour::Normal
+            } else {
+                Behaviour::Status(status)
+            }
+        }
+        Behaviour::ResetNext { n } => {
+            *cur = if n > 1 {
+                Behaviour::ResetNext { n: n - 1 }
+            } else {
+                Behaviour::Normal
+            };
+            if n == 0 {
+                Behaviour::Normal
+            } else {
+                Behaviour::Reset
+            }
+        }
+        other => other,
+    }
 }
 
 fn full(b: impl Into<Bytes>) -> Body {
@@ -113,7 +200,8 @@ async fn handle(
     req: Request<Incoming>,
     name: String,
     seen: Arc<Mutex<Vec<Seen>>>,
-) -> Result<Response<Body>, Infallible> {
+    behaviour: Arc<Mutex<Behaviour>>,
+) -> Result<Response<Body>, Dropped> {
     let path = req
         .uri()
         .path_and_query()
@@ -145,6 +233,15 @@ async fn handle(
     }
     let mut status = StatusCode::OK;
     let p = parts.uri.path();
+    let forced = match next_behaviour(&behaviour) {
+        Behaviour::Reset => return Err(Dropped),
+        Behaviour::Hang => std::future::pending::<Option<StatusCode>>().await,
+        Behaviour::Status(code) => StatusCode::from_u16(code).ok(),
+        _ => None,
+    };
+    if p == "/reset" {
+        return Err(Dropped);
+    }
     if let Some(code) = p.strip_prefix("/status/") {
         status = code
             .parse::<u16>()
@@ -181,7 +278,7 @@ async fn handle(
         "bodyBytes": n,
     });
     let mut r = Response::new(full(j.to_string()));
-    *r.status_mut() = status;
+    *r.status_mut() = forced.unwrap_or(status);
     r.headers_mut()
         .insert("x-upstream", name.parse().expect("header value"));
     r.headers_mut().insert(
