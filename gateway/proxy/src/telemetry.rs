@@ -120,11 +120,12 @@ impl Metrics {
         let mut out = String::from_utf8_lossy(&buf).into_owned();
         let mut names: Vec<_> = live.clusters.keys().collect();
         names.sort();
-        let per_cluster: Vec<(&Arc<str>, [StatValue; 5])> = names
+        let per_cluster: Vec<(&Arc<str>, Vec<StatValue>)> = names
             .iter()
             .map(|n| (*n, live.clusters[*n].stats.values()))
             .collect();
-        for k in 0..5 {
+        let count = per_cluster.first().map_or(0, |(_, v)| v.len());
+        for k in 0..count {
             let Some((_, first)) = per_cluster.first() else {
                 break;
             };

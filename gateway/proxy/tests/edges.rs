@@ -79,7 +79,8 @@ fn malformed_oversized_and_unroutable_requests() {
     let r = c.get("dead.example.com", "/");
     assert_eq!(r.status, 503);
     let body = String::from_utf8_lossy(&r.body).into_owned();
-    assert!(body.starts_with("upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"), "{body}");
+    // Istio's default retry policy retries connect failures twice.
+    assert!(body.starts_with("upstream connect error or disconnect/reset before headers. retried and the latest reset reason: remote connection failure"), "{body}");
     let r = c.get("empty.example.com", "/");
     assert_eq!(r.status, 503);
     assert_eq!(&r.body[..], b"no healthy upstream");
@@ -302,11 +303,25 @@ fn admin_readiness_metrics_and_graceful_shutdown() {
         text.contains("istio_request_duration_milliseconds_bucket{"),
         "histogram missing"
     );
-    assert!(text.contains("envoy_cluster_upstream_rq_total{cluster_name=\"outbound|80||slow.test.svc.cluster.local\"} 2"));
+    // Every attempt counts: the 503 was retried twice (Istio's default policy), then the 200.
+    let cluster_stat = |name: &str| {
+        format!("envoy_cluster_{name}{{cluster_name=\"outbound|80||slow.test.svc.cluster.local\"}}")
+    };
+    for (name, n) in [
+        ("upstream_rq_total", 4),
+        ("upstream_rq_retry", 2),
+        ("upstream_rq_retry_limit_exceeded", 1),
+        ("upstream_rq_retry_success", 0),
+    ] {
+        assert!(
+            text.contains(&format!("{} {n}\n", cluster_stat(name))),
+            "{name} is not {n}:\n{text}"
+        );
+    }
     let clusters = String::from_utf8_lossy(&admin.get("localhost", "/clusters").body).into_owned();
     assert!(
         clusters.contains(&format!(
-            "outbound|80||slow.test.svc.cluster.local::127.0.0.1:{}::rq_total::2",
+            "outbound|80||slow.test.svc.cluster.local::127.0.0.1:{}::rq_total::4",
             up.port()
         )),
         "{clusters}"

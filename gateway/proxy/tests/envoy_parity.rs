@@ -83,6 +83,50 @@ fn cases() -> Vec<Case> {
         get("rewrite-regex", "app.example.com", "/users/42/profile"),
         get("no-virtual-host", "unknown.example.org", "/"),
         get("upstream-refused", "dead.example.com", "/"),
+        get("default-retry-503", "app.example.com", "/status/503"),
+        get("default-no-retry-500", "app.example.com", "/status/500"),
+        Case {
+            name: "retry-5xx",
+            method: Method::GET,
+            host: "app.example.com",
+            path: "/status/500",
+            headers: &[("x-retry", "5xx")],
+        },
+        Case {
+            name: "retry-per-try-timeout",
+            method: Method::GET,
+            host: "app.example.com",
+            path: "/delay/300",
+            headers: &[("x-retry", "per-try")],
+        },
+        Case {
+            name: "retry-off",
+            method: Method::GET,
+            host: "app.example.com",
+            path: "/status/503",
+            headers: &[("x-retry", "off")],
+        },
+        Case {
+            name: "retry-status-code",
+            method: Method::GET,
+            host: "app.example.com",
+            path: "/status/418",
+            headers: &[("x-retry", "codes")],
+        },
+        Case {
+            name: "retry-4xx",
+            method: Method::GET,
+            host: "app.example.com",
+            path: "/status/409",
+            headers: &[("x-retry", "codes")],
+        },
+        Case {
+            name: "retry-post-body",
+            method: Method::POST,
+            host: "app.example.com",
+            path: "/status/503",
+            headers: &[],
+        },
         get("route-timeout-hit", "app.example.com", "/delay/1000"),
         get("route-timeout-not-hit", "app.example.com", "/delay/1"),
         get("fault-abort", "app.example.com", "/fault-abort"),
@@ -194,8 +238,10 @@ const RESPONSE_HEADERS: [&str; 13] = [
     "access-control-expose-headers",
 ];
 /// Upstream request headers compared as values.
-const UPSTREAM_HEADERS: [&str; 12] = [
+const UPSTREAM_HEADERS: [&str; 14] = [
     "host",
+    "x-envoy-attempt-count",
+    "x-envoy-expected-rq-timeout-ms",
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-route",
@@ -305,7 +351,15 @@ fn routing_matches_envoy() {
                     Bytes::from_static(b"b"),
                 )
             };
-            let (a, b) = (describe(&c, &send(mg)), describe(&c, &send(en)));
+            // What each proxy sent the upstreams, counted as attempts.
+            let sent = |cl: &Client| {
+                let before = v1.count() + v2.count();
+                let mut d = describe(&c, &send(cl));
+                let n = v1.count() + v2.count() - before;
+                d.push(("upstream attempts".into(), n.to_string()));
+                d
+            };
+            let (a, b) = (sent(mg), sent(en));
             for ((what, ours), (_, theirs)) in a.iter().zip(b.iter()) {
                 if ours != theirs {
                     // Header-name sets: show only what differs.

@@ -11,6 +11,7 @@ use crate::model::common::StringMatch;
 use crate::model::virtual_service::{
     Destination, HeaderOperations, Headers, HttpMatchRequest, HttpRoute, RedirectPortSelection,
 };
+use crate::snapshot::retry::RetryPolicy;
 use crate::snapshot::route::{
     Forward, HeaderOps, Matcher, PathRewrite, Redirect, RedirectPort, Route, RouteAction,
     RouteMatch, WeightedCluster,
@@ -124,7 +125,7 @@ pub fn compile_route(
         request_headers,
         response_headers,
         timeout: r.timeout,
-        retries: r.retries.clone(),
+        retries: RetryPolicy::from_istio(r.retries.as_ref()),
         fault: r.fault.clone(),
         mirrors,
         cors: r.cors_policy.clone(),

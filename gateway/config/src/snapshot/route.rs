@@ -11,7 +11,8 @@ use regex::Regex;
 use serde::{Serialize, Serializer};
 
 use crate::model::common::Duration;
-use crate::model::virtual_service::{CorsPolicy, HttpFaultInjection, HttpRetry};
+use crate::model::virtual_service::{CorsPolicy, HttpFaultInjection};
+use crate::snapshot::retry::RetryPolicy;
 
 /// What route matching needs to know about a request.
 pub trait RequestView {
@@ -319,9 +320,9 @@ pub struct Route {
     /// Whole-request timeout.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
-    /// Retry policy, as configured.
+    /// Retry policy (Istio's default when the route sets none; `None`: retries are off).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub retries: Option<HttpRetry>,
+    pub retries: Option<RetryPolicy>,
     /// Fault injection, as configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fault: Option<HttpFaultInjection>,

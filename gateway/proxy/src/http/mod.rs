@@ -3,9 +3,11 @@
 
 pub mod cors;
 pub mod fault;
+mod forward;
 pub mod headers;
 pub mod local_reply;
 pub mod proxy;
+pub mod replay;
 
 use std::future::Future;
 use std::net::SocketAddr;

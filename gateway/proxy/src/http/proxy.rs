@@ -4,15 +4,12 @@
 //! Runs on a worker thread; reads shared state only through one `ArcSwap` load per request.
 
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{self, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use meshgate_config::snapshot::cluster::UpstreamProtocol;
 use meshgate_config::snapshot::route::{Forward, Route, RouteAction};
 
 use super::headers;
@@ -21,15 +18,15 @@ use super::ConnInfo;
 use crate::body::{self, Body};
 use crate::router::{self, View};
 use crate::telemetry::RequestKey;
-use crate::upstream::cluster::ClusterState;
 use crate::upstream::lb::{hash_of, HashPolicy};
-use crate::upstream::pool::{Proto, DEFAULT_CONNECT_TIMEOUT};
 use crate::worker::WorkerCtx;
 
 /// What the request became, for metrics and logs.
-struct Outcome {
-    service: Arc<str>,
-    flags: &'static str,
+pub(super) struct Outcome {
+    /// The destination service (`unknown` when the request went nowhere).
+    pub service: Arc<str>,
+    /// Envoy's response flags (`-` for none).
+    pub flags: &'static str,
 }
 
 /// Handles one downstream request and always produces a response.
@@ -56,7 +53,8 @@ pub async fn handle(req: Request<Incoming>, conn: ConnInfo, ctx: Rc<WorkerCtx>) 
     resp
 }
 
-fn unknown() -> Arc<str> {
+/// The `unknown` service name, shared.
+pub(super) fn unknown() -> Arc<str> {
     thread_local! {
         static UNKNOWN: Arc<str> = Arc::from("unknown");
     }
@@ -248,7 +246,7 @@ async fn act(
             let upgrade = headers::is_upgrade(req.headers());
             let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
             let (hash, set_cookie) = hash_key(&req, conn.peer, fwd, live);
-            let (mut resp, outcome) = forward(
+            let (mut resp, outcome) = super::forward::forward(
                 req,
                 fwd,
                 route,
@@ -256,7 +254,7 @@ async fn act(
                 authority,
                 conn,
                 ctx,
-                &live,
+                live,
                 hash,
                 on_upgrade,
             )
@@ -337,226 +335,6 @@ fn hash_key(
         }),
     };
     (key, None)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn forward(
-    req: Request<Incoming>,
-    fwd: &Forward,
-    route: &Route,
-    matched_prefix: Option<String>,
-    authority: &str,
-    conn: ConnInfo,
-    ctx: &WorkerCtx,
-    live: &crate::live::Live,
-    hash: Option<u64>,
-    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
-) -> (Response<Body>, Outcome) {
-    let wc = router::pick_cluster(fwd);
-    let Some(cluster) = live.cluster(&wc.cluster) else {
-        return (
-            local_reply::text(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
-            Outcome {
-                service: unknown(),
-                flags: "NC",
-            },
-        );
-    };
-    let service = cluster.host.clone();
-    let fail = |status, text: String, flags| {
-        cluster.stats.rq_5xx.fetch_add(1, Ordering::Relaxed);
-        (
-            local_reply::owned(status, text),
-            Outcome {
-                service: service.clone(),
-                flags,
-            },
-        )
-    };
-    let Some(ep) = cluster.pick(hash) else {
-        cluster
-            .stats
-            .no_healthy_upstream
-            .fetch_add(1, Ordering::Relaxed);
-        return fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no healthy upstream".into(),
-            "UH",
-        );
-    };
-    let _active = ClusterState::start(&ep);
-    cluster.stats.rq_total.fetch_add(1, Ordering::Relaxed);
-
-    let upgrade = on_upgrade.is_some();
-    let (mut parts, body) = req.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-    headers::strip_internal(&mut parts.headers);
-    headers::forwarded(&mut parts.headers, conn.peer.ip(), "http");
-    headers::request_id(
-        &mut parts.headers,
-        ctx.shared.settings.preserve_external_request_id,
-    );
-    router::apply_headers(&mut parts.headers, &route.request_headers);
-    router::apply_headers(&mut parts.headers, &wc.request_headers);
-    let host = fwd.authority_rewrite.as_deref().unwrap_or(authority);
-    // Envoy records what the client asked for when a rewrite changes it.
-    if fwd.authority_rewrite.is_some() {
-        if let Ok(v) = HeaderValue::from_str(authority) {
-            parts
-                .headers
-                .insert(HeaderName::from_static("x-envoy-original-host"), v);
-        }
-    }
-    let rewritten = fwd.path_rewrite.as_ref().map(|rw| {
-        let old = router::path_and_query(&parts.uri);
-        if let Ok(v) = HeaderValue::from_str(old) {
-            parts
-                .headers
-                .insert(HeaderName::from_static("x-envoy-original-path"), v);
-        }
-        router::rewrite_path(old, rw, matched_prefix.as_deref())
-    });
-    let proto = match cluster.protocol() {
-        UpstreamProtocol::Http2 => Proto::Http2,
-        _ => Proto::Http1,
-    };
-    // Rebuild the URI only when something changes: HTTP/1.1 upstreams get the origin form,
-    // HTTP/2 upstreams the absolute form with the (possibly rewritten) authority.
-    let same_target = rewritten.is_none()
-        && match proto {
-            Proto::Http1 => parts.uri.scheme().is_none(),
-            Proto::Http2 => {
-                fwd.authority_rewrite.is_none()
-                    && parts.uri.authority().is_some_and(|a| a.as_str() == host)
-            }
-        };
-    if !same_target {
-        let path = rewritten
-            .as_deref()
-            .unwrap_or_else(|| router::path_and_query(&parts.uri));
-        let uri = match proto {
-            Proto::Http2 => format!("http://{host}{path}").parse::<Uri>(),
-            Proto::Http1 => path.parse::<Uri>(),
-        };
-        let Ok(uri) = uri else {
-            return fail(
-                StatusCode::BAD_REQUEST,
-                "invalid path after rewrite".into(),
-                "DPE",
-            );
-        };
-        parts.uri = uri;
-    }
-    match proto {
-        Proto::Http1 => {
-            parts.version = Version::HTTP_11;
-            if let Ok(v) = HeaderValue::from_str(host) {
-                parts.headers.insert(header::HOST, v);
-            }
-        }
-        Proto::Http2 => {
-            parts.version = Version::HTTP_2;
-            parts.headers.remove(header::HOST);
-        }
-    }
-    // Istio's route timeout (none by default): Envoy tells the upstream how long it has.
-    let route_timeout = route
-        .timeout
-        .and_then(|t| t.to_std())
-        .filter(|t| !t.is_zero());
-    if let Some(t) = route_timeout {
-        let ms = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
-        parts.headers.insert(
-            HeaderName::from_static("x-envoy-expected-rq-timeout-ms"),
-            HeaderValue::from(ms),
-        );
-    }
-    let up_req = Request::from_parts(parts, body::boxed(body));
-    let sent = Instant::now();
-    let timeout = cluster
-        .config
-        .policy
-        .connection_pool
-        .as_ref()
-        .and_then(|p| p.tcp.as_ref())
-        .and_then(|t| t.connect_timeout)
-        .and_then(|d| d.to_std())
-        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-    let exchange = ctx.pools.send(ep.addr, proto, up_req, timeout);
-    let result = match route_timeout {
-        Some(t) => match tokio::time::timeout(t, exchange).await {
-            Ok(r) => r,
-            Err(_) => {
-                cluster.stats.rq_timeout.fetch_add(1, Ordering::Relaxed);
-                return fail(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream request timeout".into(),
-                    "UT",
-                );
-            }
-        },
-        None => exchange.await,
-    };
-    let resp = match result {
-        Ok(r) => r,
-        Err(e) => {
-            if e.response_flag() == "UF" {
-                cluster
-                    .stats
-                    .cx_connect_fail
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            tracing::debug!(cluster = %cluster.config.name, endpoint = %ep.addr, error = %e, "upstream request failed");
-            // Envoy's wording (the detail stays in the debug log, as in Envoy 1.40's reply).
-            let reason = match &e {
-                crate::upstream::pool::UpstreamError::Connect(d) if d == "connect timeout" => {
-                    "connection timeout".to_owned()
-                }
-                crate::upstream::pool::UpstreamError::Connect(_) => {
-                    "remote connection failure".to_owned()
-                }
-                crate::upstream::pool::UpstreamError::Reset(d) => d.clone(),
-            };
-            return fail(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("upstream connect error or disconnect/reset before headers. reset reason: {reason}"),
-                e.response_flag(),
-            );
-        }
-    };
-    let (mut parts, body) = resp.into_parts();
-    if parts.status.is_server_error() {
-        cluster.stats.rq_5xx.fetch_add(1, Ordering::Relaxed);
-    }
-    let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
-    headers::strip_hop_by_hop(&mut parts.headers, switching && upgrade);
-    let ms = u64::try_from(sent.elapsed().as_millis()).unwrap_or(u64::MAX);
-    parts.headers.insert(
-        HeaderName::from_static("x-envoy-upstream-service-time"),
-        HeaderValue::from(ms),
-    );
-    router::apply_headers(&mut parts.headers, &route.response_headers);
-    router::apply_headers(&mut parts.headers, &wc.response_headers);
-    let mut resp = Response::from_parts(parts, body);
-    if switching {
-        if let Some(down) = on_upgrade {
-            let up = hyper::upgrade::on(&mut resp);
-            tokio::task::spawn_local(async move {
-                if let (Ok(down), Ok(up)) = (down.await, up.await) {
-                    let mut down = TokioIo::new(down);
-                    let mut up = TokioIo::new(up);
-                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
-                }
-            });
-        }
-    }
-    (
-        resp,
-        Outcome {
-            service,
-            flags: "-",
-        },
-    )
 }
 
 /// `base` with its path and query replaced by those of `path` (scheme and authority kept).

@@ -50,6 +50,14 @@ pub struct ClusterStats {
     pub no_healthy_upstream: AtomicU64,
     /// Requests that hit the route timeout.
     pub rq_timeout: AtomicU64,
+    /// Retries made.
+    pub rq_retry: AtomicU64,
+    /// Requests that succeeded after a retry.
+    pub rq_retry_success: AtomicU64,
+    /// Requests that still failed when no retry was left.
+    pub rq_retry_limit_exceeded: AtomicU64,
+    /// Attempts that hit the per-try timeout.
+    pub rq_per_try_timeout: AtomicU64,
 }
 
 /// One counter: Envoy's stat name, its value, a description.
@@ -57,9 +65,9 @@ pub type StatValue = (&'static str, u64, &'static str);
 
 impl ClusterStats {
     /// Envoy's stat names with their current values and a description.
-    pub fn values(&self) -> [StatValue; 5] {
+    pub fn values(&self) -> Vec<StatValue> {
         let v = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        [
+        vec![
             ("upstream_rq_total", v(&self.rq_total), "requests forwarded"),
             ("upstream_rq_5xx", v(&self.rq_5xx), "5xx responses"),
             (
@@ -76,6 +84,22 @@ impl ClusterStats {
                 "upstream_rq_timeout",
                 v(&self.rq_timeout),
                 "requests that hit the route timeout",
+            ),
+            ("upstream_rq_retry", v(&self.rq_retry), "retries made"),
+            (
+                "upstream_rq_retry_success",
+                v(&self.rq_retry_success),
+                "requests that succeeded after a retry",
+            ),
+            (
+                "upstream_rq_retry_limit_exceeded",
+                v(&self.rq_retry_limit_exceeded),
+                "requests that failed with no retry left",
+            ),
+            (
+                "upstream_rq_per_try_timeout",
+                v(&self.rq_per_try_timeout),
+                "attempts that hit the per-try timeout",
             ),
         ]
     }

@@ -210,6 +210,9 @@ fn action(route: &Value) -> Value {
         if let Some(h) = f.get("authorityRewrite") {
             r["host_rewrite_literal"] = h.clone();
         }
+        if let Some(p) = route.get("retries") {
+            r["retry_policy"] = retry_policy(p);
+        }
         out["route"] = r;
     } else if let Some(rd) = a.get("redirect") {
         let mut r = json!({});
@@ -260,6 +263,39 @@ fn action(route: &Value) -> Value {
     out["response_headers_to_add"] = json!(rs_add);
     out["response_headers_to_remove"] = json!(rs_rm);
     out
+}
+
+/// Istio's retry policy (meshgate's compiled form) as Envoy's route `retry_policy`.
+fn retry_policy(p: &Value) -> Value {
+    let mut out = json!({
+        "retry_on": p["retryOn"],
+        "num_retries": p["numRetries"],
+        "host_selection_retry_max_attempts": 5,
+        "retry_back_off": {"base_interval": ms_to_envoy(&p["backoffBase"])},
+    });
+    if let Some(codes) = p.get("retriableStatusCodes") {
+        out["retriable_status_codes"] = codes.clone();
+    }
+    if let Some(t) = p.get("perTryTimeout") {
+        out["per_try_timeout"] = json!(ms_to_envoy(t));
+    }
+    if p["avoidPreviousHosts"] == json!(true) {
+        out["retry_host_predicate"] = json!([{
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}
+        }]);
+    }
+    out
+}
+
+/// `"250ms"` as an Envoy duration string (`"0.250s"`).
+fn ms_to_envoy(v: &Value) -> String {
+    let ms: u64 = v
+        .as_str()
+        .and_then(|s| s.strip_suffix("ms"))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    format!("{}.{:03}s", ms / 1000, ms % 1000)
 }
 
 /// Istio's translation of `fault` into Envoy's HTTPFault (percentages default to 100).
@@ -391,7 +427,8 @@ pub fn translate(dump: &Value, port: u16, admin: u16) -> Value {
                 .map(|d| json!(format!("{d}:*")))
                 .collect();
             domains.extend(with_port);
-            json!({"name": vh["name"], "domains": domains, "routes": routes(vh)})
+            // Istio has Envoy tell the upstream the attempt number.
+            json!({"name": vh["name"], "domains": domains, "routes": routes(vh), "include_request_attempt_count": true})
         })
         .collect();
     let clusters: Vec<Value> = dump["clusters"]

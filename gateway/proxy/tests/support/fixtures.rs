@@ -45,6 +45,22 @@ spec:
   hosts: [app.example.com, "*.wild.example.com"]
   gateways: [istio-system/gw]
   http:
+  - name: retry-5xx
+    match: [{headers: {x-retry: {exact: 5xx}}}]
+    retries: {attempts: 1, retryOn: 5xx}
+    route: [{destination: {host: svc, subset: v1}}]
+  - name: retry-per-try
+    match: [{headers: {x-retry: {exact: per-try}}}]
+    retries: {attempts: 2, perTryTimeout: 0.1s, retryOn: gateway-error}
+    route: [{destination: {host: svc, subset: v1}}]
+  - name: retry-off
+    match: [{headers: {x-retry: {exact: "off"}}}]
+    retries: {attempts: 0}
+    route: [{destination: {host: svc, subset: v1}}]
+  - name: retry-codes
+    match: [{headers: {x-retry: {exact: codes}}}]
+    retries: {attempts: 2, retryOn: "418,retriable-4xx"}
+    route: [{destination: {host: svc, subset: v1}}]
   - name: exact
     match: [{uri: {exact: /exact}}]
     route: [{destination: {host: svc, subset: v1}}]
