@@ -343,7 +343,13 @@ impl Attempts<'_> {
             let outcome = match self.per_try {
                 Some(t) => match tokio::time::timeout(t, exchange).await {
                     Ok(r) => r.map_or_else(Attempt::Failed, Attempt::Response),
-                    Err(_) => Attempt::PerTryTimeout,
+                    Err(_) => {
+                        cluster
+                            .stats
+                            .rq_per_try_timeout
+                            .fetch_add(1, Ordering::Relaxed);
+                        Attempt::PerTryTimeout
+                    }
                 },
                 None => exchange
                     .await

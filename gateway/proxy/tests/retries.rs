@@ -1,0 +1,141 @@
+//! Retries through the real gateway with upstreams that fail and recover on cue: another
+//! endpoint on retry, request bodies replayed (and not past the buffer limit), the route
+//! timeout covering every attempt, and the retry counters. Statuses and attempt counts of the
+//! common cases are compared with Envoy in `envoy_parity.rs`.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Method;
+use support::upstream::Behaviour;
+use support::{fixtures, Client, Gateway, Upstream};
+
+/// One service `svc` with the given endpoints, and a VirtualService for `app.example.com`
+/// with these HTTP routes (YAML list items, indented by two spaces).
+fn gateway(endpoints: &[&Upstream], routes: &str) -> Gateway {
+    let eps: Vec<(&Upstream, &str)> = endpoints.iter().map(|u| (*u, "v1")).collect();
+    let mut y = fixtures::base(&[("svc.test.svc.cluster.local", &eps, "HTTP")]);
+    y.push_str(&format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: app, namespace: test}}\n\
+         spec:\n  hosts: [app.example.com]\n  gateways: [istio-system/gw]\n  http:\n{routes}"
+    ));
+    Gateway::start(&y)
+}
+
+fn cluster_stat(gw: &Gateway, name: &str) -> u64 {
+    let text = String::from_utf8_lossy(
+        &Client::http1(gw.stats)
+            .get("localhost", "/stats/prometheus")
+            .body,
+    )
+    .into_owned();
+    let prefix = format!(
+        "envoy_cluster_{name}{{cluster_name=\"outbound|80||svc.test.svc.cluster.local\"}} "
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+#[test]
+fn a_failed_attempt_is_retried_on_the_other_endpoint() {
+    let a = Upstream::echo("a");
+    let b = Upstream::echo("b");
+    let gw = gateway(
+        &[&a, &b],
+        "  - retries: {attempts: 3, retryOn: 5xx}\n    route: [{destination: {host: svc}}]\n",
+    );
+    let c = Client::http1(gw.port);
+    a.set_behaviour(Behaviour::Status(500));
+    for _ in 0..20 {
+        let r = c.get("app.example.com", "/x");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.upstream(), "b");
+    }
+    // Every request that tried `a` first went to `b` next, never back to `a`.
+    let retried_on_b = b
+        .seen()
+        .iter()
+        .filter(|s| s.headers["x-envoy-attempt-count"] == "2")
+        .count();
+    assert_eq!(retried_on_b, a.count(), "one retry per failure on a");
+    assert!(b
+        .seen()
+        .iter()
+        .all(|s| s.headers["x-envoy-attempt-count"] != "3"));
+    assert_eq!(cluster_stat(&gw, "upstream_rq_retry"), a.count() as u64);
+    assert_eq!(
+        cluster_stat(&gw, "upstream_rq_retry_success"),
+        a.count() as u64
+    );
+}
+
+#[test]
+fn request_bodies_are_replayed_up_to_the_buffer_limit() {
+    let a = Upstream::echo("a");
+    let gw = gateway(
+        &[&a],
+        "  - retries: {attempts: 2, retryOn: reset}\n    route: [{destination: {host: svc}}]\n",
+    );
+    for client in [Client::http1(gw.port), Client::h2c(gw.port)] {
+        // A small body: the reset first attempt is replayed in full.
+        a.set_behaviour(Behaviour::ResetNext { n: 1 });
+        let before = a.count();
+        let body = Bytes::from(vec![b'x'; 20_000]);
+        let r = client.send(Method::POST, "app.example.com", "/echo", &[], body);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["bodyBytes"], 20_000);
+        assert_eq!(r.json()["headers"]["x-envoy-attempt-count"], "2");
+        assert_eq!(a.count() - before, 2);
+
+        // Past the 32 KiB buffer limit: no retry, the reset reaches the client as a 503.
+        a.set_behaviour(Behaviour::ResetNext { n: 1 });
+        let before = a.count();
+        let body = Bytes::from(vec![b'y'; 100_000]);
+        let r = client.send(Method::POST, "app.example.com", "/echo", &[], body);
+        assert_eq!(r.status, 503);
+        assert_eq!(
+            a.count() - before,
+            1,
+            "a body past the limit is not retried"
+        );
+        a.set_behaviour(Behaviour::Normal);
+    }
+}
+
+#[test]
+fn failing_then_recovering_upstream_and_the_route_timeout() {
+    let a = Upstream::echo("a");
+    let gw = gateway(
+        &[&a],
+        "  - match: [{uri: {prefix: /bounded}}]\n    timeout: 0.5s\n    retries: {attempts: 50, perTryTimeout: 0.1s, retryOn: 5xx}\n    route: [{destination: {host: svc}}]\n\
+         \x20 - retries: {attempts: 3, retryOn: gateway-error}\n    route: [{destination: {host: svc}}]\n",
+    );
+    let c = Client::http1(gw.port);
+    // Two failures, then the upstream recovers: the third attempt answers.
+    a.set_behaviour(Behaviour::FailNext { n: 2, status: 502 });
+    let r = c.get("app.example.com", "/x");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["headers"]["x-envoy-attempt-count"], "3");
+    // Failing for longer than the attempts allow: the last answer reaches the client.
+    a.set_behaviour(Behaviour::FailNext { n: 10, status: 503 });
+    let before = a.count();
+    let r = c.get("app.example.com", "/x");
+    assert_eq!(r.status, 503);
+    assert_eq!(a.count() - before, 4);
+    assert_eq!(cluster_stat(&gw, "upstream_rq_retry_limit_exceeded"), 1);
+    a.set_behaviour(Behaviour::Normal);
+
+    // A hanging upstream: per-try timeouts retry until the route timeout ends it all.
+    a.set_behaviour(Behaviour::Hang);
+    let started = Instant::now();
+    let r = c.get("app.example.com", "/bounded");
+    assert_eq!(r.status, 504);
+    assert_eq!(&r.body[..], b"upstream request timeout");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(cluster_stat(&gw, "upstream_rq_per_try_timeout") >= 2);
+    assert_eq!(cluster_stat(&gw, "upstream_rq_timeout"), 1);
+}
