@@ -6,6 +6,7 @@
 //! Runs on a worker; a request body is buffered only as far as a retry needs (`replay`).
 
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ use meshgate_config::snapshot::route::{Forward, Route};
 
 use super::headers;
 use super::local_reply;
+use super::mirror;
 use super::proxy::{unknown, Outcome};
 use super::replay::{Replay, RETRY_BUFFER_LIMIT};
 use super::ConnInfo;
@@ -43,7 +45,7 @@ pub(super) async fn forward(
     matched_prefix: Option<String>,
     authority: &str,
     conn: ConnInfo,
-    ctx: &WorkerCtx,
+    ctx: &Rc<WorkerCtx>,
     live: &crate::live::Live,
     hash: Option<u64>,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
@@ -102,6 +104,29 @@ pub(super) async fn forward(
             HeaderName::from_static("x-envoy-expected-rq-timeout-ms"),
             HeaderValue::from(ms),
         );
+    }
+    let mut body = body::boxed(body);
+    if !route.mirrors.is_empty() && !upgrade {
+        let host = fwd.authority_rewrite.as_deref().unwrap_or(authority);
+        let timeout = route_timeout.unwrap_or(mirror::DEFAULT_MIRROR_TIMEOUT);
+        let mut tee = None;
+        for name in mirror::chosen(&route.mirrors) {
+            let Some(target) = live.cluster(name) else {
+                continue;
+            };
+            let mirror_body = if http_body::Body::is_end_stream(&body) {
+                body::empty()
+            } else {
+                let t = tee.get_or_insert_with(|| {
+                    mirror::Tee::new(std::mem::replace(&mut body, body::empty()))
+                });
+                Box::pin(t.mirror())
+            };
+            mirror::send(ctx, target.clone(), &parts, host, mirror_body, timeout);
+        }
+        if let Some(t) = tee {
+            body = Box::pin(t);
+        }
     }
     let attempts = Attempts {
         cluster,
@@ -284,7 +309,7 @@ struct Attempts<'a> {
 type Answer = (Response<Body>, Instant, &'static str);
 
 impl Attempts<'_> {
-    async fn run(&self, parts: Parts, body: Incoming) -> Result<Answer, Failure> {
+    async fn run(&self, parts: Parts, body: Body) -> Result<Answer, Failure> {
         let cluster = self.cluster;
         let connect_timeout = cluster
             .config
@@ -297,7 +322,7 @@ impl Attempts<'_> {
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let max_attempts = self.policy.map_or(1, |p| p.num_retries.saturating_add(1));
         // A body that is already complete (most GETs) needs no copy to be sent again.
-        let mut single = Some(body::boxed(body));
+        let mut single = Some(body);
         let replay = match (&single, self.policy) {
             (Some(b), Some(_)) if !http_body::Body::is_end_stream(b) => {
                 single.take().map(|b| Replay::new(b, RETRY_BUFFER_LIMIT))

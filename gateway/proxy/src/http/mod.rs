@@ -6,6 +6,7 @@ pub mod fault;
 mod forward;
 pub mod headers;
 pub mod local_reply;
+pub mod mirror;
 pub mod proxy;
 pub mod replay;
 

@@ -64,7 +64,7 @@ pub(super) fn unknown() -> Arc<str> {
 async fn route_and_forward(
     mut req: Request<Incoming>,
     conn: ConnInfo,
-    ctx: &WorkerCtx,
+    ctx: &Rc<WorkerCtx>,
 ) -> (Response<Body>, Outcome) {
     let no_route = |flags| {
         (
@@ -190,7 +190,7 @@ async fn act(
     matched_prefix: Option<&str>,
     live: &Arc<crate::live::Live>,
     conn: ConnInfo,
-    ctx: &WorkerCtx,
+    ctx: &Rc<WorkerCtx>,
     authority: &str,
     host: &str,
     port: Option<u16>,

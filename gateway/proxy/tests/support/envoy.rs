@@ -213,6 +213,20 @@ fn action(route: &Value) -> Value {
         if let Some(p) = route.get("retries") {
             r["retry_policy"] = retry_policy(p);
         }
+        if let Some(m) = route.get("mirrors").and_then(Value::as_array) {
+            // Istio: runtime_fraction out of a million.
+            let policies: Vec<Value> = m
+                .iter()
+                .map(|pair| {
+                    let pct = pair[1].as_f64().unwrap_or(100.0);
+                    json!({
+                        "cluster": pair[0],
+                        "runtime_fraction": {"default_value": {"numerator": (pct * 10_000.0) as u64, "denominator": "MILLION"}},
+                    })
+                })
+                .collect();
+            r["request_mirror_policies"] = json!(policies);
+        }
         out["route"] = r;
     } else if let Some(rd) = a.get("redirect") {
         let mut r = json!({});

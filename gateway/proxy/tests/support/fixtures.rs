@@ -61,6 +61,12 @@ spec:
     match: [{headers: {x-retry: {exact: codes}}}]
     retries: {attempts: 2, retryOn: "418,retriable-4xx"}
     route: [{destination: {host: svc, subset: v1}}]
+  - name: mirror
+    match: [{headers: {x-mirror: {exact: "yes"}}}]
+    headers: {request: {set: {x-route: mirror}}}
+    route: [{destination: {host: svc, subset: v1}}]
+    mirror: {host: svc, subset: v2}
+    mirrorPercentage: {value: 100}
   - name: exact
     match: [{uri: {exact: /exact}}]
     route: [{destination: {host: svc, subset: v1}}]

@@ -1,0 +1,325 @@
+//! Request mirroring (VirtualService `mirror`/`mirrors` with their percentages), as Envoy's
+//! shadowing does it under Istio: a fire-and-forget copy of the upstream request to another
+//! cluster, its authority suffixed `-shadow`, its response thrown away.
+//!
+//! The copy never holds the main request back: the request body is teed frame by frame into a
+//! bounded buffer per mirror; a mirror that falls behind by more than that is cut off (its
+//! request fails), the main request goes on. Runs on the worker (`Rc`, `spawn_local`).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Request, Uri, Version};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use meshgate_config::snapshot::cluster::UpstreamProtocol;
+
+use crate::body::{Body, BoxError};
+use crate::router;
+use crate::upstream::cluster::ClusterState;
+use crate::upstream::pool::{Proto, DEFAULT_CONNECT_TIMEOUT};
+use crate::worker::WorkerCtx;
+
+/// Bytes of request body a mirror may lag behind the main request before it is cut off.
+const MIRROR_LAG_LIMIT: usize = 256 * 1024;
+/// How long a mirrored request may take when its route sets no timeout.
+pub const DEFAULT_MIRROR_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which mirrors of a route this request goes to (each rolls its own percentage).
+pub fn chosen<'a>(mirrors: &'a [(Arc<str>, f64)]) -> impl Iterator<Item = &'a Arc<str>> + 'a {
+    mirrors
+        .iter()
+        .filter(|(_, pct)| *pct >= 100.0 || fastrand::f64() * 100.0 < *pct)
+        .map(|(c, _)| c)
+}
+
+/// Sends a copy of the upstream request head `main` (body from `body`) to `cluster`, in the
+/// background. `host` is the authority the main request goes to.
+pub fn send(
+    ctx: &Rc<WorkerCtx>,
+    cluster: Arc<ClusterState>,
+    main: &Parts,
+    host: &str,
+    body: Body,
+    timeout: Duration,
+) {
+    let proto = match cluster.protocol() {
+        UpstreamProtocol::Http2 => Proto::Http2,
+        _ => Proto::Http1,
+    };
+    let shadow = shadow_authority(host);
+    let path = router::path_and_query(&main.uri).to_owned();
+    let uri = match proto {
+        Proto::Http2 => format!("http://{shadow}{path}").parse::<Uri>(),
+        Proto::Http1 => path.parse::<Uri>(),
+    };
+    let Ok(uri) = uri else {
+        return;
+    };
+    let mut req = Request::new(body);
+    *req.method_mut() = main.method.clone();
+    *req.uri_mut() = uri;
+    *req.headers_mut() = main.headers.clone();
+    // As Envoy's shadow (an internal request of its async client): first attempt, internal.
+    req.headers_mut().insert(
+        http::header::HeaderName::from_static("x-envoy-attempt-count"),
+        HeaderValue::from_static("1"),
+    );
+    req.headers_mut().insert(
+        http::header::HeaderName::from_static("x-envoy-internal"),
+        HeaderValue::from_static("true"),
+    );
+    match proto {
+        Proto::Http1 => {
+            *req.version_mut() = Version::HTTP_11;
+            if let Ok(v) = HeaderValue::from_str(&shadow) {
+                req.headers_mut().insert(header::HOST, v);
+            }
+        }
+        Proto::Http2 => {
+            *req.version_mut() = Version::HTTP_2;
+            req.headers_mut().remove(header::HOST);
+        }
+    }
+    let ctx = ctx.clone();
+    tokio::task::spawn_local(async move {
+        let Some(ep) = cluster.pick(None) else {
+            return;
+        };
+        let _active = ClusterState::start(&ep);
+        cluster
+            .stats
+            .rq_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let connect_timeout = cluster
+            .config
+            .policy
+            .connection_pool
+            .as_ref()
+            .and_then(|p| p.tcp.as_ref())
+            .and_then(|t| t.connect_timeout)
+            .and_then(|d| d.to_std())
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let exchange = ctx.pools.send(ep.addr, proto, req, connect_timeout);
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(resp)) => {
+                // Read the answer to its end (bounded by the same timeout) so an HTTP/1.1
+                // connection can be reused; its content goes nowhere.
+                let mut body = resp.into_body();
+                let drain = async { while let Some(Ok(_)) = body.frame().await {} };
+                let _ = tokio::time::timeout(timeout, drain).await;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(cluster = %cluster.config.name, error = %e, "mirrored request failed");
+            }
+            Err(_) => {
+                tracing::debug!(cluster = %cluster.config.name, "mirrored request timed out");
+            }
+        }
+    });
+}
+
+/// `host` with Envoy's `-shadow` suffix on the host part (before a port, if any).
+pub fn shadow_authority(host: &str) -> String {
+    let (name, port) = router::split_authority(host);
+    match port {
+        Some(p) => format!("{name}-shadow:{p}"),
+        None => format!("{name}-shadow"),
+    }
+}
+
+/// What the main body and one mirror's body share.
+#[derive(Default)]
+struct Tap {
+    frames: VecDeque<Frame<Bytes>>,
+    bytes: usize,
+    ended: bool,
+    cut: bool,
+    waker: Option<Waker>,
+}
+
+impl Tap {
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// The main request body, copying every frame to the mirrors' bodies.
+pub struct Tee {
+    inner: Body,
+    taps: Vec<Rc<RefCell<Tap>>>,
+}
+
+/// The body of one mirrored request, fed by a [`Tee`].
+pub struct MirrorBody {
+    tap: Rc<RefCell<Tap>>,
+    hint: SizeHint,
+}
+
+impl Tee {
+    /// Wraps the main body; [`Tee::mirror`] adds a mirror's body.
+    pub fn new(inner: Body) -> Tee {
+        Tee {
+            inner,
+            taps: Vec::new(),
+        }
+    }
+
+    /// A body that receives a copy of every frame the main body yields from now on.
+    pub fn mirror(&mut self) -> MirrorBody {
+        let tap = Rc::new(RefCell::new(Tap::default()));
+        self.taps.push(tap.clone());
+        MirrorBody {
+            tap,
+            hint: self.inner.size_hint(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("mirror fell behind the main request and was cut off")]
+struct CutOff;
+
+impl HttpBody for Tee {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        match &polled {
+            Poll::Pending => {}
+            Poll::Ready(Some(Ok(frame))) => {
+                for tap in &this.taps {
+                    let mut t = tap.borrow_mut();
+                    if t.cut {
+                        continue;
+                    }
+                    let copy = if let Some(d) = frame.data_ref() {
+                        t.bytes += d.len();
+                        Frame::data(d.clone())
+                    } else if let Some(tr) = frame.trailers_ref() {
+                        Frame::trailers(tr.clone())
+                    } else {
+                        continue;
+                    };
+                    if t.bytes > MIRROR_LAG_LIMIT {
+                        t.cut = true;
+                        t.frames.clear();
+                    } else {
+                        t.frames.push_back(copy);
+                    }
+                    t.wake();
+                }
+            }
+            Poll::Ready(None) => {
+                for tap in &this.taps {
+                    let mut t = tap.borrow_mut();
+                    t.ended = true;
+                    t.wake();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                for tap in &this.taps {
+                    let mut t = tap.borrow_mut();
+                    t.cut = true;
+                    t.wake();
+                }
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Tee {
+    fn drop(&mut self) {
+        // A main body dropped before its end leaves the mirrors with an incomplete body.
+        for tap in &self.taps {
+            let mut t = tap.borrow_mut();
+            if !t.ended {
+                t.cut = true;
+            }
+            t.wake();
+        }
+    }
+}
+
+impl HttpBody for MirrorBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut t = self.tap.borrow_mut();
+        if t.cut {
+            return Poll::Ready(Some(Err(Box::new(CutOff))));
+        }
+        if let Some(f) = t.frames.pop_front() {
+            if let Some(d) = f.data_ref() {
+                t.bytes -= d.len();
+            }
+            return Poll::Ready(Some(Ok(f)));
+        }
+        if t.ended {
+            return Poll::Ready(None);
+        }
+        t.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.hint.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shadow_suffix_goes_before_the_port() {
+        assert_eq!(
+            shadow_authority("app.example.com"),
+            "app.example.com-shadow"
+        );
+        assert_eq!(
+            shadow_authority("app.example.com:8080"),
+            "app.example.com-shadow:8080"
+        );
+    }
+
+    #[test]
+    fn percentages_choose_mirrors() {
+        let always: Vec<(Arc<str>, f64)> = vec![(Arc::from("a"), 100.0), (Arc::from("b"), 0.0)];
+        let chosen: Vec<&Arc<str>> = chosen(&always).collect();
+        assert_eq!(chosen.len(), 1);
+        assert_eq!(&**chosen[0], "a");
+        let half: Vec<(Arc<str>, f64)> = vec![(Arc::from("h"), 50.0)];
+        let n = (0..10_000).filter(|_| chosen(&half).count() == 1).count();
+        // 50% of 10,000: sd 50; +-6 sd.
+        assert!((4700..=5300).contains(&n), "{n}");
+    }
+}
