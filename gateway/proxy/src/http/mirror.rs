@@ -291,7 +291,7 @@ impl HttpBody for MirrorBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.hint.clone()
+        self.hint
     }
 }
 
@@ -314,9 +314,9 @@ mod tests {
     #[test]
     fn percentages_choose_mirrors() {
         let always: Vec<(Arc<str>, f64)> = vec![(Arc::from("a"), 100.0), (Arc::from("b"), 0.0)];
-        let chosen: Vec<&Arc<str>> = chosen(&always).collect();
-        assert_eq!(chosen.len(), 1);
-        assert_eq!(&**chosen[0], "a");
+        let picked: Vec<&Arc<str>> = chosen(&always).collect();
+        assert_eq!(picked.len(), 1);
+        assert_eq!(&**picked[0], "a");
         let half: Vec<(Arc<str>, f64)> = vec![(Arc::from("h"), 50.0)];
         let n = (0..10_000).filter(|_| chosen(&half).count() == 1).count();
         // 50% of 10,000: sd 50; +-6 sd.
