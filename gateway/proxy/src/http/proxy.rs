@@ -23,6 +23,7 @@ use crate::router::{self, View};
 use crate::telemetry::RequestKey;
 use crate::upstream::cluster::ClusterState;
 use crate::upstream::lb::{hash_of, HashPolicy};
+use crate::upstream::outlier::AttemptResult;
 use crate::upstream::pool::{Proto, DEFAULT_CONNECT_TIMEOUT};
 use crate::worker::WorkerCtx;
 
@@ -488,6 +489,7 @@ async fn forward(
             Ok(r) => r,
             Err(_) => {
                 cluster.stats.rq_timeout.fetch_add(1, Ordering::Relaxed);
+                cluster.report(&ep, AttemptResult::Timeout);
                 return fail(
                     StatusCode::GATEWAY_TIMEOUT,
                     "upstream request timeout".into(),
@@ -500,6 +502,7 @@ async fn forward(
     let resp = match result {
         Ok(r) => r,
         Err(e) => {
+            cluster.report(&ep, e.attempt_result());
             if e.response_flag() == "UF" {
                 cluster
                     .stats
@@ -525,6 +528,7 @@ async fn forward(
         }
     };
     let (mut parts, body) = resp.into_parts();
+    cluster.report(&ep, AttemptResult::Response(parts.status.as_u16()));
     if parts.status.is_server_error() {
         cluster.stats.rq_5xx.fetch_add(1, Ordering::Relaxed);
     }
