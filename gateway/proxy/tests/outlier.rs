@@ -13,6 +13,11 @@ const CLUSTER: &str = "outbound|80||svc.test.svc.cluster.local";
 /// A gateway routing `od.example.com` to `svc` with these endpoint ports (round robin) and
 /// this `outlierDetection` (YAML flow mapping).
 fn gateway(ports: &[u16], outlier: &str) -> Gateway {
+    Gateway::start(&config(ports, outlier, ""))
+}
+
+/// The config of [`gateway`], with `routes` (VirtualService http entries) before the default.
+fn config(ports: &[u16], outlier: &str, routes: &str) -> String {
     let mut y = String::from(
         "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: istio-system}\n\
          spec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: {PORT}, name: http, protocol: HTTP}\n    hosts: ['*/*']\n\
@@ -28,9 +33,9 @@ fn gateway(ports: &[u16], outlier: &str) -> Gateway {
         "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: svc, namespace: test}}\n\
          spec:\n  host: svc.test.svc.cluster.local\n  trafficPolicy:\n    loadBalancer: {{simple: ROUND_ROBIN}}\n    outlierDetection: {outlier}\n\
          ---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs, namespace: test}}\n\
-         spec:\n  hosts: [od.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - route: [{{destination: {{host: svc.test.svc.cluster.local}}}}]\n"
+         spec:\n  hosts: [od.example.com]\n  gateways: [istio-system/gw]\n  http:\n{routes}  - route: [{{destination: {{host: svc.test.svc.cluster.local}}}}]\n"
     ));
-    Gateway::start(&y)
+    y
 }
 
 /// Sends `n` requests; returns their statuses.
@@ -303,4 +308,34 @@ fn ejections_match_envoy() {
             "{od}: meshgate (left) and Envoy (right) differ"
         );
     }
+}
+
+#[test]
+fn ejections_survive_a_config_swap_that_keeps_the_cluster() {
+    let (bad, good) = (Upstream::echo("bad"), Upstream::echo("good"));
+    bad.set_behaviour(Behaviour::Status(503));
+    let ports = [bad.port(), good.port()];
+    let od = "{consecutive5xxErrors: 2, maxEjectionPercent: 50, baseEjectionTime: 60s}";
+    let gw = gateway(&ports, od);
+    let c = Client::http1(gw.port);
+    send(&c, 6);
+    assert_eq!(bad.count(), 2);
+    bad.set_behaviour(Behaviour::Normal);
+    // An unrelated change: the cluster's live state (and the ejection) is kept.
+    let route = "  - match: [{uri: {prefix: /swapped}}]\n    directResponse: {status: 202}\n";
+    gw.rewrite_config(&config(&ports, od, route));
+    eventually("the new route", || {
+        c.get("od.example.com", "/swapped").status == 202
+    });
+    send(&c, 6);
+    assert_eq!(bad.count(), 2, "still ejected after the swap");
+    assert_eq!(stat(&gw, "ejections_active"), 1);
+    // A changed outlier policy is a new cluster state: nothing ejected any more.
+    let od2 = "{consecutive5xxErrors: 3, maxEjectionPercent: 50, baseEjectionTime: 60s}";
+    gw.rewrite_config(&config(&ports, od2, route));
+    eventually("the new policy", || {
+        send(&c, 2);
+        bad.count() > 2
+    });
+    assert_eq!(stat(&gw, "ejections_active"), 0);
 }
