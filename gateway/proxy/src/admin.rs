@@ -133,6 +133,9 @@ fn clusters(shared: &Shared) -> String {
         for (stat, value, _) in c.stats.values() {
             let _ = writeln!(out, "{name}::{stat}::{value}");
         }
+        for (stat, value, _, _) in c.outlier.iter().flat_map(|d| d.stats.values()) {
+            let _ = writeln!(out, "{name}::outlier_detection.{stat}::{value}");
+        }
         for ep in &c.endpoints.load().endpoints {
             let a = ep.addr;
             let _ = writeln!(out, "{name}::{a}::weight::{}", ep.weight);
@@ -146,7 +149,12 @@ fn clusters(shared: &Shared) -> String {
                 "{name}::{a}::rq_total::{}",
                 ep.requests.load(Ordering::Relaxed)
             );
-            let _ = writeln!(out, "{name}::{a}::health_flags::healthy");
+            let health = if ep.outlier.is_ejected() {
+                "/failed_outlier_check"
+            } else {
+                "healthy"
+            };
+            let _ = writeln!(out, "{name}::{a}::health_flags::{health}");
         }
     }
     out

@@ -140,6 +140,24 @@ impl Metrics {
                 ));
             }
         }
+        // Envoy creates these only for clusters with outlier detection.
+        let outlier: Vec<_> = names
+            .iter()
+            .filter_map(|n| Some((*n, live.clusters[*n].outlier.as_ref()?.stats.values())))
+            .collect();
+        for k in 0..outlier.first().map_or(0, |(_, v)| v.len()) {
+            let (stat, _, help, gauge) = outlier[0].1[k];
+            let kind = if gauge { "gauge" } else { "counter" };
+            out.push_str(&format!(
+                "# HELP envoy_cluster_outlier_detection_{stat} Per-cluster {help}.\n# TYPE envoy_cluster_outlier_detection_{stat} {kind}\n"
+            ));
+            for (name, values) in &outlier {
+                out.push_str(&format!(
+                    "envoy_cluster_outlier_detection_{stat}{{cluster_name=\"{name}\"}} {}\n",
+                    values[k].1
+                ));
+            }
+        }
         out
     }
 }

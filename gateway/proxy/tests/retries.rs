@@ -15,8 +15,14 @@ use support::{fixtures, Client, Gateway, Upstream};
 /// One service `svc` with the given endpoints, and a VirtualService for `app.example.com`
 /// with these HTTP routes (YAML list items, indented by two spaces).
 fn gateway(endpoints: &[&Upstream], routes: &str) -> Gateway {
+    gateway_with(endpoints, routes, "")
+}
+
+/// Like [`gateway`], with extra YAML documents (each starting with `---`).
+fn gateway_with(endpoints: &[&Upstream], routes: &str, extra: &str) -> Gateway {
     let eps: Vec<(&Upstream, &str)> = endpoints.iter().map(|u| (*u, "v1")).collect();
     let mut y = fixtures::base(&[("svc.test.svc.cluster.local", &eps, "HTTP")]);
+    y.push_str(extra);
     y.push_str(&format!(
         "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: app, namespace: test}}\n\
          spec:\n  hosts: [app.example.com]\n  gateways: [istio-system/gw]\n  http:\n{routes}"
@@ -138,4 +144,27 @@ fn failing_then_recovering_upstream_and_the_route_timeout() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(cluster_stat(&gw, "upstream_rq_per_try_timeout") >= 2);
     assert_eq!(cluster_stat(&gw, "upstream_rq_timeout"), 1);
+}
+
+#[test]
+fn default_retries_hide_a_failing_endpoint_until_outlier_detection_ejects_it() {
+    let a = Upstream::echo("a");
+    let b = Upstream::echo("b");
+    let gw = gateway_with(
+        &[&a, &b],
+        "  - route: [{destination: {host: svc}}]\n",
+        "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: svc, namespace: test}\n\
+         spec:\n  host: svc.test.svc.cluster.local\n  trafficPolicy:\n    outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 50}\n",
+    );
+    let c = Client::http1(gw.port);
+    a.set_behaviour(Behaviour::Status(503));
+    // Istio's default policy retries the 503 on the other endpoint: clients never see it.
+    for _ in 0..30 {
+        let r = c.get("app.example.com", "/x");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.upstream(), "b");
+    }
+    // Three 503s ejected `a`: it got at most those (and any in flight), then nothing.
+    assert_eq!(a.count(), 3, "a is ejected after three consecutive 503s");
+    assert_eq!(cluster_stat(&gw, "upstream_rq_retry"), 3);
 }

@@ -175,6 +175,7 @@ pub fn serve(
     ));
     control.spawn(admin::serve(stats_port, AdminRole::Stats, shared.clone()));
     control.spawn(dns::refresh_loop(shared.clone()));
+    control.spawn(meshgate::upstream::outlier::tick_loop(shared.clone()));
     let _watcher = match source {
         Some(src) => Some(
             meshgate::config_source::watch(src, shared.clone(), control.handle())

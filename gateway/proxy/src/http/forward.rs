@@ -29,6 +29,7 @@ use super::ConnInfo;
 use crate::body::{self, Body};
 use crate::router;
 use crate::upstream::cluster::{ClusterState, LiveEndpoint};
+use crate::upstream::outlier::AttemptResult;
 use crate::upstream::pool::{Proto, UpstreamError, DEFAULT_CONNECT_TIMEOUT};
 use crate::worker::WorkerCtx;
 
@@ -135,6 +136,7 @@ pub(super) async fn forward(
         hash,
         policy,
         per_try,
+        current: std::cell::RefCell::new(None),
     };
     let exchange = attempts.run(parts, body);
     let result = match route_timeout {
@@ -142,6 +144,9 @@ pub(super) async fn forward(
             Ok(r) => r,
             Err(_) => {
                 cluster.stats.rq_timeout.fetch_add(1, Ordering::Relaxed);
+                if let Some(ep) = attempts.current.borrow_mut().take() {
+                    cluster.report(&ep, AttemptResult::Timeout);
+                }
                 Err(Failure::timeout("UT"))
             }
         },
@@ -303,6 +308,8 @@ struct Attempts<'a> {
     hash: Option<u64>,
     policy: Option<&'a RetryPolicy>,
     per_try: Option<Duration>,
+    /// The endpoint of the attempt in flight (for outlier detection when the route times out).
+    current: std::cell::RefCell<Option<Arc<LiveEndpoint>>>,
 }
 
 /// The response, when the final attempt was sent, and the response flags.
@@ -348,6 +355,7 @@ impl Attempts<'_> {
             };
             let _active = ClusterState::start(&ep);
             cluster.stats.rq_total.fetch_add(1, Ordering::Relaxed);
+            *self.current.borrow_mut() = Some(ep.clone());
             let last = attempt >= max_attempts;
             let req_body = match &replay {
                 Some(r) => r.attempt().unwrap_or_else(body::empty),
@@ -380,6 +388,15 @@ impl Attempts<'_> {
                     .await
                     .map_or_else(Attempt::Failed, Attempt::Response),
             };
+            self.current.borrow_mut().take();
+            cluster.report(
+                &ep,
+                match &outcome {
+                    Attempt::Response(r) => AttemptResult::Response(r.status().as_u16()),
+                    Attempt::Failed(e) => e.attempt_result(),
+                    Attempt::PerTryTimeout => AttemptResult::Timeout,
+                },
+            );
             let retryable = self.policy.is_some_and(|p| match &outcome {
                 Attempt::Response(r) => p.retries_response(r.status().as_u16(), grpc_status(r)),
                 Attempt::Failed(e) => p.retries_failure(

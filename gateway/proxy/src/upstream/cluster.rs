@@ -12,6 +12,7 @@ use meshgate_config::model::destination_rule::SimpleLb;
 use meshgate_config::snapshot::cluster::{Cluster, UpstreamProtocol};
 
 use super::lb::{self, HashPolicy, LbKind, Ring};
+use super::outlier::{AttemptResult, Detector, EndpointOutlier, Settings};
 
 /// One endpoint with its in-flight request count.
 #[derive(Debug)]
@@ -24,6 +25,8 @@ pub struct LiveEndpoint {
     pub active: AtomicU32,
     /// Requests sent to this endpoint.
     pub requests: AtomicU64,
+    /// Outlier detection state (counters, ejection).
+    pub outlier: EndpointOutlier,
 }
 
 /// The endpoints of a cluster at one moment, with the hash ring built for them.
@@ -112,6 +115,10 @@ pub struct ClusterState {
     pub config: Arc<Cluster>,
     /// Current endpoints.
     pub endpoints: ArcSwap<EndpointSet>,
+    /// The endpoints picks choose from: `endpoints` without the ejected ones.
+    routable: ArcSwap<EndpointSet>,
+    /// Outlier detection, when the policy asks for it.
+    pub outlier: Option<Detector>,
     /// The balancing algorithm.
     pub lb: LbKind,
     /// Where the hash key comes from (consistent hashing only).
@@ -141,9 +148,13 @@ impl ClusterState {
             ),
         };
         let host: Arc<str> = Arc::from(config.host.as_str());
+        let outlier = (config.policy.outlier_detection.as_ref())
+            .map(|od| Detector::new(Settings::from_istio(od)));
         let state = ClusterState {
             config,
             endpoints: ArcSwap::from_pointee(EndpointSet::default()),
+            routable: ArcSwap::from_pointee(EndpointSet::default()),
+            outlier,
             lb,
             hash_policy,
             stats: ClusterStats::default(),
@@ -195,6 +206,7 @@ impl ClusterState {
                             weight: weight.max(1),
                             active: AtomicU32::new(0),
                             requests: AtomicU64::new(0),
+                            outlier: EndpointOutlier::default(),
                         })
                     })
             })
@@ -209,17 +221,61 @@ impl ClusterState {
         }
         let uniform = endpoints.windows(2).all(|w| w[0].weight == w[1].weight);
         let ring = lb::build_ring(self.lb, &endpoints);
-        self.endpoints.store(Arc::new(EndpointSet {
+        let set = Arc::new(EndpointSet {
             endpoints,
             ring,
             uniform,
-        }));
+        });
+        let _health = self.outlier.as_ref().map(Detector::lock);
+        self.endpoints.store(set.clone());
+        if let Some(d) = &self.outlier {
+            d.count_active(&set.endpoints);
+        }
+        self.route(&set);
     }
 
-    /// Picks an endpoint; `hash` is the request's hash key for consistent hashing.
+    /// Recomputes the endpoints picks choose from (health lock held, if any).
+    fn route(&self, set: &Arc<EndpointSet>) {
+        let view = match &self.outlier {
+            Some(d) => d.routable(set, self.lb),
+            None => set.clone(),
+        };
+        self.routable.store(view);
+    }
+
+    /// Picks an endpoint (never an ejected one unless in panic); `hash` is the request's hash
+    /// key for consistent hashing.
     pub fn pick(&self, hash: Option<u64>) -> Option<Arc<LiveEndpoint>> {
-        let set = self.endpoints.load();
+        let set = self.routable.load();
         lb::pick(self.lb, &set, &self.rr, hash).cloned()
+    }
+
+    /// Reports how an attempt to `ep` ended, for outlier detection. Lock-free unless the
+    /// result makes `ep` an outlier.
+    pub fn report(&self, ep: &Arc<LiveEndpoint>, result: AttemptResult) {
+        let Some(d) = &self.outlier else {
+            return;
+        };
+        for kind in d.record(&ep.outlier, result).into_iter().flatten() {
+            let _health = d.lock();
+            let set = self.endpoints.load_full();
+            if d.eject(&set.endpoints, ep, kind) {
+                self.route(&set);
+            }
+        }
+    }
+
+    /// Runs the outlier sweep if due; returns the time until the next one (None: no outlier
+    /// detection).
+    pub fn outlier_sweep(&self) -> Option<std::time::Duration> {
+        let d = self.outlier.as_ref()?;
+        let _health = d.lock();
+        let set = self.endpoints.load_full();
+        let (changed, next) = d.sweep(&set.endpoints);
+        if changed {
+            self.route(&set);
+        }
+        Some(next)
     }
 
     /// Counts a request as started on `ep`; the guard ends it.

@@ -282,6 +282,7 @@ mod tests {
                     weight: *w,
                     active: AtomicU32::new(0),
                     requests: AtomicU64::new(0),
+                    outlier: Default::default(),
                 })
             })
             .collect();

@@ -6,4 +6,5 @@
 pub mod cluster;
 pub mod dns;
 pub mod lb;
+pub mod outlier;
 pub mod pool;

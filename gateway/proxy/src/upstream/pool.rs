@@ -47,6 +47,14 @@ impl UpstreamError {
             UpstreamError::Reset(_) => "UC",
         }
     }
+
+    /// What this failure means for outlier detection.
+    pub fn attempt_result(&self) -> crate::upstream::outlier::AttemptResult {
+        match self {
+            UpstreamError::Connect(_) => crate::upstream::outlier::AttemptResult::ConnectFailure,
+            UpstreamError::Reset(_) => crate::upstream::outlier::AttemptResult::Reset,
+        }
+    }
 }
 
 /// Wire protocol towards an endpoint.

@@ -424,6 +424,65 @@ fn routes(vh: &Value) -> Vec<Value> {
     out
 }
 
+/// Istio's translation of `outlierDetection`: Envoy's OutlierDetection and the panic
+/// threshold (`minHealthPercent`).
+fn outlier_detection(od: &Value) -> (Value, i64) {
+    let mut out = json!({"enforcing_success_rate": 0});
+    for (ours, count, enforcing) in [
+        (
+            "consecutive5xxErrors",
+            "consecutive_5xx",
+            "enforcing_consecutive_5xx",
+        ),
+        (
+            "consecutiveGatewayErrors",
+            "consecutive_gateway_failure",
+            "enforcing_consecutive_gateway_failure",
+        ),
+    ] {
+        if let Some(v) = od.get(ours).and_then(Value::as_u64) {
+            out[count] = json!(v);
+            out[enforcing] = json!(if v > 0 { 100 } else { 0 });
+        }
+    }
+    for (ours, theirs) in [
+        ("interval", "interval"),
+        ("baseEjectionTime", "base_ejection_time"),
+    ] {
+        if let Some(v) = od.get(ours) {
+            out[theirs] = v.clone();
+        }
+    }
+    if let Some(p) = od
+        .get("maxEjectionPercent")
+        .and_then(Value::as_i64)
+        .filter(|p| *p > 0)
+    {
+        out["max_ejection_percent"] = json!(p);
+    }
+    if od
+        .get("splitExternalLocalOriginErrors")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
+        out["split_external_local_origin_errors"] = json!(true);
+        if let Some(v) = od
+            .get("consecutiveLocalOriginFailures")
+            .and_then(Value::as_u64)
+            .filter(|v| *v > 0)
+        {
+            out["consecutive_local_origin_failure"] = json!(v);
+            out["enforcing_consecutive_local_origin_failure"] = json!(100);
+        }
+        out["enforcing_local_origin_success_rate"] = json!(0);
+    }
+    let panic = od
+        .get("minHealthPercent")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    (out, panic)
+}
+
 /// The Envoy bootstrap equivalent to meshgate's snapshot: the first listener on `port`.
 pub fn translate(dump: &Value, port: u16, admin: u16) -> Value {
     let listener = &dump["listeners"][0];
@@ -463,6 +522,16 @@ pub fn translate(dump: &Value, port: u16, admin: u16) -> Value {
                 "lb_policy": "LEAST_REQUEST",
                 "load_assignment": {"cluster_name": c["name"], "endpoints": [{"lb_endpoints": lb_endpoints}]},
             });
+            if let Some(simple) = c["policy"]["loadBalancer"]["simple"].as_str() {
+                if matches!(simple, "ROUND_ROBIN" | "RANDOM") {
+                    cl["lb_policy"] = json!(simple);
+                }
+            }
+            if let Some(od) = c["policy"].get("outlierDetection") {
+                let (od, panic) = outlier_detection(od);
+                cl["outlier_detection"] = od;
+                cl["common_lb_config"] = json!({"healthy_panic_threshold": {"value": panic}});
+            }
             if c["protocol"] == "HTTP2" {
                 cl["typed_extension_protocol_options"] = json!({
                     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
