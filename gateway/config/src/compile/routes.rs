@@ -9,8 +9,10 @@ use regex::Regex;
 use super::hosts::{resolve_fqdn, resolve_gateway_ref};
 use crate::model::common::StringMatch;
 use crate::model::virtual_service::{
-    Destination, HeaderOperations, Headers, HttpMatchRequest, HttpRoute, RedirectPortSelection,
+    CorsPolicy, Destination, HeaderOperations, Headers, HttpMatchRequest, HttpRoute,
+    RedirectPortSelection, UnmatchedPreflights,
 };
+use crate::snapshot::cors::Cors;
 use crate::snapshot::retry::RetryPolicy;
 use crate::snapshot::route::{
     Forward, HeaderOps, Matcher, PathRewrite, Redirect, RedirectPort, Route, RouteAction,
@@ -128,7 +130,15 @@ pub fn compile_route(
         retries: RetryPolicy::from_istio(r.retries.as_ref()),
         fault: r.fault.clone(),
         mirrors,
-        cors: r.cors_policy.clone(),
+        cors: r
+            .cors_policy
+            .as_ref()
+            .map(compile_cors)
+            .transpose()
+            .map_err(|message| RouteError {
+                field: format!("http[{idx}].corsPolicy"),
+                message,
+            })?,
     }))
 }
 
@@ -204,6 +214,34 @@ fn cached_regex(pattern: &str) -> Result<Regex, regex::Error> {
         }
         map.insert(pattern.to_owned(), r.clone());
         Ok(r)
+    })
+}
+
+/// Compiles a `corsPolicy`.
+fn compile_cors(c: &CorsPolicy) -> Result<Cors, String> {
+    let mut allow_origins = Vec::new();
+    for m in &c.allow_origins {
+        if let Some(m) = matcher(m, false)? {
+            allow_origins.push(m);
+        }
+    }
+    allow_origins.extend(
+        c.allow_origin
+            .iter()
+            .map(|o| Matcher::Exact(o.as_str().into())),
+    );
+    let joined = |v: &[String]| (!v.is_empty()).then(|| v.join(",").into_boxed_str());
+    Ok(Cors {
+        allow_origins,
+        allow_methods: joined(&c.allow_methods),
+        allow_headers: joined(&c.allow_headers),
+        expose_headers: joined(&c.expose_headers),
+        max_age: c
+            .max_age
+            .and_then(|d| d.to_std())
+            .map(|d| d.as_secs().to_string().into_boxed_str()),
+        allow_credentials: c.allow_credentials == Some(true),
+        forward_unmatched_preflights: c.unmatched_preflights != UnmatchedPreflights::Ignore,
     })
 }
 

@@ -5,6 +5,7 @@
 //! hash probe per domain label, never a scan over all hosts.
 
 pub mod cluster;
+pub mod cors;
 pub mod retry;
 pub mod route;
 pub mod route_table;

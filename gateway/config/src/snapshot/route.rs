@@ -11,7 +11,8 @@ use regex::Regex;
 use serde::{Serialize, Serializer};
 
 use crate::model::common::Duration;
-use crate::model::virtual_service::{CorsPolicy, HttpFaultInjection};
+use crate::model::virtual_service::HttpFaultInjection;
+use crate::snapshot::cors::Cors;
 use crate::snapshot::retry::RetryPolicy;
 
 /// What route matching needs to know about a request.
@@ -329,9 +330,9 @@ pub struct Route {
     /// Mirror targets: cluster and percentage (0-100).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<(Arc<str>, f64)>,
-    /// CORS policy, as configured.
+    /// CORS policy, compiled.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cors: Option<CorsPolicy>,
+    pub cors: Option<Cors>,
 }
 
 impl Route {

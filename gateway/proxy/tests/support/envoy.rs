@@ -332,16 +332,9 @@ fn fault(f: &Value) -> Value {
     out
 }
 
-/// Istio's translation of `corsPolicy` into Envoy's per-route CORS policy.
+/// Istio's translation of `corsPolicy` (meshgate's compiled form) into Envoy's per-route CORS
+/// policy.
 fn cors(c: &Value) -> Value {
-    let join = |k: &str| {
-        c.get(k).and_then(Value::as_array).map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-    };
     let origins: Vec<Value> = c
         .get("allowOrigins")
         .and_then(Value::as_array)
@@ -352,23 +345,18 @@ fn cors(c: &Value) -> Value {
     let mut out = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
         "allow_origin_string_match": origins,
-        "forward_not_matching_preflights": c.get("unmatchedPreflights").and_then(Value::as_str) != Some("IGNORE"),
+        "forward_not_matching_preflights": c["forwardUnmatchedPreflights"],
+        "allow_credentials": c["allowCredentials"],
     });
     for (ours, theirs) in [
         ("allowMethods", "allow_methods"),
         ("allowHeaders", "allow_headers"),
         ("exposeHeaders", "expose_headers"),
+        ("maxAge", "max_age"),
     ] {
-        if let Some(v) = join(ours) {
-            out[theirs] = json!(v);
+        if let Some(v) = c.get(ours) {
+            out[theirs] = v.clone();
         }
-    }
-    if let Some(age) = c.get("maxAge").and_then(Value::as_str) {
-        let secs = age.trim_end_matches('s').parse::<f64>().unwrap_or(0.0) as u64;
-        out["max_age"] = json!(secs.to_string());
-    }
-    if let Some(cred) = c.get("allowCredentials") {
-        out["allow_credentials"] = cred.clone();
     }
     out
 }
