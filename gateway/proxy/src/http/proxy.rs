@@ -23,7 +23,7 @@ use crate::router::{self, View};
 use crate::telemetry::RequestKey;
 use crate::upstream::cluster::ClusterState;
 use crate::upstream::lb::{hash_of, HashPolicy};
-use crate::upstream::pool::{Proto, DEFAULT_CONNECT_TIMEOUT};
+use crate::upstream::pool::Proto;
 use crate::worker::WorkerCtx;
 
 /// What the request became, for metrics and logs.
@@ -473,16 +473,7 @@ async fn forward(
     }
     let up_req = Request::from_parts(parts, body::boxed(body));
     let sent = Instant::now();
-    let timeout = cluster
-        .config
-        .policy
-        .connection_pool
-        .as_ref()
-        .and_then(|p| p.tcp.as_ref())
-        .and_then(|t| t.connect_timeout)
-        .and_then(|d| d.to_std())
-        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-    let exchange = ctx.pools.send(ep.addr, proto, up_req, timeout);
+    let exchange = ctx.pools.send(ep.addr, proto, up_req, &cluster.circuit);
     let result = match route_timeout {
         Some(t) => match tokio::time::timeout(t, exchange).await {
             Ok(r) => r,
@@ -516,6 +507,7 @@ async fn forward(
                     "remote connection failure".to_owned()
                 }
                 crate::upstream::pool::UpstreamError::Reset(d) => d.clone(),
+                crate::upstream::pool::UpstreamError::Overflow => "overflow".to_owned(),
             };
             return fail(
                 StatusCode::SERVICE_UNAVAILABLE,
