@@ -129,10 +129,26 @@ fn clusters(shared: &Shared) -> String {
     for name in names {
         let c = &live.clusters[name];
         let l = c.circuit.limits;
-        let _ = writeln!(out, "{name}::default_priority::max_connections::{}", l.max_connections);
-        let _ = writeln!(out, "{name}::default_priority::max_pending_requests::{}", l.max_pending_requests);
-        let _ = writeln!(out, "{name}::default_priority::max_requests::{}", l.max_requests);
-        let _ = writeln!(out, "{name}::default_priority::max_retries::{}", l.max_retries);
+        let _ = writeln!(
+            out,
+            "{name}::default_priority::max_connections::{}",
+            l.max_connections
+        );
+        let _ = writeln!(
+            out,
+            "{name}::default_priority::max_pending_requests::{}",
+            l.max_pending_requests
+        );
+        let _ = writeln!(
+            out,
+            "{name}::default_priority::max_requests::{}",
+            l.max_requests
+        );
+        let _ = writeln!(
+            out,
+            "{name}::default_priority::max_retries::{}",
+            l.max_retries
+        );
         let _ = writeln!(out, "{name}::discovery::{:?}", c.config.discovery);
         let (counters, gauges) = (c.circuit.counters(), c.circuit.gauges());
         for (stat, value, _) in c.stats.values().iter().chain(&counters).chain(&gauges) {

@@ -509,11 +509,19 @@ async fn forward(
                 crate::upstream::pool::UpstreamError::Reset(d) => d.clone(),
                 crate::upstream::pool::UpstreamError::Overflow => "overflow".to_owned(),
             };
-            return fail(
+            let mut reply = fail(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("upstream connect error or disconnect/reset before headers. reset reason: {reason}"),
                 e.response_flag(),
             );
+            // Envoy marks requests its circuit breakers refused.
+            if matches!(e, crate::upstream::pool::UpstreamError::Overflow) {
+                reply.0.headers_mut().insert(
+                    HeaderName::from_static("x-envoy-overloaded"),
+                    HeaderValue::from_static("true"),
+                );
+            }
+            return reply;
         }
     };
     let (mut parts, body) = resp.into_parts();

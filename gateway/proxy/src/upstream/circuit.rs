@@ -59,7 +59,10 @@ pub struct PoolSettings {
 }
 
 fn limit(v: i32) -> u64 {
-    u64::try_from(v).ok().filter(|v| *v > 0).unwrap_or(UNLIMITED)
+    u64::try_from(v)
+        .ok()
+        .filter(|v| *v > 0)
+        .unwrap_or(UNLIMITED)
 }
 
 fn duration(d: Option<meshgate_config::model::common::Duration>) -> Option<Duration> {
@@ -94,11 +97,13 @@ impl PoolSettings {
             idle_timeout: duration(http.and_then(|h| h.idle_timeout))
                 .unwrap_or(DEFAULT_IDLE_TIMEOUT),
             max_connection_duration: duration(tcp.and_then(|t| t.max_connection_duration)),
-            keepalive: tcp.and_then(|t| t.tcp_keepalive.as_ref()).map(|k| Keepalive {
-                time: duration(k.time),
-                interval: duration(k.interval),
-                probes: Some(k.probes).filter(|p| *p > 0),
-            }),
+            keepalive: tcp
+                .and_then(|t| t.tcp_keepalive.as_ref())
+                .map(|k| Keepalive {
+                    time: duration(k.time),
+                    interval: duration(k.interval),
+                    probes: Some(k.probes).filter(|p| *p > 0),
+                }),
         }
     }
 }
@@ -110,7 +115,9 @@ struct Slot(AtomicU64);
 impl Slot {
     fn try_acquire(&self, max: u64) -> bool {
         self.0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
             .is_ok()
     }
 
@@ -134,6 +141,7 @@ pub struct Circuit {
     rq_retry_active: Slot,
     cx_overflow: AtomicU64,
     rq_pending_overflow: AtomicU64,
+    rq_active_overflow: AtomicU64,
     rq_retry_overflow: AtomicU64,
     cx_max_requests: AtomicU64,
     cx_idle_timeout: AtomicU64,
@@ -199,6 +207,7 @@ impl Circuit {
             rq_retry_active: Slot::default(),
             cx_overflow: AtomicU64::new(0),
             rq_pending_overflow: AtomicU64::new(0),
+            rq_active_overflow: AtomicU64::new(0),
             rq_retry_overflow: AtomicU64::new(0),
             cx_max_requests: AtomicU64::new(0),
             cx_idle_timeout: AtomicU64::new(0),
@@ -243,13 +252,12 @@ impl Circuit {
         }
     }
 
-    /// An active request; `None` counts `upstream_rq_pending_overflow`, as Envoy does for
-    /// `max_requests` too.
+    /// An active request; `None` counts `upstream_rq_active_overflow` (Envoy 1.40's name).
     pub fn try_request(self: &Arc<Self>) -> Option<Guard> {
         if self.rq_active.try_acquire(self.limits.max_requests) {
             Some(self.guard(Kind::Request))
         } else {
-            self.rq_pending_overflow.fetch_add(1, Ordering::Relaxed);
+            self.rq_active_overflow.fetch_add(1, Ordering::Relaxed);
             None
         }
     }
@@ -275,7 +283,7 @@ impl Circuit {
     }
 
     /// Envoy's stat names with their values: overflow and connection counters.
-    pub fn counters(&self) -> [StatValue; 6] {
+    pub fn counters(&self) -> [StatValue; 7] {
         let v = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             (
@@ -286,7 +294,12 @@ impl Circuit {
             (
                 "upstream_rq_pending_overflow",
                 v(&self.rq_pending_overflow),
-                "requests refused by the pending or request circuit breaker",
+                "requests refused by the pending requests circuit breaker",
+            ),
+            (
+                "upstream_rq_active_overflow",
+                v(&self.rq_active_overflow),
+                "requests refused by the active requests circuit breaker",
             ),
             (
                 "upstream_rq_retry_overflow",
@@ -314,13 +327,21 @@ impl Circuit {
     /// Envoy's gauge names with their current values.
     pub fn gauges(&self) -> [StatValue; 4] {
         [
-            ("upstream_cx_active", self.cx_active.get(), "open connections"),
+            (
+                "upstream_cx_active",
+                self.cx_active.get(),
+                "open connections",
+            ),
             (
                 "upstream_rq_pending_active",
                 self.rq_pending_active.get(),
                 "requests waiting for a connection",
             ),
-            ("upstream_rq_active", self.rq_active.get(), "active requests"),
+            (
+                "upstream_rq_active",
+                self.rq_active.get(),
+                "active requests",
+            ),
             (
                 "upstream_rq_retry_active",
                 self.rq_retry_active.get(),
@@ -385,10 +406,11 @@ mod tests {
         drop(t);
         let counters: Vec<(&str, u64)> = c.counters().iter().map(|(n, v, _)| (*n, *v)).collect();
         assert_eq!(
-            &counters[..3],
+            &counters[..4],
             &[
                 ("upstream_cx_overflow", 1),
-                ("upstream_rq_pending_overflow", 2),
+                ("upstream_rq_pending_overflow", 1),
+                ("upstream_rq_active_overflow", 1),
                 ("upstream_rq_retry_overflow", 1)
             ]
         );

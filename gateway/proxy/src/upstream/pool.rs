@@ -279,13 +279,7 @@ impl Pools {
                     .map_err(|e| UpstreamError::Reset(format!("handshake: {e}")))?;
                 let life = Rc::new(Life::default());
                 life.idle_since.set(Some(Instant::now()));
-                tokio::task::spawn_local(drive(
-                    conn,
-                    life.clone(),
-                    circuit.clone(),
-                    cx,
-                    None,
-                ));
+                tokio::task::spawn_local(drive(conn, life.clone(), circuit.clone(), cx, None));
                 self.h2.borrow_mut().insert(key, (s.clone(), life.clone()));
                 (s, life)
             }
@@ -534,7 +528,10 @@ mod tests {
             let io = connect(addr, &settings).await.expect("connect");
             let s = socket2::SockRef::from(io.inner());
             assert!(s.keepalive().expect("SO_KEEPALIVE"));
-            assert_eq!(s.tcp_keepalive_time().expect("time"), Duration::from_secs(42));
+            assert_eq!(
+                s.tcp_keepalive_time().expect("time"),
+                Duration::from_secs(42)
+            );
             assert_eq!(
                 s.tcp_keepalive_interval().expect("interval"),
                 Duration::from_secs(7)
