@@ -120,12 +120,14 @@ impl Metrics {
         let mut out = String::from_utf8_lossy(&buf).into_owned();
         let mut names: Vec<_> = live.clusters.keys().collect();
         names.sort();
-        let per_cluster: Vec<(&Arc<str>, Vec<(StatValue, &str)>)> = names
+        // Per cluster: each stat with its Prometheus type.
+        type Typed = (StatValue, &'static str);
+        let per_cluster: Vec<(&Arc<str>, Vec<Typed>)> = names
             .iter()
             .map(|n| {
                 let c = &live.clusters[*n];
                 let counters = c.stats.values().into_iter().chain(c.circuit.counters());
-                let mut v: Vec<(StatValue, &str)> = counters.map(|s| (s, "counter")).collect();
+                let mut v: Vec<Typed> = counters.map(|s| (s, "counter")).collect();
                 v.extend(c.circuit.gauges().into_iter().map(|s| (s, "gauge")));
                 (*n, v)
             })

@@ -256,7 +256,7 @@ async fn act(
                 authority,
                 conn,
                 ctx,
-                &live,
+                live,
                 hash,
                 on_upgrade,
             )

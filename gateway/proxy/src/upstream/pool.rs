@@ -188,11 +188,14 @@ impl Drop for Open {
     }
 }
 
+/// One worker's HTTP/2 connection to one endpoint of one cluster.
+type H2Conn = (http2::SendRequest<Body>, Rc<Life>);
+
 /// All pools of one worker.
 #[derive(Default)]
 pub struct Pools {
     h1: RefCell<HashMap<Key, Rc<H1Pool>>>,
-    h2: RefCell<HashMap<Key, (http2::SendRequest<Body>, Rc<Life>)>>,
+    h2: RefCell<HashMap<Key, H2Conn>>,
 }
 
 impl Pools {
@@ -364,8 +367,8 @@ async fn drive<F: std::future::Future>(
     conn: F,
     life: Rc<Life>,
     circuit: Arc<Circuit>,
-    cx: Guard,
-    open: Option<Open>,
+    _cx: Guard,
+    _open: Option<Open>,
 ) {
     let settings: PoolSettings = circuit.settings;
     let max_age = settings
@@ -401,9 +404,7 @@ async fn drive<F: std::future::Future>(
             }
         }
     }
-    drop(conn);
-    drop(cx);
-    drop(open);
+    // Locals drop before parameters: the connection closes, then `_cx` and `_open` go.
 }
 
 async fn connect(
