@@ -127,6 +127,7 @@ fn max_requests_overflow_is_503_uo_and_counted() {
     assert_eq!(stat(&gw, "upstream_rq_pending_overflow"), 0);
     assert_eq!(stat(&gw, "upstream_cx_overflow"), 0);
     assert_eq!(stat(&gw, "upstream_rq_active"), 0);
+    assert_eq!(stat(&gw, "circuit_breakers_default_remaining_rq"), 1);
     let text = prometheus(&gw);
     assert!(
         text.lines().any(|l| l.starts_with("istio_requests_total{")
@@ -303,4 +304,23 @@ fn overflow_matches_envoy() {
             }
         }
     }
+}
+
+#[test]
+fn http2_connections_follow_idle_timeout_and_requests_per_connection() {
+    let up = Upstream::echo("cb");
+    let gw = start(
+        &up,
+        "HTTP2",
+        "{http: {idleTimeout: 0.4s, maxRequestsPerConnection: 2}}",
+    );
+    let c = Client::http1(gw.port);
+    for _ in 0..3 {
+        assert_eq!(c.get(HOST, "/").status, 200);
+    }
+    assert_eq!(up.accepted(), 2, "2 + 1 requests");
+    assert_eq!(stat(&gw, "upstream_cx_max_requests"), 1);
+    wait_until("both connections closed", || up.open_connections() == 0);
+    assert_eq!(stat(&gw, "upstream_cx_idle_timeout"), 1);
+    assert_eq!(stat(&gw, "upstream_cx_active"), 0);
 }

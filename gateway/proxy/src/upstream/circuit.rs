@@ -324,8 +324,11 @@ impl Circuit {
         ]
     }
 
-    /// Envoy's gauge names with their current values.
-    pub fn gauges(&self) -> [StatValue; 4] {
+    /// Envoy's gauge names with their current values: what is active, and what is left
+    /// under each threshold (Istio sets `track_remaining`).
+    pub fn gauges(&self) -> [StatValue; 7] {
+        let l = &self.limits;
+        let left = |max: u64, slot: &Slot| max.saturating_sub(slot.get());
         [
             (
                 "upstream_cx_active",
@@ -343,9 +346,24 @@ impl Circuit {
                 "active requests",
             ),
             (
-                "upstream_rq_retry_active",
-                self.rq_retry_active.get(),
-                "outstanding retries",
+                "circuit_breakers_default_remaining_cx",
+                left(l.max_connections, &self.cx_active),
+                "connections left under maxConnections",
+            ),
+            (
+                "circuit_breakers_default_remaining_pending",
+                left(l.max_pending_requests, &self.rq_pending_active),
+                "pending requests left under http1MaxPendingRequests",
+            ),
+            (
+                "circuit_breakers_default_remaining_rq",
+                left(l.max_requests, &self.rq_active),
+                "requests left under http2MaxRequests",
+            ),
+            (
+                "circuit_breakers_default_remaining_retries",
+                left(l.max_retries, &self.rq_retry_active),
+                "retries left under maxRetries",
             ),
         ]
     }
@@ -414,6 +432,8 @@ mod tests {
                 ("upstream_rq_retry_overflow", 1)
             ]
         );
-        assert_eq!(c.gauges()[1].1 + c.gauges()[2].1 + c.gauges()[3].1, 1);
+        let g = c.gauges();
+        assert_eq!((g[1].1, g[2].1), (0, 1), "one request still active");
+        assert_eq!((g[3].1, g[4].1, g[5].1, g[6].1), (1, 1, 1, 1), "remaining");
     }
 }
