@@ -128,9 +128,30 @@ fn clusters(shared: &Shared) -> String {
     let mut out = String::new();
     for name in names {
         let c = &live.clusters[name];
-        let _ = writeln!(out, "{name}::default_priority::max_connections::4294967295");
+        let l = c.circuit.limits;
+        let _ = writeln!(
+            out,
+            "{name}::default_priority::max_connections::{}",
+            l.max_connections
+        );
+        let _ = writeln!(
+            out,
+            "{name}::default_priority::max_pending_requests::{}",
+            l.max_pending_requests
+        );
+        let _ = writeln!(
+            out,
+            "{name}::default_priority::max_requests::{}",
+            l.max_requests
+        );
+        let _ = writeln!(
+            out,
+            "{name}::default_priority::max_retries::{}",
+            l.max_retries
+        );
         let _ = writeln!(out, "{name}::discovery::{:?}", c.config.discovery);
-        for (stat, value, _) in c.stats.values() {
+        let (counters, gauges) = (c.circuit.counters(), c.circuit.gauges());
+        for (stat, value, _) in c.stats.values().iter().chain(&counters).chain(&gauges) {
             let _ = writeln!(out, "{name}::{stat}::{value}");
         }
         for (stat, value, _, _) in c.outlier.iter().flat_map(|d| d.stats.values()) {

@@ -113,30 +113,37 @@ impl Metrics {
         let _ = self.identity.set(id);
     }
 
-    /// Prometheus text for everything: Istio families, then per-cluster counters of `live`.
+    /// Prometheus text for everything: Istio families, then per-cluster counters and gauges of `live`.
     pub fn render(&self, live: &Live) -> String {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         let mut out = String::from_utf8_lossy(&buf).into_owned();
         let mut names: Vec<_> = live.clusters.keys().collect();
         names.sort();
-        let per_cluster: Vec<(&Arc<str>, Vec<StatValue>)> = names
+        // Per cluster: each stat with its Prometheus type.
+        type Typed = (StatValue, &'static str);
+        let per_cluster: Vec<(&Arc<str>, Vec<Typed>)> = names
             .iter()
-            .map(|n| (*n, live.clusters[*n].stats.values()))
+            .map(|n| {
+                let c = &live.clusters[*n];
+                let counters = c.stats.values().into_iter().chain(c.circuit.counters());
+                let mut v: Vec<Typed> = counters.map(|s| (s, "counter")).collect();
+                v.extend(c.circuit.gauges().into_iter().map(|s| (s, "gauge")));
+                (*n, v)
+            })
             .collect();
-        let count = per_cluster.first().map_or(0, |(_, v)| v.len());
-        for k in 0..count {
-            let Some((_, first)) = per_cluster.first() else {
+        let stats = per_cluster.first().map_or(0, |(_, v)| v.len());
+        for k in 0..stats {
+            let Some(((stat, _, help), kind)) = per_cluster.first().map(|(_, v)| v[k]) else {
                 break;
             };
-            let (stat, _, help) = first[k];
             out.push_str(&format!(
-                "# HELP envoy_cluster_{stat} Per-cluster {help}.\n# TYPE envoy_cluster_{stat} counter\n"
+                "# HELP envoy_cluster_{stat} Per-cluster {help}.\n# TYPE envoy_cluster_{stat} {kind}\n"
             ));
             for (name, values) in &per_cluster {
                 out.push_str(&format!(
                     "envoy_cluster_{stat}{{cluster_name=\"{name}\"}} {}\n",
-                    values[k].1
+                    values[k].0 .1
                 ));
             }
         }

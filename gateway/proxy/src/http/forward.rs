@@ -30,7 +30,7 @@ use crate::body::{self, Body};
 use crate::router;
 use crate::upstream::cluster::{ClusterState, LiveEndpoint};
 use crate::upstream::outlier::AttemptResult;
-use crate::upstream::pool::{Proto, UpstreamError, DEFAULT_CONNECT_TIMEOUT};
+use crate::upstream::pool::{Proto, UpstreamError};
 use crate::worker::WorkerCtx;
 
 /// Envoy's `host_selection_retry_max_attempts` under Istio: picks made to find an endpoint that
@@ -157,8 +157,15 @@ pub(super) async fn forward(
         Ok(ok) => ok,
         Err(f) => {
             cluster.stats.rq_5xx.fetch_add(1, Ordering::Relaxed);
+            let mut reply = local_reply::owned(f.status, f.body);
+            if f.overloaded {
+                reply.headers_mut().insert(
+                    HeaderName::from_static("x-envoy-overloaded"),
+                    HeaderValue::from_static("true"),
+                );
+            }
             return (
-                local_reply::owned(f.status, f.body),
+                reply,
                 Outcome {
                     service,
                     flags: f.flags,
@@ -281,6 +288,8 @@ struct Failure {
     status: StatusCode,
     body: String,
     flags: &'static str,
+    /// A circuit breaker refused the request (Envoy adds `x-envoy-overloaded: true`).
+    overloaded: bool,
 }
 
 impl Failure {
@@ -289,6 +298,7 @@ impl Failure {
             status: StatusCode::GATEWAY_TIMEOUT,
             body: "upstream request timeout".into(),
             flags,
+            overloaded: false,
         }
     }
 }
@@ -318,15 +328,6 @@ type Answer = (Response<Body>, Instant, &'static str);
 impl Attempts<'_> {
     async fn run(&self, parts: Parts, body: Body) -> Result<Answer, Failure> {
         let cluster = self.cluster;
-        let connect_timeout = cluster
-            .config
-            .policy
-            .connection_pool
-            .as_ref()
-            .and_then(|p| p.tcp.as_ref())
-            .and_then(|t| t.connect_timeout)
-            .and_then(|d| d.to_std())
-            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let max_attempts = self.policy.map_or(1, |p| p.num_retries.saturating_add(1));
         // A body that is already complete (most GETs) needs no copy to be sent again.
         let mut single = Some(body);
@@ -341,6 +342,7 @@ impl Attempts<'_> {
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut attempt: u32 = 1;
         let mut head = Some(parts);
+        let mut _retry_guard = None;
         loop {
             let Some(ep) = self.pick(avoid_previous.then_some(&tried[..])) else {
                 cluster
@@ -351,6 +353,7 @@ impl Attempts<'_> {
                     status: StatusCode::SERVICE_UNAVAILABLE,
                     body: "no healthy upstream".into(),
                     flags: "UH",
+                    overloaded: false,
                 });
             };
             let _active = ClusterState::start(&ep);
@@ -366,13 +369,14 @@ impl Attempts<'_> {
                     status: StatusCode::INTERNAL_SERVER_ERROR,
                     body: String::new(),
                     flags: "-",
+                    overloaded: false,
                 });
             };
             let sent = Instant::now();
             let exchange = self
                 .ctx
                 .pools
-                .send(ep.addr, self.proto, req, connect_timeout);
+                .send(ep.addr, self.proto, req, &cluster.circuit);
             let outcome = match self.per_try {
                 Some(t) => match tokio::time::timeout(t, exchange).await {
                     Ok(r) => r.map_or_else(Attempt::Failed, Attempt::Response),
@@ -389,16 +393,18 @@ impl Attempts<'_> {
                     .map_or_else(Attempt::Failed, Attempt::Response),
             };
             self.current.borrow_mut().take();
-            cluster.report(
-                &ep,
-                match &outcome {
-                    Attempt::Response(r) => AttemptResult::Response(r.status().as_u16()),
-                    Attempt::Failed(e) => e.attempt_result(),
-                    Attempt::PerTryTimeout => AttemptResult::Timeout,
-                },
-            );
+            let verdict = match &outcome {
+                Attempt::Response(r) => Some(AttemptResult::Response(r.status().as_u16())),
+                Attempt::Failed(e) => e.attempt_result(),
+                Attempt::PerTryTimeout => Some(AttemptResult::Timeout),
+            };
+            if let Some(v) = verdict {
+                cluster.report(&ep, v);
+            }
             let retryable = self.policy.is_some_and(|p| match &outcome {
                 Attempt::Response(r) => p.retries_response(r.status().as_u16(), grpc_status(r)),
+                // Envoy never retries what its circuit breakers refused.
+                Attempt::Failed(UpstreamError::Overflow) => false,
                 Attempt::Failed(e) => p.retries_failure(
                     matches!(e, UpstreamError::Connect(_)),
                     is_refused_stream(e),
@@ -406,8 +412,13 @@ impl Attempts<'_> {
                 ),
                 Attempt::PerTryTimeout => p.retries_failure(false, false, true),
             });
-            let can_retry = retryable && !last && replay.as_ref().is_none_or(Replay::replayable);
-            if can_retry {
+            // `http.maxRetries` bounds the retries in flight on the cluster; the guard is held
+            // through the backoff and the next attempt.
+            let budget = (retryable && !last && replay.as_ref().is_none_or(Replay::replayable))
+                .then(|| cluster.try_retry())
+                .flatten();
+            if let Some(guard) = budget {
+                _retry_guard = Some(guard);
                 // Make the next attempt after a jittered backoff.
                 drop(outcome);
                 cluster.stats.rq_retry.fetch_add(1, Ordering::Relaxed);
@@ -505,6 +516,7 @@ fn failure(
         UpstreamError::Connect(d) if d == "connect timeout" => "connection timeout",
         UpstreamError::Connect(_) => "remote connection failure",
         UpstreamError::Reset(d) => d.as_str(),
+        UpstreamError::Overflow => "overflow",
     };
     let lead = if retried {
         "retried and the latest reset reason"
@@ -522,6 +534,7 @@ fn failure(
             "upstream connect error or disconnect/reset before headers. {lead}: {reason}"
         ),
         flags,
+        overloaded: matches!(e, UpstreamError::Overflow),
     }
 }
 

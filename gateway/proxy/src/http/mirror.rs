@@ -25,7 +25,7 @@ use meshgate_config::snapshot::cluster::UpstreamProtocol;
 use crate::body::{Body, BoxError};
 use crate::router;
 use crate::upstream::cluster::ClusterState;
-use crate::upstream::pool::{Proto, DEFAULT_CONNECT_TIMEOUT};
+use crate::upstream::pool::Proto;
 use crate::worker::WorkerCtx;
 
 /// Bytes of request body a mirror may lag behind the main request before it is cut off.
@@ -99,16 +99,7 @@ pub fn send(
             .stats
             .rq_total
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let connect_timeout = cluster
-            .config
-            .policy
-            .connection_pool
-            .as_ref()
-            .and_then(|p| p.tcp.as_ref())
-            .and_then(|t| t.connect_timeout)
-            .and_then(|d| d.to_std())
-            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-        let exchange = ctx.pools.send(ep.addr, proto, req, connect_timeout);
+        let exchange = ctx.pools.send(ep.addr, proto, req, &cluster.circuit);
         match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(resp)) => {
                 // Read the answer to its end (bounded by the same timeout) so an HTTP/1.1

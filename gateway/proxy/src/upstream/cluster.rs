@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use meshgate_config::model::destination_rule::SimpleLb;
 use meshgate_config::snapshot::cluster::{Cluster, UpstreamProtocol};
 
+use super::circuit::{Circuit, RetryGuard};
 use super::lb::{self, HashPolicy, LbKind, Ring};
 use super::outlier::{AttemptResult, Detector, EndpointOutlier, Settings};
 
@@ -127,6 +128,8 @@ pub struct ClusterState {
     pub stats: ClusterStats,
     /// The service host, shared with every request's metrics key.
     pub host: Arc<str>,
+    /// Circuit breakers and connection settings (`connectionPool`).
+    pub circuit: Arc<Circuit>,
     rr: AtomicUsize,
 }
 
@@ -150,6 +153,7 @@ impl ClusterState {
         let host: Arc<str> = Arc::from(config.host.as_str());
         let outlier = (config.policy.outlier_detection.as_ref())
             .map(|od| Detector::new(Settings::from_istio(od)));
+        let circuit = Arc::new(Circuit::new(config.policy.connection_pool.as_ref()));
         let state = ClusterState {
             config,
             endpoints: ArcSwap::from_pointee(EndpointSet::default()),
@@ -159,6 +163,7 @@ impl ClusterState {
             hash_policy,
             stats: ClusterStats::default(),
             host,
+            circuit,
             rr: AtomicUsize::new(0),
         };
         // IP endpoints are known at once; names wait for the DNS refresher.
@@ -183,6 +188,12 @@ impl ClusterState {
             && self.config.endpoints == c.endpoints
             && self.config.policy == c.policy
             && self.config.protocol == c.protocol
+    }
+
+    /// Admits one retry under `http.maxRetries`; `None` is an overflow (counted as
+    /// `upstream_rq_retry_overflow`): do not retry. Hold the guard until the retry is over.
+    pub fn try_retry(&self) -> Option<RetryGuard> {
+        self.circuit.try_retry()
     }
 
     /// Upstream protocol.

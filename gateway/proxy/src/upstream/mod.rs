@@ -3,6 +3,7 @@
 //! Cluster state is shared by workers (atomics only); pools belong to one worker and are
 //! never touched from another thread.
 
+pub mod circuit;
 pub mod cluster;
 pub mod dns;
 pub mod lb;

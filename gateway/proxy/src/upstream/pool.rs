@@ -1,17 +1,19 @@
 //! Per-worker upstream connection pools: keep-alive HTTP/1.1 connections and one multiplexed
-//! HTTP/2 connection per endpoint.
+//! HTTP/2 connection per cluster and endpoint, under the cluster's circuit breakers.
 //!
 //! Owned by one worker (`Rc`, `RefCell`): no locks, no cross-thread traffic. An HTTP/1.1
-//! connection goes back to its pool when the response body has been read to the end; a
-//! connection whose response was abandoned is closed, never reused half-read.
+//! connection goes back to its pool (or to the oldest pending request) when the response body
+//! has been read to the end; a connection whose response was abandoned is closed, never reused
+//! half-read. Each connection's task closes it when idle too long or drained.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -20,11 +22,13 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::{oneshot, Notify};
 
+use super::circuit::{Circuit, CxEvent, Guard, PoolSettings};
 use crate::body::{Body, BoxError};
 
-/// Istio's default `connectTimeout`.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub use super::circuit::DEFAULT_CONNECT_TIMEOUT;
+
 /// Idle HTTP/1.1 connections kept per endpoint.
 const MAX_IDLE_PER_ENDPOINT: usize = 128;
 
@@ -37,6 +41,9 @@ pub enum UpstreamError {
     /// The protocol handshake or the request failed (reset before headers).
     #[error("{0}")]
     Reset(String),
+    /// A circuit breaker of the cluster refused the request (pending or active requests).
+    #[error("overflow")]
+    Overflow,
 }
 
 impl UpstreamError {
@@ -45,14 +52,19 @@ impl UpstreamError {
         match self {
             UpstreamError::Connect(_) => "UF",
             UpstreamError::Reset(_) => "UC",
+            UpstreamError::Overflow => "UO",
         }
     }
 
-    /// What this failure means for outlier detection.
-    pub fn attempt_result(&self) -> crate::upstream::outlier::AttemptResult {
+    /// What this failure means for outlier detection (`None`: nothing, the request never
+    /// reached the endpoint because a circuit breaker refused it).
+    pub fn attempt_result(&self) -> Option<crate::upstream::outlier::AttemptResult> {
         match self {
-            UpstreamError::Connect(_) => crate::upstream::outlier::AttemptResult::ConnectFailure,
-            UpstreamError::Reset(_) => crate::upstream::outlier::AttemptResult::Reset,
+            UpstreamError::Connect(_) => {
+                Some(crate::upstream::outlier::AttemptResult::ConnectFailure)
+            }
+            UpstreamError::Reset(_) => Some(crate::upstream::outlier::AttemptResult::Reset),
+            UpstreamError::Overflow => None,
         }
     }
 }
@@ -66,27 +78,151 @@ pub enum Proto {
     Http2,
 }
 
-type H1Idle = RefCell<Vec<http1::SendRequest<Body>>>;
+/// Pools are per cluster and endpoint, as Envoy's are: limits and counts never mix clusters.
+type Key = (u64, SocketAddr);
+
+/// What one connection's task and its requests share.
+#[derive(Default)]
+struct Life {
+    /// Requests sent on it.
+    requests: Cell<u32>,
+    /// Requests in flight on it.
+    active: Cell<u32>,
+    /// Since when nothing has been in flight (`None` while busy).
+    idle_since: Cell<Option<Instant>>,
+    /// No new requests; close once idle.
+    draining: Cell<bool>,
+    /// Wakes the connection's task when a request ends.
+    wake: Notify,
+}
+
+impl Life {
+    fn begin(&self, circuit: &Circuit) {
+        let n = self.requests.get().saturating_add(1);
+        self.requests.set(n);
+        self.active.set(self.active.get() + 1);
+        self.idle_since.set(None);
+        if circuit.settings.max_requests_per_connection == Some(n) {
+            self.draining.set(true);
+            circuit.count(CxEvent::MaxRequests);
+        }
+    }
+
+    fn end(&self) {
+        let n = self.active.get().saturating_sub(1);
+        self.active.set(n);
+        if n == 0 {
+            self.idle_since.set(Some(Instant::now()));
+        }
+        self.wake.notify_one();
+    }
+}
+
+struct H1Conn {
+    sender: http1::SendRequest<Body>,
+    life: Rc<Life>,
+}
+
+enum Handoff {
+    /// A connection freed by another request.
+    Conn(H1Conn),
+    /// A connection closed: try to open one.
+    Retry,
+}
+
+/// One worker's HTTP/1.1 connections to one endpoint of one cluster.
+#[derive(Default)]
+struct H1Pool {
+    idle: RefCell<Vec<H1Conn>>,
+    /// Connections open or opening.
+    open: Cell<usize>,
+    /// Pending requests, oldest first.
+    waiters: RefCell<VecDeque<oneshot::Sender<Handoff>>>,
+}
+
+impl H1Pool {
+    async fn take_idle(&self) -> Option<H1Conn> {
+        loop {
+            let mut c = self.idle.borrow_mut().pop()?;
+            if c.sender.is_closed() || c.life.draining.get() {
+                continue;
+            }
+            if c.sender.ready().await.is_ok() {
+                return Some(c);
+            }
+        }
+    }
+
+    /// Gives a reusable connection to the oldest pending request, or keeps it idle.
+    fn put(&self, mut conn: H1Conn) {
+        loop {
+            let Some(tx) = self.waiters.borrow_mut().pop_front() else {
+                break;
+            };
+            match tx.send(Handoff::Conn(conn)) {
+                Ok(()) => return,
+                Err(Handoff::Conn(c)) => conn = c,
+                Err(Handoff::Retry) => return,
+            }
+        }
+        let mut idle = self.idle.borrow_mut();
+        if idle.len() < MAX_IDLE_PER_ENDPOINT {
+            idle.push(conn);
+        }
+    }
+
+    /// A connection went away: the oldest pending request may open one now.
+    fn wake_one(&self) {
+        while let Some(tx) = self.waiters.borrow_mut().pop_front() {
+            if tx.send(Handoff::Retry).is_ok() {
+                return;
+            }
+        }
+    }
+}
+
+/// Counts a connection as open in its pool; on drop wakes a pending request.
+struct Open(Weak<H1Pool>);
+
+impl Open {
+    fn new(pool: &Rc<H1Pool>) -> Open {
+        pool.open.set(pool.open.get() + 1);
+        Open(Rc::downgrade(pool))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if let Some(pool) = self.0.upgrade() {
+            pool.open.set(pool.open.get().saturating_sub(1));
+            pool.wake_one();
+        }
+    }
+}
+
+/// One worker's HTTP/2 connection to one endpoint of one cluster.
+type H2Conn = (http2::SendRequest<Body>, Rc<Life>);
 
 /// All pools of one worker.
 #[derive(Default)]
 pub struct Pools {
-    h1: RefCell<HashMap<SocketAddr, Rc<H1Idle>>>,
-    h2: RefCell<HashMap<SocketAddr, http2::SendRequest<Body>>>,
+    h1: RefCell<HashMap<Key, Rc<H1Pool>>>,
+    h2: RefCell<HashMap<Key, H2Conn>>,
 }
 
 impl Pools {
-    /// Sends `req` to `addr`, reusing a pooled connection when one is ready.
+    /// Sends `req` to `addr` for the cluster whose breakers are `circuit`, reusing a pooled
+    /// connection when one is ready and waiting as a pending request when none may be opened.
     pub async fn send(
         &self,
         addr: SocketAddr,
         proto: Proto,
         req: Request<Body>,
-        connect_timeout: Duration,
+        circuit: &Arc<Circuit>,
     ) -> Result<Response<Body>, UpstreamError> {
         match proto {
-            Proto::Http1 => self.send_h1(addr, req, connect_timeout).await,
-            Proto::Http2 => self.send_h2(addr, req, connect_timeout).await,
+            Proto::Http1 => self.send_h1(addr, req, circuit).await,
+            Proto::Http2 => self.send_h2(addr, req, circuit).await,
         }
     }
 
@@ -94,85 +230,219 @@ impl Pools {
         &self,
         addr: SocketAddr,
         req: Request<Body>,
-        connect_timeout: Duration,
+        circuit: &Arc<Circuit>,
     ) -> Result<Response<Body>, UpstreamError> {
-        let idle = self.h1.borrow_mut().entry(addr).or_default().clone();
-        let mut sender = None;
-        loop {
-            let candidate = idle.borrow_mut().pop();
-            let Some(mut s) = candidate else { break };
-            if s.is_closed() {
-                continue;
-            }
-            if s.ready().await.is_ok() {
-                sender = Some(s);
-                break;
-            }
-        }
-        let mut sender = match sender {
-            Some(s) => s,
+        let pool = self
+            .h1
+            .borrow_mut()
+            .entry((circuit.id, addr))
+            .or_default()
+            .clone();
+        let mut conn = match pool.take_idle().await {
+            Some(c) => c,
             None => {
-                let io = connect(addr, connect_timeout).await?;
-                let (s, conn) = http1::Builder::new()
-                    .handshake(io)
-                    .await
-                    .map_err(|e| UpstreamError::Reset(format!("handshake: {e}")))?;
-                tokio::task::spawn_local(async move {
-                    let _ = conn.with_upgrades().await;
-                });
-                s
+                let _pending = circuit.try_pending().ok_or(UpstreamError::Overflow)?;
+                wait_h1(&pool, addr, circuit).await?
             }
         };
+        // Envoy checks max_requests when the request gets its connection.
+        let Some(rq) = circuit.try_request() else {
+            pool.put(conn);
+            return Err(UpstreamError::Overflow);
+        };
         let upgrade = req.headers().contains_key(http::header::UPGRADE);
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| UpstreamError::Reset(reset_reason(&e)))?;
+        conn.life.begin(circuit);
+        let life = conn.life.clone();
+        let resp = match conn.sender.send_request(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                life.end();
+                return Err(UpstreamError::Reset(reset_reason(&e)));
+            }
+        };
         // An upgraded connection belongs to its tunnel from now on.
-        let back = (!upgrade).then(|| (Rc::downgrade(&idle), sender));
-        Ok(resp.map(|b| crate::body::boxed(Pooled { inner: b, back })))
+        let back = (!upgrade).then(|| (Rc::downgrade(&pool), conn));
+        Ok(resp.map(|b| {
+            crate::body::boxed(Pooled {
+                inner: b,
+                back,
+                done: Some((life, rq)),
+            })
+        }))
     }
 
     async fn send_h2(
         &self,
         addr: SocketAddr,
         req: Request<Body>,
-        connect_timeout: Duration,
+        circuit: &Arc<Circuit>,
     ) -> Result<Response<Body>, UpstreamError> {
-        let existing = self.h2.borrow().get(&addr).cloned();
-        let mut sender = match existing {
-            Some(s) if !s.is_closed() => s,
+        let key = (circuit.id, addr);
+        let existing = self.h2.borrow().get(&key).cloned();
+        let (mut sender, life) = match existing {
+            Some((s, l)) if !s.is_closed() && !l.draining.get() => (s, l),
             _ => {
-                let io = connect(addr, connect_timeout).await?;
+                let _pending = circuit.try_pending().ok_or(UpstreamError::Overflow)?;
+                // One connection per worker and endpoint: Envoy opens it even over the limit.
+                let cx = circuit
+                    .try_connection()
+                    .unwrap_or_else(|| circuit.forced_connection());
+                let io = connect(addr, &circuit.settings).await?;
                 let (s, conn) = http2::Builder::new(crate::http::LocalExec)
                     .handshake(io)
                     .await
                     .map_err(|e| UpstreamError::Reset(format!("handshake: {e}")))?;
-                tokio::task::spawn_local(async move {
-                    let _ = conn.await;
-                });
-                self.h2.borrow_mut().insert(addr, s.clone());
-                s
+                let life = Rc::new(Life::default());
+                life.idle_since.set(Some(Instant::now()));
+                tokio::task::spawn_local(drive(conn, life.clone(), circuit.clone(), cx, None));
+                self.h2.borrow_mut().insert(key, (s.clone(), life.clone()));
+                (s, life)
             }
         };
         sender
             .ready()
             .await
             .map_err(|e| UpstreamError::Reset(reset_reason(&e)))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| UpstreamError::Reset(reset_reason(&e)))?;
-        Ok(resp.map(crate::body::boxed))
+        let rq = circuit.try_request().ok_or(UpstreamError::Overflow)?;
+        life.begin(circuit);
+        let resp = match sender.send_request(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                life.end();
+                return Err(UpstreamError::Reset(reset_reason(&e)));
+            }
+        };
+        Ok(resp.map(|b| {
+            crate::body::boxed(Pooled {
+                inner: b,
+                back: None,
+                done: Some((life, rq)),
+            })
+        }))
     }
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TokioIo<TcpStream>, UpstreamError> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+/// Waits (pending) until this request may open a connection or is handed one.
+async fn wait_h1(
+    pool: &Rc<H1Pool>,
+    addr: SocketAddr,
+    circuit: &Arc<Circuit>,
+) -> Result<H1Conn, UpstreamError> {
+    loop {
+        // Over the limit, a pool with no connection at all still opens one (as Envoy).
+        let cx = circuit
+            .try_connection()
+            .or_else(|| (pool.open.get() == 0).then(|| circuit.forced_connection()));
+        if let Some(cx) = cx {
+            return open_h1(pool, addr, circuit, cx).await;
+        }
+        let (tx, rx) = oneshot::channel();
+        pool.waiters.borrow_mut().push_back(tx);
+        if let Ok(Handoff::Conn(mut c)) = rx.await {
+            if c.sender.ready().await.is_ok() {
+                return Ok(c);
+            }
+        }
+        if let Some(c) = pool.take_idle().await {
+            return Ok(c);
+        }
+    }
+}
+
+async fn open_h1(
+    pool: &Rc<H1Pool>,
+    addr: SocketAddr,
+    circuit: &Arc<Circuit>,
+    cx: Guard,
+) -> Result<H1Conn, UpstreamError> {
+    let open = Open::new(pool);
+    let io = connect(addr, &circuit.settings).await?;
+    let (sender, conn) = http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(|e| UpstreamError::Reset(format!("handshake: {e}")))?;
+    let life = Rc::new(Life::default());
+    tokio::task::spawn_local(drive(
+        conn.with_upgrades(),
+        life.clone(),
+        circuit.clone(),
+        cx,
+        Some(open),
+    ));
+    Ok(H1Conn { sender, life })
+}
+
+/// Runs one connection until it ends, is idle for `idleTimeout`, or is drained (by
+/// `maxConnectionDuration` or `maxRequestsPerConnection`) and idle. Dropping `conn` closes
+/// the socket; dropping the guards frees the connection's slot and wakes a pending request.
+async fn drive<F: std::future::Future>(
+    conn: F,
+    life: Rc<Life>,
+    circuit: Arc<Circuit>,
+    _cx: Guard,
+    _open: Option<Open>,
+) {
+    let settings: PoolSettings = circuit.settings;
+    let max_age = settings
+        .max_connection_duration
+        .map(|d| tokio::time::Instant::now() + d);
+    tokio::pin!(conn);
+    loop {
+        let idle = life.idle_since.get().filter(|_| life.active.get() == 0);
+        if life.draining.get() && idle.is_some() {
+            break;
+        }
+        let idle_deadline = idle.map_or_else(
+            || tokio::time::Instant::now() + settings.idle_timeout,
+            |t| tokio::time::Instant::from_std(t + settings.idle_timeout),
+        );
+        let deadline = match max_age {
+            Some(age) if !life.draining.get() => idle_deadline.min(age),
+            _ => idle_deadline,
+        };
+        tokio::select! {
+            _ = &mut conn => break,
+            _ = life.wake.notified() => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                let now = tokio::time::Instant::now();
+                if max_age.is_some_and(|a| now >= a) && !life.draining.get() {
+                    life.draining.set(true);
+                    circuit.count(CxEvent::MaxDuration);
+                }
+                if life.active.get() == 0 && now >= idle_deadline && !life.draining.get() {
+                    circuit.count(CxEvent::IdleTimeout);
+                    break;
+                }
+            }
+        }
+    }
+    // Locals drop before parameters: the connection closes, then `_cx` and `_open` go.
+}
+
+async fn connect(
+    addr: SocketAddr,
+    settings: &PoolSettings,
+) -> Result<TokioIo<TcpStream>, UpstreamError> {
+    let stream = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| UpstreamError::Connect("connect timeout".into()))?
         .map_err(|e| UpstreamError::Connect(e.to_string()))?;
     let _ = stream.set_nodelay(true);
+    if let Some(k) = settings.keepalive {
+        let mut ka = socket2::TcpKeepalive::new();
+        if let Some(t) = k.time {
+            ka = ka.with_time(t);
+        }
+        if let Some(i) = k.interval {
+            ka = ka.with_interval(i);
+        }
+        if let Some(p) = k.probes {
+            ka = ka.with_retries(p);
+        }
+        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&ka) {
+            tracing::debug!(%addr, error = %e, "tcp keepalive not set");
+        }
+    }
     Ok(TokioIo::new(stream))
 }
 
@@ -184,22 +454,37 @@ fn reset_reason(e: &hyper::Error) -> String {
     }
 }
 
-/// A response body that returns its HTTP/1.1 connection to the pool at end of stream.
+/// A response body that holds its request's slot until the end of the stream, then returns
+/// its HTTP/1.1 connection to the pool.
 struct Pooled {
     inner: Incoming,
-    back: Option<(Weak<H1Idle>, http1::SendRequest<Body>)>,
+    back: Option<(Weak<H1Pool>, H1Conn)>,
+    done: Option<(Rc<Life>, Guard)>,
 }
 
 impl Pooled {
-    fn release(&mut self) {
-        if let Some((pool, sender)) = self.back.take() {
+    /// The exchange is over; `reuse` when the response was read to its end.
+    fn finish(&mut self, reuse: bool) {
+        if let Some((life, _request)) = self.done.take() {
+            life.end();
+        }
+        let back = self.back.take();
+        if !reuse {
+            return;
+        }
+        if let Some((pool, conn)) = back {
             if let Some(pool) = pool.upgrade() {
-                let mut idle = pool.borrow_mut();
-                if !sender.is_closed() && idle.len() < MAX_IDLE_PER_ENDPOINT {
-                    idle.push(sender);
+                if !conn.sender.is_closed() && !conn.life.draining.get() {
+                    pool.put(conn);
                 }
             }
         }
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.finish(false);
     }
 }
 
@@ -213,9 +498,9 @@ impl HttpBody for Pooled {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
         match &r {
-            Poll::Ready(None) => self.release(),
-            Poll::Ready(Some(Err(_))) => self.back = None,
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
+            Poll::Ready(None) => self.finish(true),
+            Poll::Ready(Some(Err(_))) => self.finish(false),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.finish(true),
             _ => {}
         }
         r.map(|o| o.map(|res| res.map_err(Into::into)))
@@ -227,5 +512,49 @@ impl HttpBody for Pooled {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::circuit::Keepalive;
+    use std::time::Duration;
+
+    #[test]
+    fn keepalive_is_set_on_upstream_sockets() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = l.local_addr().expect("addr");
+            let mut settings = Circuit::new(None).settings;
+            settings.keepalive = Some(Keepalive {
+                time: Some(Duration::from_secs(42)),
+                interval: Some(Duration::from_secs(7)),
+                probes: Some(4),
+            });
+            let io = connect(addr, &settings).await.expect("connect");
+            let s = socket2::SockRef::from(io.inner());
+            assert!(s.keepalive().expect("SO_KEEPALIVE"));
+            assert_eq!(
+                s.tcp_keepalive_time().expect("time"),
+                Duration::from_secs(42)
+            );
+            assert_eq!(
+                s.tcp_keepalive_interval().expect("interval"),
+                Duration::from_secs(7)
+            );
+            assert_eq!(s.tcp_keepalive_retries().expect("probes"), 4);
+            settings.keepalive = None;
+            let io = connect(addr, &settings).await.expect("connect");
+            assert!(!socket2::SockRef::from(io.inner())
+                .keepalive()
+                .expect("SO_KEEPALIVE"));
+        });
     }
 }

@@ -32,6 +32,8 @@ pub struct Envoy {
     child: Child,
     /// Port of the translated listener.
     pub port: u16,
+    /// Admin port (`/stats`).
+    pub admin: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -94,6 +96,7 @@ impl Envoy {
         Envoy {
             child,
             port,
+            admin,
             _dir: dir,
         }
     }
@@ -519,6 +522,18 @@ pub fn translate(dump: &Value, port: u16, admin: u16) -> Value {
                 let (od, panic) = outlier_detection(od);
                 cl["outlier_detection"] = od;
                 cl["common_lb_config"] = json!({"healthy_panic_threshold": {"value": panic}});
+            }
+            // Istio's circuit breakers: connectionPool limits, unset or 0 meaning 2^32-1.
+            let pool = &c["policy"]["connectionPool"];
+            if pool.is_object() {
+                let limit = |v: &Value| v.as_u64().filter(|n| *n > 0).unwrap_or(4_294_967_295);
+                cl["circuit_breakers"] = json!({"thresholds": [{
+                    "max_connections": limit(&pool["tcp"]["maxConnections"]),
+                    "max_pending_requests": limit(&pool["http"]["http1MaxPendingRequests"]),
+                    "max_requests": limit(&pool["http"]["http2MaxRequests"]),
+                    "max_retries": limit(&pool["http"]["maxRetries"]),
+                    "track_remaining": true,
+                }]});
             }
             if c["protocol"] == "HTTP2" {
                 cl["typed_extension_protocol_options"] = json!({

@@ -43,14 +43,13 @@ impl Gateway {
             .arg("run")
             .arg("--config")
             .arg(dir.path().join("config.yaml"))
-            .args([
-                "--concurrency",
-                "2",
-                "--bind",
-                "127.0.0.1",
-                "--drain-timeout",
-                "5s",
-            ])
+            // One worker when the test asks (`--concurrency 1` in `extra`), else two.
+            .args(
+                ["--concurrency", "2"]
+                    .into_iter()
+                    .filter(|_| !extra.contains(&"--concurrency")),
+            )
+            .args(["--bind", "127.0.0.1", "--drain-timeout", "5s"])
             .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
             .args(["--readiness-addr", &format!("127.0.0.1:{readiness}")])
             .args(["--stats-addr", &format!("127.0.0.1:{stats}")])

@@ -11,6 +11,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,6 +63,8 @@ pub struct Upstream {
     pub name: String,
     seen: Arc<Mutex<Vec<Seen>>>,
     behaviour: Arc<Mutex<Behaviour>>,
+    /// Connections accepted so far, and connections open now.
+    conns: Arc<(AtomicUsize, AtomicUsize)>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -91,6 +94,8 @@ impl Upstream {
         let s2 = seen.clone();
         let b2 = behaviour.clone();
         let n2 = name.to_owned();
+        let conns = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+        let c2 = conns.clone();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
@@ -107,6 +112,9 @@ impl Upstream {
                             let seen = s2.clone();
                             let name = n2.clone();
                             let behaviour = b2.clone();
+                            let conns = c2.clone();
+                            conns.0.fetch_add(1, Ordering::SeqCst);
+                            conns.1.fetch_add(1, Ordering::SeqCst);
                             tokio::spawn(async move {
                                 let svc = service_fn(move |req| {
                                     handle(req, name.clone(), seen.clone(), behaviour.clone())
@@ -114,6 +122,7 @@ impl Upstream {
                                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                                     .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                                     .await;
+                                conns.1.fetch_sub(1, Ordering::SeqCst);
                             });
                         }
                     }
@@ -125,6 +134,7 @@ impl Upstream {
             name: name.to_owned(),
             seen,
             behaviour,
+            conns,
             _stop: stop,
         }
     }
@@ -147,6 +157,16 @@ impl Upstream {
     /// How many requests it has seen.
     pub fn count(&self) -> usize {
         self.seen.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.conns.0.load(Ordering::SeqCst)
+    }
+
+    /// Connections open now (closed by either side once served).
+    pub fn open_connections(&self) -> usize {
+        self.conns.1.load(Ordering::SeqCst)
     }
 
     /// Changes what it does with the next requests.
