@@ -168,3 +168,33 @@ fn default_retries_hide_a_failing_endpoint_until_outlier_detection_ejects_it() {
     assert_eq!(a.count(), 3, "a is ejected after three consecutive 503s");
     assert_eq!(cluster_stat(&gw, "upstream_rq_retry"), 3);
 }
+
+#[test]
+fn max_retries_bounds_the_retries_in_flight() {
+    let a = Upstream::echo("a");
+    let gw = gateway_with(
+        &[&a],
+        "  - route: [{destination: {host: svc}}]\n",
+        "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: svc, namespace: test}\n\
+         spec:\n  host: svc.test.svc.cluster.local\n  trafficPolicy:\n    connectionPool: {http: {maxRetries: 1}}\n",
+    );
+    // Every answer is a slow 503: both requests want their retries at the same time, and only
+    // one retry may be in flight.
+    a.set_behaviour(Behaviour::Status(503));
+    let port = gw.port;
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                Client::http1(port)
+                    .get("app.example.com", "/delay/300")
+                    .status
+            })
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().expect("client"), 503);
+    }
+    assert!(cluster_stat(&gw, "upstream_rq_retry_overflow") >= 1);
+    // Two first attempts and fewer than the four retries the policy would allow.
+    assert!(a.count() < 6, "{} attempts", a.count());
+}
