@@ -5,6 +5,7 @@
 //! `upstream` picks an endpoint and a pooled connection. `live` holds what workers share: the
 //! current snapshot (swapped atomically) and per-cluster live state.
 
+pub mod access_log;
 pub mod admin;
 pub mod body;
 pub mod config_source;

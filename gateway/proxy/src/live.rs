@@ -78,6 +78,8 @@ impl Live {
 pub struct ProxySettings {
     /// Keep a client's `x-request-id` (Envoy's `preserve_external_request_id`; Istio: false).
     pub preserve_external_request_id: bool,
+    /// Where access log lines go (`None`: no access log, Istio's default).
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
 
 /// Process-wide shared state.

@@ -181,7 +181,10 @@ async fn accept_loop(l: TcpListener, ctx: Rc<WorkerCtx>, mut shutdown: watch::Re
         tokio::select! {
             r = l.accept() => match r {
                 Ok((stream, peer)) => {
-                    let info = ConnInfo { peer, local_port };
+                    let local = stream
+                        .local_addr()
+                        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], local_port)));
+                    let info = ConnInfo { peer, local_port, local };
                     let ctx = ctx.clone();
                     let stop = shutdown.clone();
                     ctx.open_conns.set(ctx.open_conns.get() + 1);

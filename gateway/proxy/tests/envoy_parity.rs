@@ -325,13 +325,20 @@ fn routing_matches_envoy() {
     };
     let v1 = Upstream::echo("v1");
     let v2 = Upstream::echo("v2");
-    let gw = Gateway::start(&support::fixtures::routing(&v1, &v2));
+    let logs = tempfile::tempdir().expect("tempdir");
+    let our_log = logs.path().join("access.log");
+    let gw = Gateway::start_with(
+        &support::fixtures::routing(&v1, &v2),
+        &["--access-log", &our_log.to_string_lossy()],
+    );
     let dump = Client::http1(gw.admin)
         .get("localhost", "/config_dump")
         .json();
     let ev = envoy::Envoy::start(&bin, &dump);
     let mut diffs = BTreeSet::new();
+    let mut sent = 0;
     let mut report = Vec::new();
+    let mut names = Vec::new();
     let protocols = [
         ("HTTP/1.1", Client::http1(gw.port), Client::http1(ev.port)),
         ("h2c", Client::h2c(gw.port), Client::h2c(ev.port)),
@@ -360,6 +367,7 @@ fn routing_matches_envoy() {
                 d
             };
             let (a, b) = (sent(mg), sent(en));
+            names.push(format!("{proto} {}", c.name));
             for ((what, ours), (_, theirs)) in a.iter().zip(b.iter()) {
                 if ours != theirs {
                     // Header-name sets: show only what differs.
@@ -377,6 +385,21 @@ fn routing_matches_envoy() {
                     report.push(format!("{proto} {}: {what}: {shown}", c.name));
                     diffs.insert(what.clone());
                 }
+            }
+        }
+    }
+    sent += names.len();
+    // The access logs: one line per request, the same status, flags and details as Envoy's.
+    let ours = log_lines(&our_log, sent);
+    let theirs = log_lines(&ev.access_log, sent);
+    for ((name, o), t) in names.iter().zip(&ours).zip(&theirs) {
+        for (k, what) in LOG_FIELDS.iter().enumerate() {
+            let (a, b) = (&o[k], &t[k]);
+            if a != b {
+                report.push(format!(
+                    "{name}: access log {what}: meshgate {a:?}, envoy {b:?}"
+                ));
+                diffs.insert(format!("access log {what}"));
             }
         }
     }
@@ -411,6 +434,63 @@ fn routing_matches_envoy() {
             diffs.contains(*what),
             "known difference {what:?} no longer happens: update KNOWN and the docs"
         );
+    }
+}
+
+/// The access-log fields compared, by name (see [`log_fields`]).
+const LOG_FIELDS: [&str; 7] = [
+    "request",
+    "code",
+    "flags",
+    "details",
+    "upstream cluster",
+    "route name",
+    "authority",
+];
+
+/// The compared fields of an Istio-format access log line.
+fn log_fields(line: &str) -> Vec<String> {
+    // Tokens: `[time]`, quoted strings, or plain words.
+    let mut toks = Vec::new();
+    let mut rest = line.trim_end();
+    while !rest.is_empty() {
+        rest = rest.trim_start();
+        let (tok, next) = if let Some(r) = rest.strip_prefix('"') {
+            let end = r.find('"').unwrap_or(r.len());
+            (&r[..end], r.get(end + 1..).unwrap_or(""))
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']').unwrap_or(r.len());
+            (&r[..end], r.get(end + 1..).unwrap_or(""))
+        } else {
+            let end = rest.find(' ').unwrap_or(rest.len());
+            (&rest[..end], &rest[end..])
+        };
+        toks.push(tok.to_owned());
+        rest = next;
+    }
+    // 0 time, 1 request, 2 code, 3 flags, 4 details, 5 termination, 6 transport failure,
+    // 7 rx, 8 tx, 9 duration, 10 upstream time, 11 xff, 12 ua, 13 id, 14 authority,
+    // 15 upstream host, 16 cluster, 17 upstream local, 18 local, 19 remote, 20 sni, 21 route.
+    let at = |i: usize| toks.get(i).cloned().unwrap_or_default();
+    vec![at(1), at(2), at(3), at(4), at(16), at(21), at(14)]
+}
+
+/// The first `n` lines of an access log, waiting (bounded) for them to be written.
+fn log_lines(path: &std::path::Path, n: usize) -> Vec<Vec<String>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        if lines.len() >= n {
+            return lines.iter().take(n).map(|l| log_fields(l)).collect();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: {} of {n} access log lines",
+            path.display(),
+            lines.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

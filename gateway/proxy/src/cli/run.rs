@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// Keep clients' `x-request-id` (Envoy's `preserve_external_request_id`).
     #[arg(long)]
     pub preserve_external_request_id: bool,
+    /// Write an access log line per request, in Istio's default format, to this file (`-`:
+    /// standard output), as Istio's `meshConfig.accessLogFile` does. Off by default.
+    #[arg(long, value_name = "PATH")]
+    pub access_log: Option<String>,
 }
 
 /// Arguments of `meshgate run`.
@@ -141,6 +145,11 @@ pub fn serve(
         snapshot,
         ProxySettings {
             preserve_external_request_id: a.preserve_external_request_id,
+            access_log: a
+                .access_log
+                .as_deref()
+                .map(meshgate::access_log::AccessLog::open)
+                .transpose()?,
         },
     );
     let labels = parse_labels(&a.labels)?;

@@ -23,9 +23,9 @@ use meshgate_config::snapshot::route::{Forward, Route};
 use super::headers;
 use super::local_reply;
 use super::mirror;
-use super::proxy::{unknown, Outcome};
+use super::proxy::Outcome;
 use super::replay::{Replay, RETRY_BUFFER_LIMIT};
-use super::ConnInfo;
+use crate::access_log;
 use crate::body::{self, Body};
 use crate::router;
 use crate::upstream::cluster::{ClusterState, LiveEndpoint};
@@ -45,7 +45,6 @@ pub(super) async fn forward(
     route: &Route,
     matched_prefix: Option<String>,
     authority: &str,
-    conn: ConnInfo,
     ctx: &Rc<WorkerCtx>,
     live: &crate::live::Live,
     hash: Option<u64>,
@@ -55,10 +54,7 @@ pub(super) async fn forward(
     let Some(cluster) = live.cluster(&wc.cluster) else {
         return (
             local_reply::text(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
-            Outcome {
-                service: unknown(),
-                flags: "NC",
-            },
+            Outcome::local("NC", "cluster_not_found"),
         );
     };
     let upgrade = on_upgrade.is_some();
@@ -74,8 +70,6 @@ pub(super) async fn forward(
         wc,
         matched_prefix.as_deref(),
         authority,
-        conn,
-        ctx,
         proto,
         upgrade,
     ) {
@@ -84,6 +78,9 @@ pub(super) async fn forward(
             Outcome {
                 service: cluster.host.clone(),
                 flags: "DPE",
+                details: "-",
+                cluster: Some(wc.cluster.clone()),
+                upstream_host: None,
             },
         );
     }
@@ -106,7 +103,10 @@ pub(super) async fn forward(
             HeaderValue::from(ms),
         );
     }
-    let mut body = body::boxed(body);
+    let mut body = match parts.extensions.get::<access_log::Received>() {
+        Some(r) => Box::pin(access_log::Counted::new(body::boxed(body), r.clone())),
+        None => body::boxed(body),
+    };
     if !route.mirrors.is_empty() && !upgrade {
         let host = fwd.authority_rewrite.as_deref().unwrap_or(authority);
         let timeout = route_timeout.unwrap_or(mirror::DEFAULT_MIRROR_TIMEOUT);
@@ -137,6 +137,7 @@ pub(super) async fn forward(
         policy,
         per_try,
         current: std::cell::RefCell::new(None),
+        last_host: std::cell::Cell::new(None),
     };
     let exchange = attempts.run(parts, body);
     let result = match route_timeout {
@@ -147,7 +148,7 @@ pub(super) async fn forward(
                 if let Some(ep) = attempts.current.borrow_mut().take() {
                     cluster.report(&ep, AttemptResult::Timeout);
                 }
-                Err(Failure::timeout("UT"))
+                Err(Failure::timeout("UT", "response_timeout"))
             }
         },
         None => exchange.await,
@@ -169,6 +170,9 @@ pub(super) async fn forward(
                 Outcome {
                     service,
                     flags: f.flags,
+                    details: f.details,
+                    cluster: Some(wc.cluster.clone()),
+                    upstream_host: attempts.last_host.get(),
                 },
             );
         }
@@ -199,7 +203,14 @@ pub(super) async fn forward(
             });
         }
     }
-    (resp, Outcome { service, flags })
+    let outcome = Outcome {
+        service,
+        flags,
+        details: "via_upstream",
+        cluster: Some(wc.cluster.clone()),
+        upstream_host: attempts.last_host.get(),
+    };
+    (resp, outcome)
 }
 
 /// Turns the client's request head into the upstream's: edge rules, header edits, rewrites,
@@ -213,18 +224,11 @@ fn upstream_request(
     wc: &meshgate_config::snapshot::route::WeightedCluster,
     matched_prefix: Option<&str>,
     authority: &str,
-    conn: ConnInfo,
-    ctx: &WorkerCtx,
     proto: Proto,
     upgrade: bool,
 ) -> Result<(), &'static str> {
+    // The connection manager's edge rules (x-forwarded-for, request id) ran before routing.
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-    headers::strip_internal(&mut parts.headers);
-    headers::forwarded(&mut parts.headers, conn.peer.ip(), "http");
-    headers::request_id(
-        &mut parts.headers,
-        ctx.shared.settings.preserve_external_request_id,
-    );
     router::apply_headers(&mut parts.headers, &route.request_headers);
     router::apply_headers(&mut parts.headers, &wc.request_headers);
     let host = fwd.authority_rewrite.as_deref().unwrap_or(authority);
@@ -288,16 +292,19 @@ struct Failure {
     status: StatusCode,
     body: String,
     flags: &'static str,
+    /// Envoy's response code details.
+    details: &'static str,
     /// A circuit breaker refused the request (Envoy adds `x-envoy-overloaded: true`).
     overloaded: bool,
 }
 
 impl Failure {
-    fn timeout(flags: &'static str) -> Failure {
+    fn timeout(flags: &'static str, details: &'static str) -> Failure {
         Failure {
             status: StatusCode::GATEWAY_TIMEOUT,
             body: "upstream request timeout".into(),
             flags,
+            details,
             overloaded: false,
         }
     }
@@ -320,6 +327,8 @@ struct Attempts<'a> {
     per_try: Option<Duration>,
     /// The endpoint of the attempt in flight (for outlier detection when the route times out).
     current: std::cell::RefCell<Option<Arc<LiveEndpoint>>>,
+    /// The endpoint of the latest attempt (for the access log).
+    last_host: std::cell::Cell<Option<SocketAddr>>,
 }
 
 /// The response, when the final attempt was sent, and the response flags.
@@ -353,12 +362,14 @@ impl Attempts<'_> {
                     status: StatusCode::SERVICE_UNAVAILABLE,
                     body: "no healthy upstream".into(),
                     flags: "UH",
+                    details: "no_healthy_upstream",
                     overloaded: false,
                 });
             };
             let _active = ClusterState::start(&ep);
             cluster.stats.rq_total.fetch_add(1, Ordering::Relaxed);
             *self.current.borrow_mut() = Some(ep.clone());
+            self.last_host.set(Some(ep.addr));
             let last = attempt >= max_attempts;
             let req_body = match &replay {
                 Some(r) => r.attempt().unwrap_or_else(body::empty),
@@ -369,6 +380,7 @@ impl Attempts<'_> {
                     status: StatusCode::INTERNAL_SERVER_ERROR,
                     body: String::new(),
                     flags: "-",
+                    details: "-",
                     overloaded: false,
                 });
             };
@@ -449,7 +461,10 @@ impl Attempts<'_> {
                         .stats
                         .rq_per_try_timeout
                         .fetch_add(1, Ordering::Relaxed);
-                    Err(Failure::timeout(if exhausted { "UT,URX" } else { "UT" }))
+                    Err(Failure::timeout(
+                        if exhausted { "URX,UT" } else { "UT" },
+                        "upstream_per_try_timeout",
+                    ))
                 }
                 Attempt::Failed(e) => Err(failure(&e, &ep, cluster, attempt > 1, exhausted)),
             };
@@ -512,11 +527,27 @@ fn failure(
     }
     tracing::debug!(cluster = %cluster.config.name, endpoint = %ep.addr, error = %e, "upstream request failed");
     // Envoy's wording (the detail stays in the debug log, as in Envoy 1.40's reply).
-    let reason = match e {
-        UpstreamError::Connect(d) if d == "connect timeout" => "connection timeout",
-        UpstreamError::Connect(_) => "remote connection failure",
-        UpstreamError::Reset(d) => d.as_str(),
-        UpstreamError::Overflow => "overflow",
+    let (reason, details) = match e {
+        UpstreamError::Connect(d) if d == "connect timeout" => (
+            "connection timeout",
+            "upstream_reset_before_response_started{connection_timeout}",
+        ),
+        UpstreamError::Connect(d) if d.contains("refused") => (
+            "remote connection failure",
+            "upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}",
+        ),
+        UpstreamError::Connect(_) => (
+            "remote connection failure",
+            "upstream_reset_before_response_started{remote_connection_failure}",
+        ),
+        UpstreamError::Reset(d) => (
+            d.as_str(),
+            "upstream_reset_before_response_started{connection_termination}",
+        ),
+        UpstreamError::Overflow => (
+            "overflow",
+            "upstream_reset_before_response_started{overflow}",
+        ),
     };
     let lead = if retried {
         "retried and the latest reset reason"
@@ -524,8 +555,9 @@ fn failure(
         "reset reason"
     };
     let flags = match (e.response_flag(), exhausted) {
-        ("UF", true) => "UF,URX",
-        ("UC", true) => "UC,URX",
+        // Envoy writes the retry limit first.
+        ("UF", true) => "URX,UF",
+        ("UC", true) => "URX,UC",
         (f, _) => f,
     };
     Failure {
@@ -534,6 +566,7 @@ fn failure(
             "upstream connect error or disconnect/reset before headers. {lead}: {reason}"
         ),
         flags,
+        details,
         overloaded: matches!(e, UpstreamError::Overflow),
     }
 }

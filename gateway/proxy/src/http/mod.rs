@@ -50,6 +50,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The listening port (selects the listener).
     pub local_port: u16,
+    /// The address the connection was accepted on.
+    pub local: SocketAddr,
 }
 
 /// Serves one accepted connection until it closes; when `stop` turns true the connection

@@ -15,6 +15,7 @@ use meshgate_config::snapshot::route::{Forward, Route, RouteAction};
 use super::headers;
 use super::local_reply;
 use super::ConnInfo;
+use crate::access_log;
 use crate::body::{self, Body};
 use crate::router::{self, View};
 use crate::telemetry::RequestKey;
@@ -27,16 +28,45 @@ pub(super) struct Outcome {
     pub service: Arc<str>,
     /// Envoy's response flags (`-` for none).
     pub flags: &'static str,
+    /// Envoy's response code details (`via_upstream`, `route_not_found`, ...).
+    pub details: &'static str,
+    /// The cluster the request went to.
+    pub cluster: Option<Arc<str>>,
+    /// The endpoint of the last attempt.
+    pub upstream_host: Option<std::net::SocketAddr>,
+}
+
+impl Outcome {
+    /// A request answered by the gateway itself.
+    pub(super) fn local(flags: &'static str, details: &'static str) -> Outcome {
+        Outcome {
+            service: unknown(),
+            flags,
+            details,
+            cluster: None,
+            upstream_host: None,
+        }
+    }
 }
 
 /// Handles one downstream request and always produces a response.
-pub async fn handle(req: Request<Incoming>, conn: ConnInfo, ctx: Rc<WorkerCtx>) -> Response<Body> {
+pub async fn handle(
+    mut req: Request<Incoming>,
+    conn: ConnInfo,
+    ctx: Rc<WorkerCtx>,
+) -> Response<Body> {
     let start = Instant::now();
     let grpc = req
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let (mut resp, outcome) = route_and_forward(req, conn, &ctx).await;
+    let log = ctx.shared.settings.access_log.clone();
+    let mut entry = log.as_ref().map(|_| {
+        let received = access_log::Received::default();
+        req.extensions_mut().insert(received.clone());
+        access_log::Entry::new(start, conn.local, conn.peer, received)
+    });
+    let (mut resp, outcome) = route_and_forward(req, conn, &ctx, &mut entry).await;
     resp.headers_mut()
         .insert(header::SERVER, HeaderValue::from_static("meshgate"));
     let millis = start.elapsed().as_secs_f64() * 1000.0;
@@ -50,6 +80,15 @@ pub async fn handle(req: Request<Incoming>, conn: ConnInfo, ctx: Rc<WorkerCtx>) 
         },
         millis,
     );
+    if let (Some(log), Some(mut e)) = (log, entry) {
+        e.status = resp.status().as_u16();
+        e.flags = outcome.flags;
+        e.details = outcome.details;
+        e.cluster = outcome.cluster.or(e.cluster);
+        e.upstream_host = outcome.upstream_host;
+        e.upstream_service_time = resp.headers().get("x-envoy-upstream-service-time").cloned();
+        return resp.map(|b| -> Body { Box::pin(access_log::Logged::new(b, e, log)) });
+    }
     resp
 }
 
@@ -65,14 +104,12 @@ async fn route_and_forward(
     mut req: Request<Incoming>,
     conn: ConnInfo,
     ctx: &Rc<WorkerCtx>,
+    entry: &mut Option<access_log::Entry>,
 ) -> (Response<Body>, Outcome) {
-    let no_route = |flags| {
+    let no_route = || {
         (
             local_reply::text(StatusCode::NOT_FOUND, ""),
-            Outcome {
-                service: unknown(),
-                flags,
-            },
+            Outcome::local("NR", "route_not_found"),
         )
     };
     // Envoy's max_request_headers_kb (60 KiB of header names and values).
@@ -84,29 +121,34 @@ async fn route_and_forward(
     if header_bytes > super::MAX_HEADER_BYTES {
         return (
             local_reply::text(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, ""),
-            Outcome {
-                service: unknown(),
-                flags: "DPE",
-            },
+            Outcome::local("DPE", "request_headers_too_large"),
         );
+    }
+    // The connection manager's edge rules, before routing as in Envoy: headers only Envoy may
+    // set are dropped, the client joins x-forwarded-for, the request gets its id.
+    headers::strip_internal(req.headers_mut());
+    headers::forwarded(req.headers_mut(), conn.peer.ip(), "http");
+    headers::request_id(
+        req.headers_mut(),
+        ctx.shared.settings.preserve_external_request_id,
+    );
+    if let Some(e) = entry.as_mut() {
+        e.request(&req);
     }
     let live = ctx.shared.live.load_full();
     // Cheap clones (shared bytes), so the request can be consumed later.
     let Some(authority_value) = router::authority_value(&req) else {
         return (
             local_reply::text(StatusCode::BAD_REQUEST, "missing host header"),
-            Outcome {
-                service: unknown(),
-                flags: "DPE",
-            },
+            Outcome::local("DPE", "missing_host_header"),
         );
     };
     let authority = authority_value.as_str();
     let Some(listener) = live.listener(conn.local_port) else {
-        return no_route("NR");
+        return no_route();
     };
     let Some(vhost) = listener.routes.lookup(authority) else {
-        return no_route("NR");
+        return no_route();
     };
     let scheme = "http";
     let path_and_query = req.uri().path_and_query().cloned();
@@ -121,19 +163,17 @@ async fn route_and_forward(
         }
         None => raw_path.into(),
     };
+    if let Some(e) = entry.as_mut() {
+        e.path.clear();
+        e.path.push_str(&path);
+    }
     let (host, port) = router::split_authority(authority);
     if vhost.require_tls && scheme == "http" {
         let mut r = local_reply::text(StatusCode::MOVED_PERMANENTLY, "");
         if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{path}")) {
             r.headers_mut().insert(header::LOCATION, v);
         }
-        return (
-            r,
-            Outcome {
-                service: unknown(),
-                flags: "-",
-            },
-        );
+        return (r, Outcome::local("-", "direct_response"));
     }
     let method = req.method().clone();
     let view = View {
@@ -144,17 +184,22 @@ async fn route_and_forward(
         headers: req.headers(),
     };
     let Some((route, matched_prefix)) = router::select(&vhost.routes, &view) else {
-        return no_route("NR");
+        return no_route();
     };
+    if let Some(e) = entry.as_mut() {
+        e.route = Some(route.name.clone());
+        // Envoy logs the cluster the route chose and the authority after a rewrite, even
+        // when a filter answers before the upstream is reached.
+        if let RouteAction::Forward(f) = &route.action {
+            e.cluster = f.clusters.first().map(|c| c.cluster.clone());
+            if let Some(a) = f.authority_rewrite.as_deref() {
+                e.authority = HeaderValue::from_str(a).ok();
+            }
+        }
+    }
     if let Some(cors) = &route.cors {
         if let Some(r) = super::cors::preflight(cors, &method, req.headers()) {
-            return (
-                r,
-                Outcome {
-                    service: unknown(),
-                    flags: "-",
-                },
-            );
+            return (r, Outcome::local("-", "cors_response"));
         }
     }
     let origin = route
@@ -198,15 +243,7 @@ async fn act(
     scheme: &str,
     path: &str,
 ) -> (Response<Body>, Outcome) {
-    let done = |resp, flags| {
-        (
-            resp,
-            Outcome {
-                service: unknown(),
-                flags,
-            },
-        )
-    };
+    let done = |resp, flags, details| (resp, Outcome::local(flags, details));
     match &route.action {
         RouteAction::DirectResponse { status, body } => {
             let mut r = Response::new(match body {
@@ -219,7 +256,7 @@ async fn act(
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             }
             router::apply_headers(r.headers_mut(), &route.response_headers);
-            done(r, "-")
+            done(r, "-", "direct_response")
         }
         RouteAction::Redirect(rd) => {
             let loc = router::redirect_location(rd, scheme, host, port, service_port, path);
@@ -231,7 +268,7 @@ async fn act(
                 r.headers_mut().insert(header::LOCATION, v);
             }
             router::apply_headers(r.headers_mut(), &route.response_headers);
-            done(r, "-")
+            done(r, "-", "direct_response")
         }
         RouteAction::Forward(fwd) => {
             let mut fault_flags = "-";
@@ -239,7 +276,7 @@ async fn act(
                 let injected = super::fault::inject(fault).await;
                 if let Some(mut r) = injected.abort {
                     router::apply_headers(r.headers_mut(), &route.response_headers);
-                    return done(r, injected.flags);
+                    return done(r, injected.flags, "fault_filter_abort");
                 }
                 fault_flags = injected.flags;
             }
@@ -252,7 +289,6 @@ async fn act(
                 route,
                 matched_prefix.map(str::to_owned),
                 authority,
-                conn,
                 ctx,
                 live,
                 hash,

@@ -34,6 +34,8 @@ pub struct Envoy {
     pub port: u16,
     /// Admin port (`/stats`).
     pub admin: u16,
+    /// Envoy's access log, in Istio's default format.
+    pub access_log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -49,8 +51,9 @@ impl Envoy {
     pub fn start(bin: &PathBuf, dump: &Value) -> Envoy {
         let port = free_port();
         let admin = free_port();
-        let config = translate(dump, port, admin);
         let dir = tempfile::tempdir().expect("tempdir");
+        let access_log = dir.path().join("access.log");
+        let config = translate(dump, port, admin, &access_log);
         let path = dir.path().join("envoy.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&config).expect("json")).expect("write");
         let mut child = Command::new(bin)
@@ -97,6 +100,7 @@ impl Envoy {
             child,
             port,
             admin,
+            access_log,
             _dir: dir,
         }
     }
@@ -281,6 +285,9 @@ fn action(route: &Value) -> Value {
     out["response_headers_to_remove"] = json!(rs_rm);
     out
 }
+
+/// Istio's default access log format (meshConfig `accessLogFormat` unset, TEXT encoding).
+pub const ISTIO_ACCESS_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% \"%UPSTREAM_TRANSPORT_FAILURE_REASON%\" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n";
 
 /// Istio's retry policy (meshgate's compiled form) as Envoy's route `retry_policy`.
 fn retry_policy(p: &Value) -> Value {
@@ -475,7 +482,7 @@ fn outlier_detection(od: &Value) -> (Value, i64) {
 }
 
 /// The Envoy bootstrap equivalent to meshgate's snapshot: the first listener on `port`.
-pub fn translate(dump: &Value, port: u16, admin: u16) -> Value {
+pub fn translate(dump: &Value, port: u16, admin: u16, access_log: &std::path::Path) -> Value {
     let listener = &dump["listeners"][0];
     let vhosts: Vec<Value> = listener["routes"]["virtualHosts"]
         .as_array()
@@ -559,6 +566,14 @@ pub fn translate(dump: &Value, port: u16, admin: u16) -> Value {
                         "stat_prefix": "outbound_0.0.0.0_80",
                         "codec_type": "AUTO",
                         "use_remote_address": true,
+                        "access_log": [{
+                            "name": "envoy.access_loggers.file",
+                            "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                                "path": access_log,
+                                "log_format": {"text_format_source": {"inline_string": ISTIO_ACCESS_LOG_FORMAT}}
+                            }
+                        }],
                         "normalize_path": true,
                         "server_name": "istio-envoy",
                         "upgrade_configs": [{"upgrade_type": "websocket"}],

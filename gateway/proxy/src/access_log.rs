@@ -1,0 +1,440 @@
+//! Access log (`run --access-log PATH`, Istio's `meshConfig.accessLogFile`): one line per
+//! request in Istio's default TEXT format, written when the response body has been sent (or
+//! abandoned), with Envoy's response flags and details.
+//!
+//! Off by default (as in Istio's default profile), and then it costs nothing. When on, a
+//! worker formats the line and hands it to a writer thread through a bounded channel: a full
+//! channel drops the line (counted) rather than slowing requests down.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::HeaderValue;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+
+use crate::body::{Body, BoxError};
+
+/// Lines waiting for the writer before new ones are dropped.
+const QUEUE: usize = 8192;
+
+/// Where lines go.
+pub struct AccessLog {
+    tx: SyncSender<String>,
+    /// Lines dropped because the writer fell behind.
+    pub dropped: AtomicU64,
+}
+
+/// Errors opening the log.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessLogError {
+    /// The file could not be opened for appending.
+    #[error("access log {path}: {source}")]
+    Open {
+        /// The path given.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl std::fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessLog")
+            .field("dropped", &self.dropped.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl AccessLog {
+    /// Opens `path` for appending (`-` or `/dev/stdout`: standard output) and starts the
+    /// writer thread.
+    pub fn open(path: &str) -> Result<Arc<AccessLog>, AccessLogError> {
+        let mut out: Box<dyn std::io::Write + Send> = if path == "-" || path == "/dev/stdout" {
+            Box::new(std::io::stdout())
+        } else {
+            Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|source| AccessLogError::Open {
+                        path: path.to_owned(),
+                        source,
+                    })?,
+            )
+        };
+        let (tx, rx) = mpsc::sync_channel::<String>(QUEUE);
+        std::thread::Builder::new()
+            .name("meshgate-access-log".into())
+            .spawn(move || {
+                let mut buf = Vec::with_capacity(64 * 1024);
+                while let Ok(line) = rx.recv() {
+                    buf.extend_from_slice(line.as_bytes());
+                    // Batch what is already queued, then write once.
+                    while let Ok(more) = rx.try_recv() {
+                        buf.extend_from_slice(more.as_bytes());
+                        if buf.len() > 60 * 1024 {
+                            break;
+                        }
+                    }
+                    let _ = out.write_all(&buf).and_then(|()| out.flush());
+                    buf.clear();
+                }
+            })
+            .map_err(|source| AccessLogError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Arc::new(AccessLog {
+            tx,
+            dropped: AtomicU64::new(0),
+        }))
+    }
+
+    fn write(&self, line: String) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(line) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Request bytes received, counted by the body as it streams (put in the request's extensions).
+#[derive(Clone, Default)]
+pub struct Received(pub Arc<AtomicU64>);
+
+/// Everything one line says.
+pub struct Entry {
+    /// When the request started (wall clock, for `START_TIME`).
+    pub start: SystemTime,
+    /// When the request started (for `DURATION`).
+    pub started: Instant,
+    /// `:method`.
+    pub method: http::Method,
+    /// The path as the client asked (normalized, before rewrites).
+    pub path: String,
+    /// `HTTP/1.1` or `HTTP/2`.
+    pub protocol: &'static str,
+    /// Request headers the line shows.
+    pub xff: Option<HeaderValue>,
+    /// `user-agent`.
+    pub user_agent: Option<HeaderValue>,
+    /// `x-request-id` (as forwarded).
+    pub request_id: Option<HeaderValue>,
+    /// `:authority`.
+    pub authority: Option<HeaderValue>,
+    /// The listener's address.
+    pub downstream_local: SocketAddr,
+    /// The client's address.
+    pub downstream_remote: SocketAddr,
+    /// Response status.
+    pub status: u16,
+    /// Envoy's response flags.
+    pub flags: &'static str,
+    /// Envoy's response code details.
+    pub details: &'static str,
+    /// `x-envoy-upstream-service-time` of the response.
+    pub upstream_service_time: Option<HeaderValue>,
+    /// The endpoint of the last attempt.
+    pub upstream_host: Option<SocketAddr>,
+    /// The cluster.
+    pub cluster: Option<Arc<str>>,
+    /// The route's name.
+    pub route: Option<Arc<str>>,
+    /// Request body bytes.
+    pub received: Received,
+}
+
+impl Entry {
+    /// An entry for a request that started at `started`, response fields still empty.
+    pub fn new(
+        started: Instant,
+        downstream_local: SocketAddr,
+        downstream_remote: SocketAddr,
+        received: Received,
+    ) -> Entry {
+        Entry {
+            start: SystemTime::now(),
+            started,
+            method: http::Method::GET,
+            path: String::new(),
+            protocol: "HTTP/1.1",
+            xff: None,
+            user_agent: None,
+            request_id: None,
+            authority: None,
+            downstream_local,
+            downstream_remote,
+            status: 0,
+            flags: "-",
+            details: "-",
+            upstream_service_time: None,
+            upstream_host: None,
+            cluster: None,
+            route: None,
+            received,
+        }
+    }
+
+    /// Takes the request side from `req` (after the edge rules); routing replaces the path
+    /// with its normalized form.
+    pub fn request<B>(&mut self, req: &http::Request<B>) {
+        let h = req.headers();
+        self.method = req.method().clone();
+        self.path = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        self.protocol = match req.version() {
+            http::Version::HTTP_2 => "HTTP/2",
+            http::Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        };
+        self.xff = h.get("x-forwarded-for").cloned();
+        self.user_agent = h.get(http::header::USER_AGENT).cloned();
+        self.request_id = h.get("x-request-id").cloned();
+        self.authority = crate::router::authority_value(req)
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    }
+}
+
+fn header(out: &mut String, v: &Option<HeaderValue>) {
+    match v.as_ref().and_then(|v| v.to_str().ok()) {
+        Some(s) => out.push_str(s),
+        None => out.push('-'),
+    }
+}
+
+fn opt<T: std::fmt::Display>(out: &mut String, v: Option<T>) {
+    match v {
+        Some(v) => {
+            let _ = write!(out, "{v}");
+        }
+        None => out.push('-'),
+    }
+}
+
+impl Entry {
+    /// The line, in Istio's default format (`sent`: response body bytes).
+    pub fn line(&self, sent: u64) -> String {
+        let mut o = String::with_capacity(320);
+        o.push('[');
+        rfc3339_millis(&mut o, self.start);
+        let _ = write!(
+            o,
+            "] \"{} {} {}\" {} ",
+            self.method, self.path, self.protocol, self.status
+        );
+        let _ = write!(o, "{} {} - \"-\" ", self.flags, self.details);
+        let received = self.received.0.load(Ordering::Relaxed);
+        let ms = self.started.elapsed().as_millis();
+        let _ = write!(o, "{received} {sent} {ms} ");
+        header(&mut o, &self.upstream_service_time);
+        o.push_str(" \"");
+        header(&mut o, &self.xff);
+        o.push_str("\" \"");
+        header(&mut o, &self.user_agent);
+        o.push_str("\" \"");
+        header(&mut o, &self.request_id);
+        o.push_str("\" \"");
+        header(&mut o, &self.authority);
+        o.push_str("\" \"");
+        opt(&mut o, self.upstream_host);
+        o.push_str("\" ");
+        opt(&mut o, self.cluster.as_deref());
+        let _ = write!(
+            o,
+            " - {} {} - ",
+            self.downstream_local, self.downstream_remote
+        );
+        opt(&mut o, self.route.as_deref());
+        o.push('\n');
+        o
+    }
+}
+
+/// `t` as `2026-12-01T08:50:55.123Z` (Envoy's default `START_TIME`).
+fn rfc3339_millis(out: &mut String, t: SystemTime) {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    );
+}
+
+/// A response body that writes the request's line when it ends or is dropped.
+pub struct Logged {
+    inner: Body,
+    entry: Option<Box<Entry>>,
+    sent: u64,
+    log: Arc<AccessLog>,
+}
+
+impl Logged {
+    /// Wraps `inner`; the line is written once, at its end.
+    pub fn new(inner: Body, entry: Entry, log: Arc<AccessLog>) -> Logged {
+        Logged {
+            inner,
+            entry: Some(Box::new(entry)),
+            sent: 0,
+            log,
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(e) = self.entry.take() {
+            self.log.write(e.line(self.sent));
+        }
+    }
+}
+
+impl HttpBody for Logged {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let r = this.inner.as_mut().poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    this.sent += d.len() as u64;
+                }
+                if this.inner.is_end_stream() {
+                    this.finish();
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.finish(),
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// A request body that counts the bytes it yields into a [`Received`].
+pub struct Counted {
+    inner: Body,
+    received: Received,
+}
+
+impl Counted {
+    /// Wraps `inner`.
+    pub fn new(inner: Body, received: Received) -> Counted {
+        Counted { inner, received }
+    }
+}
+
+impl HttpBody for Counted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let r = this.inner.as_mut().poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &r {
+            if let Some(d) = f.data_ref() {
+                this.received.0.fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn start_time_is_rfc3339_with_millis() {
+        let mut s = String::new();
+        rfc3339_millis(
+            &mut s,
+            UNIX_EPOCH + Duration::from_millis(1_796_113_855_123),
+        );
+        assert_eq!(s, "2026-12-01T08:30:55.123Z");
+        s.clear();
+        rfc3339_millis(&mut s, UNIX_EPOCH + Duration::from_secs(951_782_400));
+        assert_eq!(s, "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn a_line_has_istios_default_fields() {
+        let e = Entry {
+            start: UNIX_EPOCH,
+            started: Instant::now(),
+            method: http::Method::GET,
+            path: "/a?b=1".into(),
+            protocol: "HTTP/1.1",
+            xff: Some(HeaderValue::from_static("10.0.0.1,127.0.0.1")),
+            user_agent: None,
+            request_id: Some(HeaderValue::from_static("id-1")),
+            authority: Some(HeaderValue::from_static("app.example.com")),
+            downstream_local: "127.0.0.1:8080".parse().expect("addr"),
+            downstream_remote: "127.0.0.1:5555".parse().expect("addr"),
+            status: 503,
+            flags: "UF,URX",
+            details: "upstream_reset_before_response_started{remote_connection_failure}",
+            upstream_service_time: None,
+            upstream_host: Some("127.0.0.1:9000".parse().expect("addr")),
+            cluster: Some(Arc::from("outbound|80||svc.test.svc.cluster.local")),
+            route: Some(Arc::from("default")),
+            received: Received::default(),
+        };
+        let line = e.line(91);
+        assert!(line.starts_with("[1970-01-01T00:00:00.000Z] \"GET /a?b=1 HTTP/1.1\" 503 UF,URX upstream_reset_before_response_started{remote_connection_failure} - \"-\" 0 91 "), "{line}");
+        assert!(line.ends_with(" - \"10.0.0.1,127.0.0.1\" \"-\" \"id-1\" \"app.example.com\" \"127.0.0.1:9000\" outbound|80||svc.test.svc.cluster.local - 127.0.0.1:8080 127.0.0.1:5555 - default\n"), "{line}");
+    }
+}
