@@ -193,11 +193,7 @@ impl Entry {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_owned();
-        self.protocol = match req.version() {
-            http::Version::HTTP_2 => "HTTP/2",
-            http::Version::HTTP_10 => "HTTP/1.0",
-            _ => "HTTP/1.1",
-        };
+        self.protocol = crate::http::protocol_name(req.version());
         self.xff = h.get("x-forwarded-for").cloned();
         self.user_agent = h.get(http::header::USER_AGENT).cloned();
         self.request_id = h.get("x-request-id").cloned();

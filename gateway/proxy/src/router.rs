@@ -2,6 +2,7 @@
 //! `http::Request`. Picks the virtual host and route, the weighted cluster, rewrites paths and
 //! builds redirects; header edits are applied here too. No I/O.
 
+use crate::http::vars::{self, Vars};
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Uri};
 use meshgate_config::snapshot::route::{
@@ -79,25 +80,29 @@ pub fn pick_cluster(f: &Forward) -> &WeightedCluster {
     &f.clusters[f.clusters.len() - 1]
 }
 
-/// Applies header edits (remove, then set, then add, as Envoy orders them).
-pub fn apply_headers(h: &mut HeaderMap, ops: &HeaderOps) {
+/// Applies header edits (remove, then set, then add, as Envoy orders them). Values may hold
+/// `%VARIABLE%`s (see [`vars`]); `%REQ(..)%` reads `h` itself on the request side
+/// (`request_side`). A value that comes out empty is not added, as in Envoy.
+pub fn apply_headers(h: &mut HeaderMap, ops: &HeaderOps, vars: &Vars<'_>, request_side: bool) {
     for name in &ops.remove {
         h.remove(name.as_ref());
     }
-    for (k, v) in &ops.set {
-        if let (Ok(k), Ok(v)) = (
-            HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(v),
-        ) {
-            h.insert(k, v);
-        }
-    }
-    for (k, v) in &ops.add {
-        if let (Ok(k), Ok(v)) = (
-            HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(v),
-        ) {
-            h.append(k, v);
+    for (append, list) in [(false, &ops.set), (true, &ops.add)] {
+        for (k, v) in list {
+            let value = vars::expand(v, vars, request_side.then_some(&*h));
+            if value.is_empty() {
+                continue;
+            }
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                if append {
+                    h.append(k, v);
+                } else {
+                    h.insert(k, v);
+                }
+            }
         }
     }
 }

@@ -84,6 +84,13 @@ fn cases() -> Vec<Case> {
         get("no-virtual-host", "unknown.example.org", "/"),
         get("upstream-refused", "dead.example.com", "/"),
         get("default-retry-503", "app.example.com", "/status/503"),
+        Case {
+            name: "dynamic-header-values",
+            method: Method::GET,
+            host: "app.example.com",
+            path: "/dynamic",
+            headers: &[("x-user", "ann")],
+        },
         get("default-no-retry-500", "app.example.com", "/status/500"),
         Case {
             name: "retry-5xx",

@@ -14,7 +14,7 @@ mod peer_authentication;
 mod request_authentication;
 mod service_entry;
 mod sidecar;
-mod virtual_service;
+pub mod virtual_service;
 mod wasm_plugin;
 mod workload;
 

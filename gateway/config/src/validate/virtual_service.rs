@@ -705,13 +705,67 @@ fn check_header_ops(ops: &HeaderOperations, request: bool, at: &FieldPath, r: &m
     }
 }
 
+/// Envoy header variables meshgate expands in header values (`%REQ(name)%` too).
+pub const HEADER_VARIABLES: &[&str] = &[
+    "DOWNSTREAM_REMOTE_ADDRESS",
+    "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT",
+    "DOWNSTREAM_REMOTE_PORT",
+    "DOWNSTREAM_DIRECT_REMOTE_ADDRESS",
+    "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT",
+    "DOWNSTREAM_LOCAL_ADDRESS",
+    "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT",
+    "DOWNSTREAM_LOCAL_PORT",
+    "UPSTREAM_REMOTE_ADDRESS",
+    "UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT",
+    "UPSTREAM_CLUSTER",
+    "ROUTE_NAME",
+    "PROTOCOL",
+    "HOSTNAME",
+];
+
+/// `%NAME%` variables in a header value that meshgate does not expand.
+fn unknown_variables(value: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = value;
+    while let Some(i) = rest.find('%') {
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('%') {
+            rest = tail;
+            continue;
+        }
+        let Some(end) = after.find('%') else { break };
+        let name = &after[..end];
+        let req = name.starts_with("REQ(") && name.ends_with(')');
+        if !req && !HEADER_VARIABLES.contains(&name) {
+            out.push(name);
+        }
+        rest = &after[end + 1..];
+    }
+    out
+}
+
+fn check_header_values(ops: &HeaderOperations, at: &FieldPath, r: &mut Report) {
+    for (field, map) in [("set", &ops.set), ("add", &ops.add)] {
+        for (name, value) in map {
+            for var in unknown_variables(value) {
+                r.warn(
+                    &at.field(field).key(name),
+                    format!("header variable %{var}% is not one meshgate expands: the value is sent as written"),
+                );
+            }
+        }
+    }
+}
+
 fn check_headers(h: Option<&Headers>, at: &FieldPath, r: &mut Report) {
     let Some(h) = h else { return };
     if let Some(ops) = &h.request {
         check_header_ops(ops, true, &at.field("request"), r);
+        check_header_values(ops, &at.field("request"), r);
     }
     if let Some(ops) = &h.response {
         check_header_ops(ops, false, &at.field("response"), r);
+        check_header_values(ops, &at.field("response"), r);
     }
 }
 
@@ -845,6 +899,17 @@ fn check_cors(c: &CorsPolicy, at: &FieldPath, r: &mut Report) {
 #[cfg(test)]
 mod tests {
     use crate::validate::tests::{errors_of, has, warnings_of};
+
+    #[test]
+    fn unknown_header_variables_warn() {
+        let w = warnings_of(
+            "VirtualService",
+            "hosts: [a]\nhttp:\n- route: [{destination: {host: b}}]\n  headers: {request: {set: {x-a: '%DOWNSTREAM_REMOTE_ADDRESS% %REQ(x-b)% 100%%', x-c: '%START_TIME%'}}}",
+        );
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].0, "spec.http[0].headers.request.set[x-c]");
+        assert!(w[0].1.contains("%START_TIME%"), "{w:?}");
+    }
 
     #[test]
     fn hosts_gateways_and_delegates() {

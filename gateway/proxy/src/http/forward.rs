@@ -25,6 +25,8 @@ use super::local_reply;
 use super::mirror;
 use super::proxy::Outcome;
 use super::replay::{Replay, RETRY_BUFFER_LIMIT};
+use super::vars::Vars;
+use super::ConnInfo;
 use crate::access_log;
 use crate::body::{self, Body};
 use crate::router;
@@ -45,6 +47,7 @@ pub(super) async fn forward(
     route: &Route,
     matched_prefix: Option<String>,
     authority: &str,
+    conn: ConnInfo,
     ctx: &Rc<WorkerCtx>,
     live: &crate::live::Live,
     hash: Option<u64>,
@@ -58,6 +61,14 @@ pub(super) async fn forward(
         );
     };
     let upgrade = on_upgrade.is_some();
+    let mut vars = Vars {
+        peer: conn.peer,
+        local: conn.local,
+        protocol: super::protocol_name(req.version()),
+        route: &route.name,
+        cluster: Some(&wc.cluster),
+        upstream: None,
+    };
     let (mut parts, body) = req.into_parts();
     let proto = match cluster.protocol() {
         UpstreamProtocol::Http2 => Proto::Http2,
@@ -72,6 +83,7 @@ pub(super) async fn forward(
         authority,
         proto,
         upgrade,
+        &vars,
     ) {
         return (
             local_reply::text(StatusCode::BAD_REQUEST, reason),
@@ -188,8 +200,9 @@ pub(super) async fn forward(
         HeaderName::from_static("x-envoy-upstream-service-time"),
         HeaderValue::from(ms),
     );
-    router::apply_headers(&mut parts.headers, &route.response_headers);
-    router::apply_headers(&mut parts.headers, &wc.response_headers);
+    vars.upstream = attempts.last_host.get();
+    router::apply_headers(&mut parts.headers, &route.response_headers, &vars, false);
+    router::apply_headers(&mut parts.headers, &wc.response_headers, &vars, false);
     let mut resp = Response::from_parts(parts, body);
     if switching {
         if let Some(down) = on_upgrade {
@@ -226,11 +239,12 @@ fn upstream_request(
     authority: &str,
     proto: Proto,
     upgrade: bool,
+    vars: &Vars<'_>,
 ) -> Result<(), &'static str> {
     // The connection manager's edge rules (x-forwarded-for, request id) ran before routing.
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-    router::apply_headers(&mut parts.headers, &route.request_headers);
-    router::apply_headers(&mut parts.headers, &wc.request_headers);
+    router::apply_headers(&mut parts.headers, &route.request_headers, vars, true);
+    router::apply_headers(&mut parts.headers, &wc.request_headers, vars, true);
     let host = fwd.authority_rewrite.as_deref().unwrap_or(authority);
     // Envoy records what the client asked for when a rewrite changes it.
     if fwd.authority_rewrite.is_some() {

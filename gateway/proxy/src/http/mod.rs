@@ -2,6 +2,16 @@
 //! apart by the HTTP/2 preface), with Envoy-like limits, and hand each request to `proxy`.
 
 pub mod cors;
+
+/// `HTTP/1.1`, `HTTP/2`, ... as Envoy names a request's protocol.
+pub fn protocol_name(v: ::http::Version) -> &'static str {
+    match v {
+        ::http::Version::HTTP_2 => "HTTP/2",
+        ::http::Version::HTTP_10 => "HTTP/1.0",
+        ::http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
 pub mod fault;
 mod forward;
 pub mod headers;
@@ -9,6 +19,7 @@ pub mod local_reply;
 pub mod mirror;
 pub mod proxy;
 pub mod replay;
+pub mod vars;
 
 use std::future::Future;
 use std::net::SocketAddr;

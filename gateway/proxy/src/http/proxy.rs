@@ -244,6 +244,14 @@ async fn act(
     path: &str,
 ) -> (Response<Body>, Outcome) {
     let done = |resp, flags, details| (resp, Outcome::local(flags, details));
+    let vars = super::vars::Vars {
+        peer: conn.peer,
+        local: conn.local,
+        protocol: super::protocol_name(req.version()),
+        route: &route.name,
+        cluster: None,
+        upstream: None,
+    };
     match &route.action {
         RouteAction::DirectResponse { status, body } => {
             let mut r = Response::new(match body {
@@ -255,7 +263,7 @@ async fn act(
                 r.headers_mut()
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             }
-            router::apply_headers(r.headers_mut(), &route.response_headers);
+            router::apply_headers(r.headers_mut(), &route.response_headers, &vars, false);
             done(r, "-", "direct_response")
         }
         RouteAction::Redirect(rd) => {
@@ -267,7 +275,7 @@ async fn act(
             if let Ok(v) = HeaderValue::from_str(&loc) {
                 r.headers_mut().insert(header::LOCATION, v);
             }
-            router::apply_headers(r.headers_mut(), &route.response_headers);
+            router::apply_headers(r.headers_mut(), &route.response_headers, &vars, false);
             done(r, "-", "direct_response")
         }
         RouteAction::Forward(fwd) => {
@@ -275,7 +283,7 @@ async fn act(
             if let Some(fault) = &route.fault {
                 let injected = super::fault::inject(fault).await;
                 if let Some(mut r) = injected.abort {
-                    router::apply_headers(r.headers_mut(), &route.response_headers);
+                    router::apply_headers(r.headers_mut(), &route.response_headers, &vars, false);
                     return done(r, injected.flags, "fault_filter_abort");
                 }
                 fault_flags = injected.flags;
@@ -289,6 +297,7 @@ async fn act(
                 route,
                 matched_prefix.map(str::to_owned),
                 authority,
+                conn,
                 ctx,
                 live,
                 hash,

@@ -67,6 +67,12 @@ spec:
     route: [{destination: {host: svc, subset: v1}}]
     mirror: {host: svc, subset: v2}
     mirrorPercentage: {value: 100}
+  - name: dynamic
+    match: [{uri: {prefix: /dynamic}}]
+    route: [{destination: {host: svc, subset: v1}}]
+    headers:
+      request: {set: {x-route: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %PROTOCOL% %REQ(x-user)% %ROUTE_NAME% 100%%"}}
+      response: {set: {x-resp: "%UPSTREAM_CLUSTER% %PROTOCOL%", x-dest: "%REQ(x-absent)%"}}
   - name: exact
     match: [{uri: {exact: /exact}}]
     route: [{destination: {host: svc, subset: v1}}]
