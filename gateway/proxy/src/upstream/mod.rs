@@ -6,5 +6,6 @@
 pub mod cluster;
 pub mod dns;
 pub mod lb;
+pub mod locality;
 pub mod outlier;
 pub mod pool;
