@@ -140,7 +140,11 @@ fn clusters(shared: &Shared) -> String {
         for ep in &c.endpoints.load().endpoints {
             let a = ep.addr;
             let _ = writeln!(out, "{name}::{a}::weight::{}", ep.weight);
-            let loc = c.config.endpoints.get(ep.source).map(|e| e.locality.as_str());
+            let loc = c
+                .config
+                .endpoints
+                .get(ep.source)
+                .map(|e| e.locality.as_str());
             let loc = Locality::parse(loc.unwrap_or_default());
             let _ = writeln!(out, "{name}::{a}::region::{}", loc.region);
             let _ = writeln!(out, "{name}::{a}::zone::{}", loc.zone);

@@ -121,7 +121,9 @@ impl Warmup {
         Some(Warmup {
             window,
             min_factor: (min.unwrap_or(10.0) / 100.0).clamp(0.0, 1.0),
-            aggression: aggression.filter(|a| *a > 0.0 && a.is_finite()).unwrap_or(1.0),
+            aggression: aggression
+                .filter(|a| *a > 0.0 && a.is_finite())
+                .unwrap_or(1.0),
         })
     }
 
@@ -152,6 +154,10 @@ struct Level {
     groups: Vec<(u64, Arc<EndpointSet>)>,
     /// Sum of the groups' effective weights.
     total: u64,
+    /// Locality round robin: position and step (as weighted round robin over endpoints, so
+    /// localities interleave in proportion to their weights, like Envoy's schedule).
+    rr: AtomicU64,
+    stride: u64,
 }
 
 /// The endpoints picks choose from: per priority level, the locality groups without their
@@ -168,6 +174,8 @@ impl Routable {
                 load_upto: 100,
                 groups: vec![(1, set)],
                 total: 1,
+                rr: AtomicU64::new(0),
+                stride: 1,
             }],
         }
     }
@@ -502,7 +510,9 @@ impl ClusterState {
             .collect();
         let total_health = health.iter().sum::<u64>().min(100);
         let panic: Vec<bool> = (0..n)
-            .map(|p| total_health < 100 && (hosts[p] == 0 || 100 * healthy[p] < threshold * hosts[p]))
+            .map(|p| {
+                total_health < 100 && (hosts[p] == 0 || 100 * healthy[p] < threshold * hosts[p])
+            })
             .collect();
         let mut load = vec![0u64; n];
         let total_hosts: u64 = hosts.iter().sum();
@@ -547,8 +557,7 @@ impl ClusterState {
                     self.lb,
                 ))
             };
-            let mut groups = Vec::new();
-            let mut total = 0u64;
+            let mut weighted: Vec<(u64, Vec<usize>)> = Vec::new();
             if self.plan.weighted && !panic[p] && !hashing {
                 let mut ids: Vec<u32> = members.iter().map(|i| set.endpoints[*i].group).collect();
                 ids.sort_unstable();
@@ -562,14 +571,25 @@ impl ClusterState {
                         .filter(|i| in_group(&set.endpoints[*i]))
                         .collect();
                     let ratio = (OVERPROVISIONING as f64 / 100.0 * idx.len() as f64 / all).min(1.0);
-                    let w = self.plan.group_weights.get(g as usize).copied().unwrap_or(1);
+                    let w = self
+                        .plan
+                        .group_weights
+                        .get(g as usize)
+                        .copied()
+                        .unwrap_or(1);
                     let eff = (f64::from(w) * ratio * 1000.0) as u64;
-                    if eff == 0 || idx.is_empty() {
-                        continue;
+                    if eff > 0 && !idx.is_empty() {
+                        weighted.push((eff, idx));
                     }
-                    total += eff;
-                    groups.push((total, make(&idx)));
                 }
+            }
+            // Smallest equivalent weights, so small counts already follow them exactly.
+            let common = weighted.iter().fold(0, |g, (w, _)| gcd(g, *w)).max(1);
+            let mut groups = Vec::new();
+            let mut total = 0u64;
+            for (w, idx) in &weighted {
+                total += w / common;
+                groups.push((total, make(idx)));
             }
             if groups.is_empty() {
                 total = 1;
@@ -579,6 +599,8 @@ impl ClusterState {
                 load_upto: upto,
                 groups,
                 total,
+                rr: AtomicU64::new(0),
+                stride: lb::stride(total),
             });
         }
         if let Some(last) = levels.last_mut() {
@@ -602,14 +624,18 @@ impl ClusterState {
             [one] => one,
             many => {
                 let x = hash.map_or_else(|| fastrand::u32(..100), |h| (h % 100) as u32);
-                many.iter().find(|l| x < l.load_upto).unwrap_or(&many[many.len() - 1])
+                many.iter()
+                    .find(|l| x < l.load_upto)
+                    .unwrap_or(&many[many.len() - 1])
             }
         };
         let set = match level.groups.as_slice() {
             [] => return None,
             [(_, one)] => one,
             many => {
-                let x = fastrand::u64(..level.total.max(1));
+                let total = level.total.max(1);
+                let n = level.rr.fetch_add(1, Ordering::Relaxed) % total;
+                let x = ((u128::from(n) * u128::from(level.stride)) % u128::from(total)) as u64;
                 &many
                     .iter()
                     .find(|(upto, _)| x < *upto)
@@ -667,6 +693,13 @@ impl ClusterState {
         ep.requests.fetch_add(1, Ordering::Relaxed);
         ActiveRequest(ep.clone())
     }
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -404,7 +404,10 @@ mod tests {
     #[test]
     fn priorities_are_compacted() {
         let node = Node::new("r1/z1/s1", BTreeMap::new());
-        let p = plan(&cluster(&["r2/z/s", "r1/z1/s1", "r1/z9/s"], None, true), &node);
+        let p = plan(
+            &cluster(&["r2/z/s", "r1/z1/s1", "r1/z9/s"], None, true),
+            &node,
+        );
         assert_eq!(prios(&p), [Some(2), Some(0), Some(1)]);
         assert_eq!(p.priorities, 3);
     }
@@ -447,7 +450,11 @@ mod tests {
             "r1/z1/s1",
             BTreeMap::from([("net".to_owned(), "a".to_owned())]),
         );
-        let mut c = cluster(&["r1/z1/s1", "r1/z2/s1", "r2/z1/s1", "r1/z1/s1"], None, true);
+        let mut c = cluster(
+            &["r1/z1/s1", "r1/z2/s1", "r2/z1/s1", "r1/z1/s1"],
+            None,
+            true,
+        );
         for (e, net) in c.endpoints.iter_mut().zip(["a", "a", "a", "b"]) {
             e.labels.insert("net".into(), net.into());
         }
@@ -471,7 +478,10 @@ mod tests {
             failover_priority: vec!["net=b".into()],
             ..Default::default()
         });
-        assert_eq!(prios(&plan(&c, &node)), [Some(1), Some(1), Some(1), Some(0)]);
+        assert_eq!(
+            prios(&plan(&c, &node)),
+            [Some(1), Some(1), Some(1), Some(0)]
+        );
     }
 
     #[test]
