@@ -501,11 +501,9 @@ impl ClusterState {
         }
         let health: Vec<u64> = (0..n)
             .map(|p| {
-                if hosts[p] == 0 {
-                    0
-                } else {
-                    (OVERPROVISIONING * healthy[p] / hosts[p]).min(100)
-                }
+                (OVERPROVISIONING * healthy[p])
+                    .checked_div(hosts[p])
+                    .map_or(0, |h| h.min(100))
             })
             .collect();
         let total_health = health.iter().sum::<u64>().min(100);
