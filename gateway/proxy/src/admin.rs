@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 use crate::live::Shared;
+use crate::upstream::locality::Locality;
 use bytes::Bytes;
 use http_body_util::Full;
 
@@ -160,6 +161,16 @@ fn clusters(shared: &Shared) -> String {
         for ep in &c.endpoints.load().endpoints {
             let a = ep.addr;
             let _ = writeln!(out, "{name}::{a}::weight::{}", ep.weight);
+            let loc = c
+                .config
+                .endpoints
+                .get(ep.source)
+                .map(|e| e.locality.as_str());
+            let loc = Locality::parse(loc.unwrap_or_default());
+            let _ = writeln!(out, "{name}::{a}::region::{}", loc.region);
+            let _ = writeln!(out, "{name}::{a}::zone::{}", loc.zone);
+            let _ = writeln!(out, "{name}::{a}::sub_zone::{}", loc.subzone);
+            let _ = writeln!(out, "{name}::{a}::priority::{}", ep.priority);
             let _ = writeln!(
                 out,
                 "{name}::{a}::rq_active::{}",

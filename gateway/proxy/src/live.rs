@@ -15,6 +15,7 @@ use meshgate_config::Snapshot;
 
 use crate::telemetry::Metrics;
 use crate::upstream::cluster::ClusterState;
+use crate::upstream::locality::Node;
 
 /// One consistent view of config plus live cluster state.
 pub struct Live {
@@ -31,7 +32,7 @@ pub struct Live {
 impl Live {
     /// Builds the live view of `snapshot`, reusing cluster state from `previous` when the
     /// cluster's config did not change.
-    pub fn new(snapshot: Arc<Snapshot>, previous: Option<&Live>) -> Self {
+    pub fn new(snapshot: Arc<Snapshot>, previous: Option<&Live>, node: &Node) -> Self {
         let listeners = snapshot
             .listeners
             .iter()
@@ -42,13 +43,13 @@ impl Live {
             .clusters
             .iter()
             .map(|c| {
-                let reused = previous
-                    .and_then(|p| p.clusters.get(&c.name))
-                    .filter(|old| old.same_config(c))
-                    .cloned();
+                let old = previous.and_then(|p| p.clusters.get(&c.name));
+                let reused = old.filter(|old| old.same_config(c)).cloned();
                 (
                     c.name.clone(),
-                    reused.unwrap_or_else(|| Arc::new(ClusterState::new(c.clone()))),
+                    reused.unwrap_or_else(|| {
+                        Arc::new(ClusterState::new(c.clone(), node, old.map(|o| &**o)))
+                    }),
                 )
             })
             .collect();
@@ -80,6 +81,8 @@ pub struct ProxySettings {
     pub preserve_external_request_id: bool,
     /// Where access log lines go (`None`: no access log, Istio's default).
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
+    /// The gateway's locality and labels (locality load balancing).
+    pub node: Node,
 }
 
 /// Process-wide shared state.
@@ -99,9 +102,10 @@ pub struct Shared {
 impl Shared {
     /// Shared state starting at `snapshot`.
     pub fn new(snapshot: Snapshot, settings: ProxySettings) -> Arc<Self> {
+        let live = Live::new(Arc::new(snapshot), None, &settings.node);
         Arc::new(Shared {
             settings,
-            live: ArcSwap::from_pointee(Live::new(Arc::new(snapshot), None)),
+            live: ArcSwap::from_pointee(live),
             metrics: Metrics::new(),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
@@ -111,7 +115,7 @@ impl Shared {
     /// Swaps in a new snapshot (keeping live cluster state where config is unchanged).
     pub fn install(&self, snapshot: Snapshot) {
         let old = self.live.load();
-        let next = Live::new(Arc::new(snapshot), Some(&old));
+        let next = Live::new(Arc::new(snapshot), Some(&old), &self.settings.node);
         self.live.store(Arc::new(next));
     }
 

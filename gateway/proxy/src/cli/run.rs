@@ -14,6 +14,7 @@ use meshgate::admin::{self, AdminRole};
 use meshgate::live::{ProxySettings, Shared};
 use meshgate::telemetry::Identity;
 use meshgate::upstream::dns;
+use meshgate::upstream::locality::Node;
 use meshgate::worker::{self, Workers};
 use meshgate_config::{compile, CompileOptions, Loaded, Snapshot};
 
@@ -56,6 +57,23 @@ pub struct ServeArgs {
     /// standard output), as Istio's `meshConfig.accessLogFile` does. Off by default.
     #[arg(long, value_name = "PATH")]
     pub access_log: Option<String>,
+    /// This gateway's locality, `region[/zone[/subzone]]` (locality load balancing and
+    /// failover of DestinationRule `localityLbSetting`); empty: none.
+    #[arg(long, default_value = "", value_parser = parse_locality)]
+    pub locality: String,
+}
+
+fn parse_locality(s: &str) -> Result<String, String> {
+    let parts: Vec<&str> = s.split('/').collect();
+    if s.is_empty() {
+        return Ok(String::new());
+    }
+    if parts.len() > 3 || parts.iter().any(|p| p.contains('*')) || parts[0].is_empty() {
+        return Err(format!(
+            "locality {s:?} must be region[/zone[/subzone]] without wildcards"
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 /// Arguments of `meshgate run`.
@@ -141,6 +159,7 @@ pub fn serve(
     source: Option<meshgate::config_source::FileSource>,
     on_ready: impl FnOnce(&[SocketAddr]),
 ) -> anyhow::Result<ExitCode> {
+    let labels = parse_labels(&a.labels)?;
     let shared = Shared::new(
         snapshot,
         ProxySettings {
@@ -150,9 +169,9 @@ pub fn serve(
                 .as_deref()
                 .map(meshgate::access_log::AccessLog::open)
                 .transpose()?,
+            node: Node::new(&a.locality, labels.clone()),
         },
     );
-    let labels = parse_labels(&a.labels)?;
     shared.metrics.set_identity(Identity {
         workload: labels
             .get("app")

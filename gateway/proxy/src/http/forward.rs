@@ -485,18 +485,24 @@ impl Attempts<'_> {
         }
     }
 
-    /// An endpoint, preferring ones not in `avoid` (a few picks, then whatever comes).
+    /// An endpoint, preferring ones not in `avoid`: a few picks as Envoy's `previous_hosts`
+    /// predicate makes, then (unlike Envoy, which then takes whatever came) any routable
+    /// endpoint not tried yet, so a retry goes elsewhere whenever there is an elsewhere.
     fn pick(&self, avoid: Option<&[SocketAddr]>) -> Option<Arc<LiveEndpoint>> {
-        let mut ep = self.cluster.pick(self.hash)?;
-        if let Some(avoid) = avoid.filter(|a| !a.is_empty()) {
-            for _ in 1..HOST_SELECTION_ATTEMPTS {
-                if !avoid.contains(&ep.addr) {
-                    break;
-                }
-                ep = self.cluster.pick(self.hash)?;
+        let ep = self.cluster.pick(self.hash)?;
+        let Some(avoid) = avoid.filter(|a| !a.is_empty()) else {
+            return Some(ep);
+        };
+        if !avoid.contains(&ep.addr) {
+            return Some(ep);
+        }
+        for _ in 1..HOST_SELECTION_ATTEMPTS {
+            let again = self.cluster.pick(self.hash)?;
+            if !avoid.contains(&again.addr) {
+                return Some(again);
             }
         }
-        Some(ep)
+        Some(self.cluster.untried(avoid).unwrap_or(ep))
     }
 }
 

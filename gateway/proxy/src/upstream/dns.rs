@@ -9,19 +9,19 @@ use std::time::Duration;
 use meshgate_config::snapshot::cluster::{Cluster, Discovery};
 use tracing::{debug, warn};
 
-use super::cluster::ClusterState;
+use super::cluster::{ClusterState, Resolved};
 use crate::live::Shared;
 
 /// Envoy's default `dns_refresh_rate`.
 pub const REFRESH: Duration = Duration::from_secs(5);
 
 /// Resolves a cluster's endpoints. `None` means "lookup failed, keep what you have".
-pub async fn resolve(c: &Cluster) -> Option<Vec<(SocketAddr, u32)>> {
+pub async fn resolve(c: &Cluster) -> Option<Vec<Resolved>> {
     let mut out = Vec::new();
     let mut failed = false;
-    for ep in &c.endpoints {
+    for (i, ep) in c.endpoints.iter().enumerate() {
         if let Ok(ip) = ep.address.parse::<IpAddr>() {
-            out.push((SocketAddr::new(ip, ep.port), ep.weight));
+            out.push((SocketAddr::new(ip, ep.port), ep.weight, i));
             continue;
         }
         if c.discovery == Discovery::Static || ep.address.starts_with("unix://") {
@@ -35,7 +35,7 @@ pub async fn resolve(c: &Cluster) -> Option<Vec<(SocketAddr, u32)>> {
                 if c.discovery == Discovery::LogicalDns {
                     addrs.truncate(1);
                 }
-                out.extend(addrs.into_iter().map(|a| (a, ep.weight)));
+                out.extend(addrs.into_iter().map(|a| (a, ep.weight, i)));
             }
             Err(e) => {
                 debug!(cluster = %c.name, host = %ep.address, error = %e, "DNS lookup failed");

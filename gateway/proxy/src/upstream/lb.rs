@@ -217,82 +217,84 @@ pub fn pick<'a>(
             eps.get(n % eps.len())
         }
         LbKind::RoundRobin => {
-            // Weighted: walk a virtual sequence where endpoint i appears weight_i times.
-            let total: usize = eps.iter().map(|e| e.weight as usize).sum();
-            let mut n = rr.fetch_add(1, Ordering::Relaxed) % total.max(1);
-            eps.iter().find(|e| {
-                let w = e.weight as usize;
-                if n < w {
-                    true
-                } else {
-                    n -= w;
-                    false
-                }
-            })
+            // Weighted: walk a virtual sequence where endpoint i holds weight_i slots, visiting
+            // the slots in a permuted order (a stride coprime with the total) so each cycle
+            // gives every endpoint exactly its weight, interleaved.
+            let total = set.total.max(1);
+            let n = rr.fetch_add(1, Ordering::Relaxed) as u64 % total;
+            let slot = ((u128::from(n) * u128::from(set.stride)) % u128::from(total)) as u64;
+            eps.get(slot_owner(set, slot))
         }
         LbKind::LeastRequest => {
             let a = weighted_random(set);
             let b = weighted_random(set);
-            match (a, b) {
-                (Some(a), Some(b)) => {
-                    // Compare active/weight without division: a.active * b.w vs b.active * a.w.
-                    let la = u64::from(a.active.load(Ordering::Relaxed)) * u64::from(b.weight);
-                    let lb = u64::from(b.active.load(Ordering::Relaxed)) * u64::from(a.weight);
-                    Some(if lb < la { b } else { a })
-                }
-                (a, b) => a.or(b),
-            }
+            // Compare active/weight without division: a.active * b.w vs b.active * a.w.
+            let (wa, wb) = (u64::from(set.weights[a]), u64::from(set.weights[b]));
+            let la = u64::from(eps[a].active.load(Ordering::Relaxed)) * wb;
+            let lb = u64::from(eps[b].active.load(Ordering::Relaxed)) * wa;
+            eps.get(if lb < la { b } else { a })
         }
         // Hashing kinds without a key fall back to random, as Envoy does.
-        _ => weighted_random(set),
+        _ => eps.get(weighted_random(set)),
     }
 }
 
-fn weighted_random(set: &EndpointSet) -> Option<&Arc<LiveEndpoint>> {
-    let eps = &set.endpoints;
-    if set.uniform {
-        return eps.get(fastrand::usize(..eps.len()));
-    }
-    let total: u64 = eps.iter().map(|e| u64::from(e.weight)).sum();
-    let mut n = fastrand::u64(..total.max(1));
-    eps.iter().find(|e| {
-        let w = u64::from(e.weight);
+/// The endpoint holding slot `n` of the weighted sequence.
+fn slot_owner(set: &EndpointSet, mut n: u64) -> usize {
+    for (i, w) in set.weights.iter().enumerate() {
+        let w = u64::from(*w);
         if n < w {
-            true
-        } else {
-            n -= w;
-            false
+            return i;
         }
-    })
+        n -= w;
+    }
+    set.weights.len().saturating_sub(1)
+}
+
+/// A step through `total` slots that visits each once per cycle and spreads consecutive picks
+/// (the integer coprime with `total` closest to `total / golden ratio`).
+pub fn stride(total: u64) -> u64 {
+    if total <= 2 {
+        return 1;
+    }
+    let gcd = |mut a: u64, mut b: u64| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    let target = (total as f64 * 0.618_033_988_75) as u64;
+    (0..total)
+        .flat_map(|d| [target.saturating_sub(d), target + d])
+        .find(|s| *s > 0 && *s < total && gcd(*s, total) == 1)
+        .unwrap_or(1)
+}
+
+/// Index of a random endpoint of a non-empty `set`, by weight.
+fn weighted_random(set: &EndpointSet) -> usize {
+    if set.uniform {
+        return fastrand::usize(..set.endpoints.len());
+    }
+    slot_owner(set, fastrand::u64(..set.total.max(1)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::SocketAddr;
-    use std::sync::atomic::{AtomicU32, AtomicU64};
 
     fn set(weights: &[u32], kind: LbKind) -> EndpointSet {
         let endpoints: Vec<Arc<LiveEndpoint>> = weights
             .iter()
             .enumerate()
             .map(|(i, w)| {
-                Arc::new(LiveEndpoint {
-                    addr: SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16)),
-                    weight: *w,
-                    active: AtomicU32::new(0),
-                    requests: AtomicU64::new(0),
-                    outlier: Default::default(),
-                })
+                Arc::new(LiveEndpoint::new(
+                    SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16)),
+                    *w,
+                ))
             })
             .collect();
-        let uniform = endpoints.windows(2).all(|w| w[0].weight == w[1].weight);
-        let ring = build_ring(kind, &endpoints);
-        EndpointSet {
-            endpoints,
-            ring,
-            uniform,
-        }
+        EndpointSet::new(endpoints, kind)
     }
 
     fn counts(
@@ -373,11 +375,7 @@ mod tests {
         assert!((0.65..0.85).contains(&share), "{c:?}");
         // Removing one of four endpoints moves few keys that were not on it.
         let four = set(&[1, 1, 1, 1], kind);
-        let three = EndpointSet {
-            endpoints: four.endpoints[..3].to_vec(),
-            ring: build_ring(kind, &four.endpoints[..3]),
-            uniform: true,
-        };
+        let three = EndpointSet::new(four.endpoints[..3].to_vec(), kind);
         let rr = AtomicUsize::new(0);
         let moved = (0..4000u64)
             .filter(|k| {

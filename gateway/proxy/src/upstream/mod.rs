@@ -7,5 +7,6 @@ pub mod circuit;
 pub mod cluster;
 pub mod dns;
 pub mod lb;
+pub mod locality;
 pub mod outlier;
 pub mod pool;

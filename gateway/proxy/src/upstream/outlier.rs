@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use meshgate_config::model::destination_rule::OutlierDetection;
 
 use super::cluster::{EndpointSet, LiveEndpoint};
-use super::lb::{self, LbKind};
+use super::lb::LbKind;
 use crate::live::Shared;
 
 /// Envoy's defaults for what Istio leaves unset.
@@ -431,23 +431,18 @@ impl Detector {
     /// ejected: none for a single endpoint (503, as Envoy), all of them otherwise.
     pub fn routable(&self, set: &Arc<EndpointSet>, kind: LbKind) -> Arc<EndpointSet> {
         let total = set.endpoints.len();
-        let healthy: Vec<Arc<LiveEndpoint>> = set
-            .endpoints
-            .iter()
-            .filter(|e| !e.outlier.is_ejected())
-            .cloned()
+        let keep: Vec<usize> = (0..total)
+            .filter(|i| !set.endpoints[*i].outlier.is_ejected())
             .collect();
-        let panic = 100 * healthy.len() < self.settings.panic_threshold as usize * total;
-        if healthy.len() == total || panic || (healthy.is_empty() && total > 1) {
+        let panic = 100 * keep.len() < self.settings.panic_threshold as usize * total;
+        if keep.len() == total || panic || (keep.is_empty() && total > 1) {
             return set.clone();
         }
-        let uniform = healthy.windows(2).all(|w| w[0].weight == w[1].weight);
-        let ring = lb::build_ring(kind, &healthy);
-        Arc::new(EndpointSet {
-            endpoints: healthy,
-            ring,
-            uniform,
-        })
+        Arc::new(EndpointSet::weighted(
+            keep.iter().map(|i| set.endpoints[*i].clone()).collect(),
+            keep.iter().map(|i| set.weights[*i]).collect(),
+            kind,
+        ))
     }
 }
 
@@ -463,7 +458,7 @@ pub async fn tick_loop(shared: Arc<Shared>) {
         let sleep = live
             .clusters
             .values()
-            .filter_map(|c| c.outlier_sweep())
+            .filter_map(|c| c.tick())
             .fold(MAX_TICK_SLEEP, Duration::min);
         drop(live);
         tokio::time::sleep(sleep.max(Duration::from_millis(1))).await;

@@ -1,7 +1,6 @@
 //! Unit tests of the detector's counting, ejection limits and routable set.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use super::*;
 
@@ -13,20 +12,13 @@ fn od(json: &str) -> Settings {
 fn eps(n: u16) -> Arc<EndpointSet> {
     let endpoints: Vec<Arc<LiveEndpoint>> = (0..n)
         .map(|i| {
-            Arc::new(LiveEndpoint {
-                addr: SocketAddr::from(([127, 0, 0, 1], 20_000 + i)),
-                weight: 1,
-                active: AtomicU32::new(0),
-                requests: AtomicU64::new(0),
-                outlier: EndpointOutlier::default(),
-            })
+            Arc::new(LiveEndpoint::new(
+                SocketAddr::from(([127, 0, 0, 1], 20_000 + i)),
+                1,
+            ))
         })
         .collect();
-    Arc::new(EndpointSet {
-        endpoints,
-        ring: None,
-        uniform: true,
-    })
+    Arc::new(EndpointSet::new(endpoints, LbKind::RoundRobin))
 }
 
 /// Reports `result` `n` times on endpoint `i`, ejecting as the cluster would.
