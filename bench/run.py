@@ -123,8 +123,35 @@ http {{ access_log off;
     return Proc("upstream", ["nginx", "-c", conf, "-p", tmp], port, "1", h2_port=h2_port)
 
 
-def start_meshgate(tmp, port, up):
-    conf = os.path.join(tmp, "meshgate.yaml")
+# The resiliency policies of a route and its DestinationRule, all configured and none firing:
+# what "meshgate+policies" adds to the plain config (the issue's <= 5% CPU budget).
+POLICIES = """
+    timeout: 30s
+    retries: {attempts: 3, perTryTimeout: 10s, retryOn: "5xx,reset,connect-failure"}
+    corsPolicy: {allowOrigins: [{exact: "https://app.example.com"}], allowMethods: [GET, POST], maxAge: 1h}
+    fault: {abort: {httpStatus: 503, percentage: {value: 0}}, delay: {fixedDelay: 1s, percentage: {value: 0}}}
+    mirror: {host: upstream.bench.svc.cluster.local}
+    mirrorPercentage: {value: 0}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: upstream, namespace: bench}
+spec:
+  host: upstream.bench.svc.cluster.local
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 100000, connectTimeout: 5s}
+      http: {http1MaxPendingRequests: 100000, http2MaxRequests: 100000, maxRetries: 1000, idleTimeout: 300s}
+    outlierDetection: {consecutive5xxErrors: 5, consecutiveGatewayErrors: 5, interval: 10s, baseEjectionTime: 30s, maxEjectionPercent: 100}
+"""
+
+
+def start_meshgate_policies(tmp, port, up):
+    return start_meshgate(tmp, port, up, POLICIES, "meshgate+policies")
+
+
+def start_meshgate(tmp, port, up, policies="", name="meshgate"):
+    conf = os.path.join(tmp, f"{name}.yaml")
     with open(conf, "w") as f:
         f.write(f"""apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -153,12 +180,12 @@ spec:
   gateways: [istio-system/gw]
   http:
   - route: [{{destination: {{host: upstream.bench.svc.cluster.local}}}}]
-""")
+""" + policies)
     binary = os.path.join(TARGET, "release", "meshgate")
     argv = [binary, "run", "--config", conf, "--concurrency", "1", "--bind", "127.0.0.1",
             "--admin-addr", f"127.0.0.1:{free_port()}", "--readiness-addr", f"127.0.0.1:{free_port()}",
             "--stats-addr", f"127.0.0.1:{free_port()}"]
-    return Proc("meshgate", argv, port, "0")
+    return Proc(name, argv, port, "0")
 
 
 def start_envoy(tmp, port, up):
@@ -259,7 +286,8 @@ def main():
     tmp = tempfile.mkdtemp(prefix="meshgate-bench-")
     up_port, up_h2 = free_port(), free_port()
     upstream = start_upstream(tmp, up_port, up_h2)
-    starters = {"meshgate": start_meshgate, "envoy": start_envoy, "nginx": start_nginx}
+    starters = {"meshgate": start_meshgate, "meshgate+policies": start_meshgate_policies,
+                "envoy": start_envoy, "nginx": start_nginx}
     results = {name: [] for name in ["direct"] + list(starters)}
     order = list(starters)
     try:
@@ -284,7 +312,7 @@ def main():
                ("p50_ms", f"p50 @ {a.rate} rps", " ms"), ("p99_ms", f"p99 @ {a.rate} rps", " ms"),
                ("cpu_us_per_req", "CPU per request", " us"), ("idle_rss_mib", "idle RSS", " MiB"),
                ("loaded_rss_mib", "loaded RSS", " MiB"), ("startup_ms", "start-up", " ms")]
-    names = ["direct", "meshgate", "envoy", "nginx"]
+    names = ["direct", "meshgate", "meshgate+policies", "envoy", "nginx"]
     print(f"\n{a.rounds} rounds x {a.seconds}s; medians (min-max). Proxy pinned to CPU 0, upstream+load on CPU 1.\n")
     print("| metric | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
@@ -304,6 +332,13 @@ def main():
         re_ = [m / e for m, e in zip(me, en) if e]
         rn = [m / g for m, g in zip(me, ng) if g]
         print(f"| {label} | {fmt(re_)} | {fmt(rn)} |")
+    print("\nPer-round ratios of the policies configured but not firing (meshgate+policies/meshgate):\n")
+    print("| metric | meshgate+policies/meshgate |")
+    print("|---|---|")
+    for key, label, _ in metrics[:5]:
+        mp = [r[key] for r in results["meshgate+policies"]]
+        me = [r[key] for r in results["meshgate"]]
+        print(f"| {label} | {fmt([p / m for p, m in zip(mp, me) if m])} |")
 
 
 if __name__ == "__main__":

@@ -148,23 +148,10 @@ pub(super) async fn forward(
         hash,
         policy,
         per_try,
-        current: std::cell::RefCell::new(None),
+        deadline: route_timeout.map(|t| tokio::time::Instant::now() + t),
         last_host: std::cell::Cell::new(None),
     };
-    let exchange = attempts.run(parts, body);
-    let result = match route_timeout {
-        Some(t) => match tokio::time::timeout(t, exchange).await {
-            Ok(r) => r,
-            Err(_) => {
-                cluster.stats.rq_timeout.fetch_add(1, Ordering::Relaxed);
-                if let Some(ep) = attempts.current.borrow_mut().take() {
-                    cluster.report(&ep, AttemptResult::Timeout);
-                }
-                Err(Failure::timeout("UT", "response_timeout"))
-            }
-        },
-        None => exchange.await,
-    };
+    let result = attempts.run(parts, body).await;
     let service = cluster.host.clone();
     let (resp, sent, flags) = match result {
         Ok(ok) => ok,
@@ -339,8 +326,8 @@ struct Attempts<'a> {
     hash: Option<u64>,
     policy: Option<&'a RetryPolicy>,
     per_try: Option<Duration>,
-    /// The endpoint of the attempt in flight (for outlier detection when the route times out).
-    current: std::cell::RefCell<Option<Arc<LiveEndpoint>>>,
+    /// When the route timeout ends the request, all attempts and backoffs included.
+    deadline: Option<tokio::time::Instant>,
     /// The endpoint of the latest attempt (for the access log).
     last_host: std::cell::Cell<Option<SocketAddr>>,
 }
@@ -382,7 +369,6 @@ impl Attempts<'_> {
             };
             let _active = ClusterState::start(&ep);
             cluster.stats.rq_total.fetch_add(1, Ordering::Relaxed);
-            *self.current.borrow_mut() = Some(ep.clone());
             self.last_host.set(Some(ep.addr));
             let last = attempt >= max_attempts;
             let req_body = match &replay {
@@ -403,9 +389,21 @@ impl Attempts<'_> {
                 .ctx
                 .pools
                 .send(ep.addr, self.proto, req, &cluster.circuit);
-            let outcome = match self.per_try {
+            // One timer per attempt: the per-try timeout or what is left of the route's.
+            let left = self
+                .deadline
+                .map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+            let limit = match (self.per_try, left) {
+                (Some(p), Some(l)) => Some(p.min(l)),
+                (p, l) => p.or(l),
+            };
+            let outcome = match limit {
                 Some(t) => match tokio::time::timeout(t, exchange).await {
                     Ok(r) => r.map_or_else(Attempt::Failed, Attempt::Response),
+                    Err(_) if self.route_timed_out() => {
+                        cluster.report(&ep, AttemptResult::Timeout);
+                        return Err(self.route_timeout());
+                    }
                     Err(_) => {
                         cluster
                             .stats
@@ -418,7 +416,6 @@ impl Attempts<'_> {
                     .await
                     .map_or_else(Attempt::Failed, Attempt::Response),
             };
-            self.current.borrow_mut().take();
             let verdict = match &outcome {
                 Attempt::Response(r) => Some(AttemptResult::Response(r.status().as_u16())),
                 Attempt::Failed(e) => e.attempt_result(),
@@ -449,7 +446,17 @@ impl Attempts<'_> {
                 drop(outcome);
                 cluster.stats.rq_retry.fetch_add(1, Ordering::Relaxed);
                 if let Some(p) = self.policy {
-                    tokio::time::sleep(p.backoff(attempt, fastrand::u64(..))).await;
+                    let wait = p.backoff(attempt, fastrand::u64(..));
+                    match self.deadline {
+                        Some(d) => {
+                            tokio::time::sleep_until(d.min(tokio::time::Instant::now() + wait))
+                                .await
+                        }
+                        None => tokio::time::sleep(wait).await,
+                    }
+                    if self.route_timed_out() {
+                        return Err(self.route_timeout());
+                    }
                 }
                 tried.push(ep.addr);
                 attempt += 1;
@@ -470,19 +477,28 @@ impl Attempts<'_> {
             }
             return match outcome {
                 Attempt::Response(r) => Ok((r, sent, if exhausted { "URX" } else { "-" })),
-                Attempt::PerTryTimeout => {
-                    cluster
-                        .stats
-                        .rq_per_try_timeout
-                        .fetch_add(1, Ordering::Relaxed);
-                    Err(Failure::timeout(
-                        if exhausted { "URX,UT" } else { "UT" },
-                        "upstream_per_try_timeout",
-                    ))
-                }
+                Attempt::PerTryTimeout => Err(Failure::timeout(
+                    if exhausted { "URX,UT" } else { "UT" },
+                    "upstream_per_try_timeout",
+                )),
                 Attempt::Failed(e) => Err(failure(&e, &ep, cluster, attempt > 1, exhausted)),
             };
         }
+    }
+
+    /// Has the route timeout passed?
+    fn route_timed_out(&self) -> bool {
+        self.deadline
+            .is_some_and(|d| tokio::time::Instant::now() >= d)
+    }
+
+    /// The reply when the route timeout ends the request.
+    fn route_timeout(&self) -> Failure {
+        self.cluster
+            .stats
+            .rq_timeout
+            .fetch_add(1, Ordering::Relaxed);
+        Failure::timeout("UT", "response_timeout")
     }
 
     /// An endpoint, preferring ones not in `avoid`: a few picks as Envoy's `previous_hosts`
