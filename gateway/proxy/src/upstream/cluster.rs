@@ -16,6 +16,12 @@ use super::circuit::{Circuit, RetryGuard};
 use super::lb::{self, HashPolicy, LbKind, Ring};
 use super::locality::{self, Node, Plan};
 use super::outlier::{AttemptResult, Detector, EndpointOutlier, Settings};
+use super::pool::Proto;
+pub use super::stats::{ClusterStats, StatValue};
+use routable::Level;
+pub use routable::Routable;
+
+mod routable;
 
 /// One endpoint with its in-flight request count.
 #[derive(Debug)]
@@ -146,125 +152,8 @@ const OVERPROVISIONING: u64 = 140;
 /// How often weights are recomputed while an endpoint warms up.
 const WARMUP_TICK: Duration = Duration::from_millis(100);
 
-/// One priority level as picks see it.
-#[derive(Debug)]
-struct Level {
-    /// Cumulative share of requests (out of 100) up to and including this level.
-    load_upto: u32,
-    /// Locality groups with their cumulative effective weights.
-    groups: Vec<(u64, Arc<EndpointSet>)>,
-    /// Sum of the groups' effective weights.
-    total: u64,
-    /// Locality round robin: position and step (as weighted round robin over endpoints, so
-    /// localities interleave in proportion to their weights, like Envoy's schedule).
-    rr: AtomicU64,
-    stride: u64,
-}
-
-/// The endpoints picks choose from: per priority level, the locality groups without their
-/// ejected endpoints (or with them, in panic), recomputed when endpoints or health change.
-#[derive(Debug, Default)]
-pub struct Routable {
-    levels: Vec<Level>,
-}
-
-impl Routable {
-    fn single(set: Arc<EndpointSet>) -> Self {
-        Routable {
-            levels: vec![Level {
-                load_upto: 100,
-                groups: vec![(1, set)],
-                total: 1,
-                rr: AtomicU64::new(0),
-                stride: 1,
-            }],
-        }
-    }
-
-    /// The share of requests (percent) each priority level gets now.
-    pub fn priority_load(&self) -> Vec<u32> {
-        let mut prev = 0;
-        self.levels
-            .iter()
-            .map(|l| {
-                let v = l.load_upto - prev;
-                prev = l.load_upto;
-                v
-            })
-            .collect()
-    }
-}
-
 /// A resolved endpoint: address, weight and the index of the config endpoint it comes from.
 pub type Resolved = (SocketAddr, u32, usize);
-
-/// Per-cluster counters, exported on `/clusters` and `/stats/prometheus`.
-#[derive(Debug, Default)]
-pub struct ClusterStats {
-    /// Requests forwarded.
-    pub rq_total: AtomicU64,
-    /// Responses with 5xx (upstream or local).
-    pub rq_5xx: AtomicU64,
-    /// Connection attempts that failed.
-    pub cx_connect_fail: AtomicU64,
-    /// Requests failed because there was no endpoint.
-    pub no_healthy_upstream: AtomicU64,
-    /// Requests that hit the route timeout.
-    pub rq_timeout: AtomicU64,
-    /// Retries made.
-    pub rq_retry: AtomicU64,
-    /// Requests that succeeded after a retry.
-    pub rq_retry_success: AtomicU64,
-    /// Requests that still failed when no retry was left.
-    pub rq_retry_limit_exceeded: AtomicU64,
-    /// Attempts that hit the per-try timeout.
-    pub rq_per_try_timeout: AtomicU64,
-}
-
-/// One counter: Envoy's stat name, its value, a description.
-pub type StatValue = (&'static str, u64, &'static str);
-
-impl ClusterStats {
-    /// Envoy's stat names with their current values and a description.
-    pub fn values(&self) -> Vec<StatValue> {
-        let v = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        vec![
-            ("upstream_rq_total", v(&self.rq_total), "requests forwarded"),
-            ("upstream_rq_5xx", v(&self.rq_5xx), "5xx responses"),
-            (
-                "upstream_cx_connect_fail",
-                v(&self.cx_connect_fail),
-                "failed connection attempts",
-            ),
-            (
-                "upstream_cx_none_healthy",
-                v(&self.no_healthy_upstream),
-                "requests with no endpoint to send to",
-            ),
-            (
-                "upstream_rq_timeout",
-                v(&self.rq_timeout),
-                "requests that hit the route timeout",
-            ),
-            ("upstream_rq_retry", v(&self.rq_retry), "retries made"),
-            (
-                "upstream_rq_retry_success",
-                v(&self.rq_retry_success),
-                "requests that succeeded after a retry",
-            ),
-            (
-                "upstream_rq_retry_limit_exceeded",
-                v(&self.rq_retry_limit_exceeded),
-                "requests that failed with no retry left",
-            ),
-            (
-                "upstream_rq_per_try_timeout",
-                v(&self.rq_per_try_timeout),
-                "attempts that hit the per-try timeout",
-            ),
-        ]
-    }
-}
 
 /// Live state of one cluster.
 #[derive(Debug)]
@@ -394,6 +283,28 @@ impl ClusterState {
         self.config.protocol
     }
 
+    /// The wire protocol towards the endpoints for a request that came over `downstream`:
+    /// the cluster's own, or the client's with `connectionPool.http.useClientProtocol`.
+    pub fn wire_protocol(&self, downstream: http::Version) -> Proto {
+        let client = self
+            .config
+            .policy
+            .connection_pool
+            .as_ref()
+            .and_then(|p| p.http.as_ref())
+            .is_some_and(|h| h.use_client_protocol);
+        if client {
+            return match downstream {
+                http::Version::HTTP_2 => Proto::Http2,
+                _ => Proto::Http1,
+            };
+        }
+        match self.config.protocol {
+            UpstreamProtocol::Http2 => Proto::Http2,
+            _ => Proto::Http1,
+        }
+    }
+
     /// Replaces the endpoints (keeping in-flight counts of endpoints that stay). Endpoints
     /// `distribute` dropped are left out.
     pub fn set_endpoints(&self, addrs: Vec<Resolved>) {
@@ -489,135 +400,6 @@ impl ClusterState {
         warming.then_some(weights)
     }
 
-    /// Envoy's priority and locality selection over `set`: per priority, health is the
-    /// healthy share times the overprovisioning factor (at most 100%); priorities take load
-    /// in order until it adds up to 100%; below the panic threshold in total, load follows
-    /// host counts; a priority in panic uses all its endpoints. Localities (when weighted)
-    /// get their weight times their health.
-    fn levels(&self, set: &EndpointSet, weights: Option<Vec<u32>>) -> Routable {
-        let weight_of = |i: usize| weights.as_ref().map_or(set.weights[i], |w| w[i]);
-        let threshold = self
-            .outlier
-            .as_ref()
-            .map_or(50, |d| u64::from(d.settings.panic_threshold));
-        let n = self.plan.priorities.max(1) as usize;
-        let mut hosts = vec![0u64; n];
-        let mut healthy = vec![0u64; n];
-        for e in &set.endpoints {
-            let p = (e.priority as usize).min(n - 1);
-            hosts[p] += 1;
-            if !e.outlier.is_ejected() {
-                healthy[p] += 1;
-            }
-        }
-        let health: Vec<u64> = (0..n)
-            .map(|p| {
-                (OVERPROVISIONING * healthy[p])
-                    .checked_div(hosts[p])
-                    .map_or(0, |h| h.min(100))
-            })
-            .collect();
-        let total_health = health.iter().sum::<u64>().min(100);
-        let panic: Vec<bool> = (0..n)
-            .map(|p| {
-                total_health < 100 && (hosts[p] == 0 || 100 * healthy[p] < threshold * hosts[p])
-            })
-            .collect();
-        let mut load = vec![0u64; n];
-        let total_hosts: u64 = hosts.iter().sum();
-        if total_hosts == 0 {
-            return Routable::default();
-        }
-        if threshold == 0 && total_health == 0 {
-            load[0] = 100;
-        } else if total_health < threshold {
-            for p in 0..n {
-                load[p] = 100 * hosts[p] / total_hosts;
-            }
-            let first = hosts.iter().position(|h| *h > 0).unwrap_or(0);
-            load[first] += 100 - load.iter().sum::<u64>();
-        } else {
-            let mut left = 100;
-            for p in 0..n {
-                load[p] = (health[p] * 100 / total_health).min(left);
-                left -= load[p];
-            }
-            let first = health.iter().position(|h| *h > 0).unwrap_or(0);
-            load[first] += left;
-        }
-        let hashing = matches!(self.lb, LbKind::RingHash { .. } | LbKind::Maglev { .. });
-        let mut levels = Vec::new();
-        let mut upto = 0;
-        for p in 0..n {
-            if load[p] == 0 {
-                continue;
-            }
-            upto += load[p] as u32;
-            let members: Vec<usize> = (0..set.endpoints.len())
-                .filter(|i| {
-                    let e = &set.endpoints[*i];
-                    e.priority as usize == p && (panic[p] || !e.outlier.is_ejected())
-                })
-                .collect();
-            let make = |idx: &[usize]| {
-                Arc::new(EndpointSet::weighted(
-                    idx.iter().map(|i| set.endpoints[*i].clone()).collect(),
-                    idx.iter().map(|i| weight_of(*i)).collect(),
-                    self.lb,
-                ))
-            };
-            let mut weighted: Vec<(u64, Vec<usize>)> = Vec::new();
-            if self.plan.weighted && !panic[p] && !hashing {
-                let mut ids: Vec<u32> = members.iter().map(|i| set.endpoints[*i].group).collect();
-                ids.sort_unstable();
-                ids.dedup();
-                for g in ids {
-                    let in_group = |e: &LiveEndpoint| e.priority as usize == p && e.group == g;
-                    let all = set.endpoints.iter().filter(|e| in_group(e)).count() as f64;
-                    let idx: Vec<usize> = members
-                        .iter()
-                        .copied()
-                        .filter(|i| in_group(&set.endpoints[*i]))
-                        .collect();
-                    let ratio = (OVERPROVISIONING as f64 / 100.0 * idx.len() as f64 / all).min(1.0);
-                    let w = self
-                        .plan
-                        .group_weights
-                        .get(g as usize)
-                        .copied()
-                        .unwrap_or(1);
-                    let eff = (f64::from(w) * ratio * 1000.0) as u64;
-                    if eff > 0 && !idx.is_empty() {
-                        weighted.push((eff, idx));
-                    }
-                }
-            }
-            // Smallest equivalent weights, so small counts already follow them exactly.
-            let common = weighted.iter().fold(0, |g, (w, _)| gcd(g, *w)).max(1);
-            let mut groups = Vec::new();
-            let mut total = 0u64;
-            for (w, idx) in &weighted {
-                total += w / common;
-                groups.push((total, make(idx)));
-            }
-            if groups.is_empty() {
-                total = 1;
-                groups.push((1, make(&members)));
-            }
-            levels.push(Level {
-                load_upto: upto,
-                groups,
-                total,
-                rr: AtomicU64::new(0),
-                stride: lb::stride(total),
-            });
-        }
-        if let Some(last) = levels.last_mut() {
-            last.load_upto = 100;
-        }
-        Routable { levels }
-    }
-
     /// The current routing view (priority loads, for the admin API and tests).
     pub fn routable(&self) -> Arc<Routable> {
         self.routable.load_full()
@@ -638,6 +420,11 @@ impl ClusterState {
                     .unwrap_or(&many[many.len() - 1])
             }
         };
+        self.pick_in(level, hash)
+    }
+
+    /// Picks in one priority level: a locality by its effective weight, then an endpoint.
+    fn pick_in(&self, level: &Level, hash: Option<u64>) -> Option<Arc<LiveEndpoint>> {
         let set = match level.groups.as_slice() {
             [] => return None,
             [(_, one)] => one,
@@ -653,6 +440,35 @@ impl ClusterState {
             }
         };
         lb::pick(self.lb, set, &self.rr, hash).cloned()
+    }
+
+    /// The priority level `addr` is routed in now, counting loaded levels then spare ones
+    /// (`None`: not routable).
+    pub fn level_of(&self, addr: SocketAddr) -> Option<usize> {
+        let view = self.routable.load();
+        view.levels.iter().chain(&view.spare).position(|l| {
+            l.groups
+                .iter()
+                .any(|(_, set)| set.endpoints.iter().any(|e| e.addr == addr))
+        })
+    }
+
+    /// Picks in the first priority level not in `tried` (Envoy's `previous_priorities`, which
+    /// Istio sets for `retryRemoteLocalities`); `None` when every level was tried.
+    pub fn pick_other_level(
+        &self,
+        tried: &[usize],
+        hash: Option<u64>,
+    ) -> Option<Arc<LiveEndpoint>> {
+        let view = self.routable.load();
+        let level = view
+            .levels
+            .iter()
+            .chain(&view.spare)
+            .enumerate()
+            .find(|(i, l)| !tried.contains(i) && !l.groups.is_empty())?
+            .1;
+        self.pick_in(level, hash)
     }
 
     /// A routable endpoint that is not in `avoid`, in priority order (`None`: every routable
@@ -715,13 +531,6 @@ impl ClusterState {
         ep.requests.fetch_add(1, Ordering::Relaxed);
         ActiveRequest(ep.clone())
     }
-}
-
-fn gcd(mut a: u64, mut b: u64) -> u64 {
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    a
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

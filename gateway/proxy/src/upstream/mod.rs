@@ -10,3 +10,4 @@ pub mod lb;
 pub mod locality;
 pub mod outlier;
 pub mod pool;
+pub mod stats;

@@ -9,23 +9,18 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body as HttpBody, Frame, SizeHint};
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 
 use super::circuit::{Circuit, CxEvent, Guard, PoolSettings};
-use crate::body::{Body, BoxError};
+use crate::body::Body;
 
 pub use super::circuit::DEFAULT_CONNECT_TIMEOUT;
 
@@ -263,11 +258,13 @@ impl Pools {
         // An upgraded connection belongs to its tunnel from now on.
         let back = (!upgrade).then(|| (Rc::downgrade(&pool), conn));
         Ok(resp.map(|b| {
-            crate::body::boxed(Pooled {
-                inner: b,
-                back,
-                done: Some((life, rq)),
-            })
+            crate::body::boxed(crate::body::Watched::new(
+                b,
+                Pooled {
+                    back,
+                    done: Some((life, rq)),
+                },
+            ))
         }))
     }
 
@@ -313,11 +310,13 @@ impl Pools {
             }
         };
         Ok(resp.map(|b| {
-            crate::body::boxed(Pooled {
-                inner: b,
-                back: None,
-                done: Some((life, rq)),
-            })
+            crate::body::boxed(crate::body::Watched::new(
+                b,
+                Pooled {
+                    back: None,
+                    done: Some((life, rq)),
+                },
+            ))
         }))
     }
 }
@@ -457,14 +456,13 @@ fn reset_reason(e: &hyper::Error) -> String {
 /// A response body that holds its request's slot until the end of the stream, then returns
 /// its HTTP/1.1 connection to the pool.
 struct Pooled {
-    inner: Incoming,
     back: Option<(Weak<H1Pool>, H1Conn)>,
     done: Option<(Rc<Life>, Guard)>,
 }
 
-impl Pooled {
-    /// The exchange is over; `reuse` when the response was read to its end.
-    fn finish(&mut self, reuse: bool) {
+impl crate::body::Watch for Pooled {
+    /// The exchange is over; the connection is reused when the response was read to its end.
+    fn end(&mut self, reuse: bool) {
         if let Some((life, _request)) = self.done.take() {
             life.end();
         }
@@ -479,39 +477,6 @@ impl Pooled {
                 }
             }
         }
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        self.finish(false);
-    }
-}
-
-impl HttpBody for Pooled {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let r = Pin::new(&mut self.inner).poll_frame(cx);
-        match &r {
-            Poll::Ready(None) => self.finish(true),
-            Poll::Ready(Some(Err(_))) => self.finish(false),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.finish(true),
-            _ => {}
-        }
-        r.map(|o| o.map(|res| res.map_err(Into::into)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

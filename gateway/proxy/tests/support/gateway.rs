@@ -104,6 +104,22 @@ impl Gateway {
         std::fs::rename(&tmp, self.config_path()).expect("replace config");
     }
 
+    /// A per-cluster value on `/stats/prometheus` (`envoy_cluster_NAME{cluster_name="..."}`);
+    /// panics when the gateway does not export it.
+    pub fn cluster_stat(&self, cluster: &str, name: &str) -> u64 {
+        let text = String::from_utf8_lossy(
+            &super::Client::http1(self.stats)
+                .get("localhost", "/stats/prometheus")
+                .body,
+        )
+        .into_owned();
+        let prefix = format!("envoy_cluster_{name}{{cluster_name=\"{cluster}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} for {cluster}:\n{text}"))
+    }
+
     /// What the gateway logged so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
