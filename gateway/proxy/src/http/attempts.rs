@@ -285,10 +285,14 @@ fn attempt_request(
     body: Body,
 ) -> Option<Request<Body>> {
     // Istio sets include_request_attempt_count: the upstream learns the attempt number.
-    head.as_mut()?.headers.insert(
-        HeaderName::from_static("x-envoy-attempt-count"),
-        HeaderValue::from(attempt),
-    );
+    const COUNTS: [&str; 9] = ["1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    let count = match COUNTS.get((attempt as usize).wrapping_sub(1)) {
+        Some(c) => HeaderValue::from_static(c),
+        None => HeaderValue::from(attempt),
+    };
+    head.as_mut()?
+        .headers
+        .insert(HeaderName::from_static("x-envoy-attempt-count"), count);
     if last {
         return head.take().map(|p| Request::from_parts(p, body));
     }

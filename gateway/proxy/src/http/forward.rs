@@ -34,7 +34,7 @@ pub(super) async fn forward(
     req: Request<Incoming>,
     fwd: &Forward,
     route: &Route,
-    matched_prefix: Option<String>,
+    matched_prefix: Option<&str>,
     authority: &str,
     conn: ConnInfo,
     ctx: &Rc<WorkerCtx>,
@@ -66,7 +66,7 @@ pub(super) async fn forward(
         fwd,
         route,
         wc,
-        matched_prefix.as_deref(),
+        matched_prefix,
         authority,
         proto,
         upgrade,
@@ -262,8 +262,15 @@ fn upstream_request(
     match proto {
         Proto::Http1 => {
             parts.version = Version::HTTP_11;
-            if let Ok(v) = HeaderValue::from_str(host) {
-                parts.headers.insert(header::HOST, v);
+            // The client's own Host header is kept as it is when it already says `host`.
+            let same = parts
+                .headers
+                .get(header::HOST)
+                .is_some_and(|v| v.as_bytes() == host.as_bytes());
+            if !same {
+                if let Ok(v) = HeaderValue::from_str(host) {
+                    parts.headers.insert(header::HOST, v);
+                }
             }
         }
         Proto::Http2 => {

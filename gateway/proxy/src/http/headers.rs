@@ -85,21 +85,45 @@ pub fn strip_internal(h: &mut HeaderMap) {
 /// `x-envoy-external-address` (every client of a gateway is external to the mesh).
 pub fn forwarded(h: &mut HeaderMap, client: IpAddr, scheme: &str) {
     let xff = HeaderName::from_static("x-forwarded-for");
-    let ip = client.to_string();
-    let value = match h.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev},{ip}"),
-        _ => ip,
+    let ip = client_value(client);
+    let joined = match h.get(&xff).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => {
+            HeaderValue::from_str(&format!("{prev},{}", ip.to_str().unwrap_or(""))).ok()
+        }
+        _ => None,
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        h.insert(xff, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
-        h.insert(HeaderName::from_static("x-envoy-external-address"), v);
-    }
+    h.insert(xff, joined.unwrap_or_else(|| ip.clone()));
+    h.insert(HeaderName::from_static("x-envoy-external-address"), ip);
     h.insert(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
     );
+}
+
+/// The client address as a header value. Clients come back (keep-alive, connection reuse),
+/// so the worker keeps the last few: a request then copies a reference, not the text, and a
+/// retry's copy of the request head does not copy it either.
+fn client_value(ip: IpAddr) -> HeaderValue {
+    thread_local! {
+        static RECENT: std::cell::RefCell<Vec<(IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    RECENT.with(|r| {
+        let mut r = r.borrow_mut();
+        if let Some((_, v)) = r.iter().find(|(a, _)| *a == ip) {
+            return v.clone();
+        }
+        let text = ip.to_string();
+        // Shared bytes: clones are reference counts from the start.
+        let v = HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+            .unwrap_or_else(|_| HeaderValue::from_static("-"));
+        let _shared = v.clone();
+        if r.len() >= 16 {
+            r.remove(0);
+        }
+        r.push((ip, v.clone()));
+        v
+    })
 }
 
 /// Sets `x-request-id` to a fresh UUIDv4; a client's id is kept only with `preserve`

@@ -291,18 +291,21 @@ async fn act(
             let upgrade = headers::is_upgrade(req.headers());
             let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
             let (hash, set_cookie) = hash_key(&req, conn.peer, fwd, live);
-            let (mut resp, outcome) = super::forward::forward(
+            // Boxed: the upstream exchange is most of the request's state, and hyper moves the
+            // request future around (into its stream task) before it runs; a pointer moves
+            // faster than the whole state machine.
+            let (mut resp, outcome) = Box::pin(super::forward::forward(
                 req,
                 fwd,
                 route,
-                matched_prefix.map(str::to_owned),
+                matched_prefix,
                 authority,
                 conn,
                 ctx,
                 live,
                 hash,
                 on_upgrade,
-            )
+            ))
             .await;
             if let Some(cookie) = set_cookie {
                 resp.headers_mut().append(header::SET_COOKIE, cookie);

@@ -87,7 +87,8 @@ struct Life {
     idle_since: Cell<Option<Instant>>,
     /// No new requests; close once idle.
     draining: Cell<bool>,
-    /// Wakes the connection's task when a request ends.
+    /// Wakes the connection's task when a draining connection goes idle (so it closes now);
+    /// idle timeouts need no wake-up, the task's timer checks them when it fires.
     wake: Notify,
 }
 
@@ -108,8 +109,10 @@ impl Life {
         self.active.set(n);
         if n == 0 {
             self.idle_since.set(Some(Instant::now()));
+            if self.draining.get() {
+                self.wake.notify_one();
+            }
         }
-        self.wake.notify_one();
     }
 }
 
@@ -385,33 +388,47 @@ async fn drive<F: std::future::Future>(
     let max_age = settings
         .max_connection_duration
         .map(|d| tokio::time::Instant::now() + d);
+    // One timer for the connection's life, moved only when it fires: requests starting and
+    // ending cost it nothing (an idle timeout is checked against `idle_since` then).
+    let next = |now: tokio::time::Instant| {
+        let idle = life
+            .idle_since
+            .get()
+            .filter(|_| life.active.get() == 0)
+            .map_or(now + settings.idle_timeout, |t| {
+                tokio::time::Instant::from_std(t + settings.idle_timeout)
+            });
+        match max_age {
+            Some(age) if !life.draining.get() => idle.min(age),
+            _ => idle,
+        }
+    };
+    let timer = tokio::time::sleep_until(next(tokio::time::Instant::now()));
     tokio::pin!(conn);
+    tokio::pin!(timer);
     loop {
-        let idle = life.idle_since.get().filter(|_| life.active.get() == 0);
-        if life.draining.get() && idle.is_some() {
+        if life.draining.get() && life.active.get() == 0 {
             break;
         }
-        let idle_deadline = idle.map_or_else(
-            || tokio::time::Instant::now() + settings.idle_timeout,
-            |t| tokio::time::Instant::from_std(t + settings.idle_timeout),
-        );
-        let deadline = match max_age {
-            Some(age) if !life.draining.get() => idle_deadline.min(age),
-            _ => idle_deadline,
-        };
         tokio::select! {
             _ = &mut conn => break,
             _ = life.wake.notified() => {}
-            _ = tokio::time::sleep_until(deadline) => {
+            _ = &mut timer => {
                 let now = tokio::time::Instant::now();
                 if max_age.is_some_and(|a| now >= a) && !life.draining.get() {
                     life.draining.set(true);
                     circuit.count(CxEvent::MaxDuration);
                 }
-                if life.active.get() == 0 && now >= idle_deadline && !life.draining.get() {
+                let idle_for = life
+                    .idle_since
+                    .get()
+                    .filter(|_| life.active.get() == 0)
+                    .map(|t| t.elapsed());
+                if idle_for.is_some_and(|d| d >= settings.idle_timeout) && !life.draining.get() {
                     circuit.count(CxEvent::IdleTimeout);
                     break;
                 }
+                timer.as_mut().reset(next(now));
             }
         }
     }
