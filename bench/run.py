@@ -260,11 +260,11 @@ def oha_fixed(port, rate, seconds, pid):
             "cpu_us_per_req": cpu / n * 1e6, "loaded_rss_mib": rss_mib(pid)}
 
 
-def fmt(values, unit=""):
+def fmt(values, unit="", digits=1):
     if not values:
         return "-"
     med = statistics.median(values)
-    return f"{med:,.1f}{unit} ({min(values):,.1f}-{max(values):,.1f})"
+    return f"{med:,.{digits}f}{unit} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
 
 
 def main():
@@ -273,6 +273,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rate", type=int, default=4000)
     ap.add_argument("--quick", action="store_true", help="1 round, 3 s per measurement")
+    ap.add_argument("--json", help="also write every round's raw measurements to this file")
     a = ap.parse_args()
     if a.quick:
         a.rounds, a.seconds = 1, 3
@@ -331,14 +332,17 @@ def main():
         ng = [r[key] for r in results["nginx"]]
         re_ = [m / e for m, e in zip(me, en) if e]
         rn = [m / g for m, g in zip(me, ng) if g]
-        print(f"| {label} | {fmt(re_)} | {fmt(rn)} |")
+        print(f"| {label} | {fmt(re_, digits=2)} | {fmt(rn, digits=2)} |")
     print("\nPer-round ratios of the policies configured but not firing (meshgate+policies/meshgate):\n")
     print("| metric | meshgate+policies/meshgate |")
     print("|---|---|")
     for key, label, _ in metrics[:5]:
         mp = [r[key] for r in results["meshgate+policies"]]
         me = [r[key] for r in results["meshgate"]]
-        print(f"| {label} | {fmt([p / m for p, m in zip(mp, me) if m])} |")
+        print(f"| {label} | {fmt([p / m for p, m in zip(mp, me) if m], digits=2)} |")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":

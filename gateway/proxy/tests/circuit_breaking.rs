@@ -328,3 +328,25 @@ fn use_client_protocol_keeps_the_clients_http_version() {
         "HTTP/1.1"
     );
 }
+
+#[test]
+fn max_concurrent_streams_opens_more_http2_connections() {
+    // Three overlapping requests to an HTTP/2 upstream: one connection carries them all,
+    // unless each connection may carry one stream.
+    for (pool, connections) in [
+        ("{http: {maxRequestsPerConnection: 0}}", 1),
+        ("{http: {maxConcurrentStreams: 1}}", 3),
+    ] {
+        let up = Upstream::echo("up");
+        let gw = start(&up, "HTTP2", pool);
+        // One request first, so the connection is set up before the overlapping ones come.
+        assert_eq!(Client::http1(gw.port).get(HOST, "/").status, 200);
+        let clients: Vec<_> = (0..3).map(|_| spawn_get(gw.port, "/delay/400")).collect();
+        for c in clients {
+            let r = c.join().expect("client");
+            assert_eq!(r.status, 200, "{pool}");
+            assert_eq!(r.json()["version"], "HTTP/2.0");
+        }
+        assert_eq!(up.accepted(), connections, "{pool}");
+    }
+}

@@ -379,3 +379,137 @@ fn retry_remote_localities_retries_in_another_priority() {
         }
     }
 }
+
+/// Who served each of `n` requests, counted per upstream name.
+fn shares(c: &Client, n: usize) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        *m.entry(c.get(HOST, "/").upstream().to_owned()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Sends requests (at most 50) until `who` answers one.
+fn until_served_by(c: &Client, who: &str) {
+    for _ in 0..50 {
+        if c.get(HOST, "/").upstream() == who {
+            return;
+        }
+    }
+    panic!("{who} never answered");
+}
+
+#[test]
+fn failover_shares_match_envoy() {
+    let Some(bin) = support::envoy::required() else {
+        return;
+    };
+    let (a1, a2) = (Upstream::echo("a1"), Upstream::echo("a2"));
+    let (b, c) = (Upstream::echo("b"), Upstream::echo("c"));
+    let eps = [
+        Ep(&a1, LOCALITY, ""),
+        Ep(&a2, LOCALITY, ""),
+        Ep(&b, "r1/z2/s2", ""),
+        Ep(&c, "r2/z3/s3", ""),
+    ];
+    let gw = start(&eps, &failover_policy(""));
+    let admin = Client::http1(gw.admin);
+    let dump = admin.get("localhost", "/config_dump").json();
+    // The priorities meshgate gave the endpoints (Istio's part), handed to Envoy as priorities
+    // of its load assignment, so what is compared is the spill-over between them (Envoy's part).
+    let clusters = String::from_utf8_lossy(&admin.get("localhost", "/clusters").body).into_owned();
+    let cluster = "outbound|80||svc.test.svc.cluster.local";
+    let priority = |port: u16| -> u64 {
+        let key = format!("{cluster}::127.0.0.1:{port}::priority::");
+        clusters
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no priority for {port}:\n{clusters}"))
+    };
+    let levels: Vec<(u64, &Upstream, &str)> = eps
+        .iter()
+        .map(|Ep(u, loc, _)| (priority(u.port()), *u, *loc))
+        .collect();
+    assert_eq!(
+        levels.iter().map(|l| l.0).collect::<Vec<_>>(),
+        vec![0, 0, 1, 2],
+        "Istio's default failover: same locality, same region, elsewhere"
+    );
+    let ev = support::envoy::Envoy::start_edited(&bin, &dump, |cfg| {
+        let clusters = cfg["static_resources"]["clusters"]
+            .as_array_mut()
+            .expect("clusters");
+        for cl in clusters.iter_mut().filter(|cl| cl["name"] == cluster) {
+            let groups: Vec<serde_json::Value> = levels
+                .iter()
+                .map(|(p, u, loc)| {
+                    let mut parts = loc.split('/');
+                    serde_json::json!({
+                        "priority": p,
+                        "locality": {"region": parts.next(), "zone": parts.next(), "sub_zone": parts.next()},
+                        "lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": u.port()}}}}],
+                    })
+                })
+                .collect();
+            cl["load_assignment"]["endpoints"] = serde_json::json!(groups);
+        }
+    });
+    let ejected = |port: u16, n: u64| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = if port == gw.port {
+                gw.cluster_stat(cluster, "outlier_detection_ejections_active")
+            } else {
+                ev.cluster_stat(cluster, "outlier_detection.ejections_active")
+            };
+            if now >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{port}: {now} of {n} ejections");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // Envoy's workers route around an ejection a moment after its stats show it (up to an
+    // outlier interval, 1 s here): wait that long on both before counting.
+    let settle = || std::thread::sleep(Duration::from_millis(1500));
+    let mut runs = Vec::new();
+    for port in [gw.port, ev.port] {
+        let cl = Client::http1(port);
+        let healthy = shares(&cl, 40);
+        // One local endpoint fails once and is ejected: half the local priority is healthy,
+        // times the overprovisioning factor, keeps 70% of the load; the rest spills over.
+        a1.set_behaviour(Behaviour::FailNext { n: 1, status: 503 });
+        until_served_by(&cl, "a1");
+        ejected(port, 1);
+        settle();
+        let half = shares(&cl, 400);
+        // The other local endpoint goes too: everything moves to the next priority.
+        a2.set_behaviour(Behaviour::FailNext { n: 1, status: 503 });
+        until_served_by(&cl, "a2");
+        ejected(port, 2);
+        settle();
+        let none = shares(&cl, 40);
+        runs.push((healthy, half, none));
+    }
+    let (ours, theirs) = (&runs[0], &runs[1]);
+    assert_eq!(
+        ours.0, theirs.0,
+        "all healthy: meshgate (left), Envoy (right)"
+    );
+    assert_eq!(
+        ours.2, theirs.2,
+        "local priority gone: meshgate (left), Envoy (right)"
+    );
+    for who in ["a2", "b", "c"] {
+        let (o, t) = (
+            ours.1.get(who).copied().unwrap_or(0),
+            theirs.1.get(who).copied().unwrap_or(0),
+        );
+        // 400 requests at 70/30: sd about 9; a generous band for two random splits.
+        assert!(
+            o.abs_diff(t) <= 60,
+            "{who}: meshgate {o}, Envoy {t} of 400 ({ours:?} / {theirs:?})"
+        );
+    }
+}

@@ -56,6 +56,9 @@ pub struct PoolSettings {
     pub max_connection_duration: Option<Duration>,
     /// `tcp.tcpKeepalive`.
     pub keepalive: Option<Keepalive>,
+    /// `http.maxConcurrentStreams`: streams in flight on one HTTP/2 connection before another
+    /// connection is opened (`None`: unlimited).
+    pub max_concurrent_streams: Option<u32>,
 }
 
 fn limit(v: i32) -> u64 {
@@ -104,6 +107,9 @@ impl PoolSettings {
                     interval: duration(k.interval),
                     probes: Some(k.probes).filter(|p| *p > 0),
                 }),
+            max_concurrent_streams: http
+                .and_then(|h| u32::try_from(h.max_concurrent_streams).ok())
+                .filter(|n| *n > 0),
         }
     }
 }

@@ -205,7 +205,7 @@ type H2Conn = (http2::SendRequest<Body>, Rc<Life>);
 #[derive(Default)]
 pub struct Pools {
     h1: RefCell<HashMap<Key, Rc<H1Pool>>>,
-    h2: RefCell<HashMap<Key, H2Conn>>,
+    h2: RefCell<HashMap<Key, Vec<H2Conn>>>,
 }
 
 impl Pools {
@@ -278,15 +278,33 @@ impl Pools {
         circuit: &Arc<Circuit>,
     ) -> Result<Response<Body>, UpstreamError> {
         let key = (circuit.id, addr);
-        let existing = self.h2.borrow().get(&key).cloned();
-        let (mut sender, life) = match existing {
-            Some((s, l)) if !s.is_closed() && !l.draining.get() => (s, l),
-            _ => {
-                let _pending = circuit.try_pending().ok_or(UpstreamError::Overflow)?;
-                // One connection per worker and endpoint: Envoy opens it even over the limit.
-                let cx = circuit
-                    .try_connection()
-                    .unwrap_or_else(|| circuit.forced_connection());
+        // A connection with room for one more stream (`maxConcurrentStreams`), else a new one.
+        let room = circuit.settings.max_concurrent_streams;
+        let existing = self.h2.borrow_mut().get_mut(&key).and_then(|conns| {
+            conns.retain(|(s, l)| !s.is_closed() && !l.draining.get());
+            conns
+                .iter()
+                .find(|(_, l)| room.is_none_or(|n| l.active.get() < n))
+                .cloned()
+        });
+        let (sender, life) = match existing {
+            Some(c) => c,
+            None => {
+                let pending = circuit.try_pending().ok_or(UpstreamError::Overflow)?;
+                let least_busy =
+                    self.h2.borrow().get(&key).and_then(|conns| {
+                        conns.iter().min_by_key(|(_, l)| l.active.get()).cloned()
+                    });
+                let cx = match (circuit.try_connection(), least_busy) {
+                    (Some(cx), _) => cx,
+                    // One connection per worker and endpoint: Envoy opens it even over the limit.
+                    (None, None) => circuit.forced_connection(),
+                    // At `maxConnections`: the least busy connection takes one stream more.
+                    (None, Some(c)) => {
+                        drop(pending);
+                        return self.send_on_h2(c, req, circuit).await;
+                    }
+                };
                 let io = connect(addr, &circuit.settings).await?;
                 let (s, conn) = http2::Builder::new(crate::http::LocalExec)
                     .handshake(io)
@@ -295,10 +313,24 @@ impl Pools {
                 let life = Rc::new(Life::default());
                 life.idle_since.set(Some(Instant::now()));
                 tokio::task::spawn_local(drive(conn, life.clone(), circuit.clone(), cx, None));
-                self.h2.borrow_mut().insert(key, (s.clone(), life.clone()));
+                self.h2
+                    .borrow_mut()
+                    .entry(key)
+                    .or_default()
+                    .push((s.clone(), life.clone()));
                 (s, life)
             }
         };
+        self.send_on_h2((sender, life), req, circuit).await
+    }
+
+    /// Sends `req` on an HTTP/2 connection of the pool.
+    async fn send_on_h2(
+        &self,
+        (mut sender, life): H2Conn,
+        req: Request<Body>,
+        circuit: &Arc<Circuit>,
+    ) -> Result<Response<Body>, UpstreamError> {
         sender
             .ready()
             .await

@@ -78,11 +78,18 @@ impl Envoy {
 
     /// Starts Envoy with the translation of `dump` (meshgate's `/config_dump`).
     pub fn start(bin: &PathBuf, dump: &Value) -> Envoy {
+        Self::start_edited(bin, dump, |_| {})
+    }
+
+    /// Like [`Envoy::start`], with `edit` applied to the translated config first (for what the
+    /// dump does not say, such as the priorities meshgate gave endpoints at run time).
+    pub fn start_edited(bin: &PathBuf, dump: &Value, edit: impl FnOnce(&mut Value)) -> Envoy {
         let port = free_port();
         let admin = free_port();
         let dir = tempfile::tempdir().expect("tempdir");
         let access_log = dir.path().join("access.log");
-        let config = translate(dump, port, admin, &access_log);
+        let mut config = translate(dump, port, admin, &access_log);
+        edit(&mut config);
         let path = dir.path().join("envoy.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&config).expect("json")).expect("write");
         let mut child = Command::new(bin)
