@@ -18,7 +18,7 @@ use super::replay::{Replay, RETRY_BUFFER_LIMIT};
 use crate::body::{self, Body};
 use crate::upstream::cluster::{ClusterState, LiveEndpoint};
 use crate::upstream::outlier::AttemptResult;
-use crate::upstream::pool::{Proto, UpstreamError};
+use crate::upstream::pool::{ConnectFailure, Proto, UpstreamError};
 use crate::worker::WorkerCtx;
 
 /// Envoy's `host_selection_retry_max_attempts` under Istio: picks made to find an endpoint that
@@ -322,11 +322,11 @@ fn failure(
     tracing::debug!(cluster = %cluster.config.name, endpoint = %ep.addr, error = %e, "upstream request failed");
     // Envoy's wording (the detail stays in the debug log, as in Envoy 1.40's reply).
     let (reason, details) = match e {
-        UpstreamError::Connect(d) if d == "connect timeout" => (
+        UpstreamError::Connect(ConnectFailure::Timeout) => (
             "connection timeout",
             "upstream_reset_before_response_started{connection_timeout}",
         ),
-        UpstreamError::Connect(d) if d.contains("refused") => (
+        UpstreamError::Connect(ConnectFailure::Refused) => (
             "remote connection failure",
             "upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}",
         ),

@@ -27,12 +27,26 @@ pub use super::circuit::DEFAULT_CONNECT_TIMEOUT;
 /// Idle HTTP/1.1 connections kept per endpoint.
 const MAX_IDLE_PER_ENDPOINT: usize = 128;
 
+/// Why a TCP connect to an endpoint failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectFailure {
+    /// `connectTimeout` passed.
+    #[error("connect timeout")]
+    Timeout,
+    /// The endpoint refused the connection.
+    #[error("connection refused")]
+    Refused,
+    /// Any other socket error.
+    #[error("{0}")]
+    Other(std::io::Error),
+}
+
 /// Why an upstream request failed before a response arrived.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     /// TCP connect failed or timed out.
     #[error("connection failure: {0}")]
-    Connect(String),
+    Connect(ConnectFailure),
     /// The protocol handshake or the request failed (reset before headers).
     #[error("{0}")]
     Reset(String),
@@ -473,8 +487,13 @@ async fn connect(
 ) -> Result<TokioIo<TcpStream>, UpstreamError> {
     let stream = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(addr))
         .await
-        .map_err(|_| UpstreamError::Connect("connect timeout".into()))?
-        .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+        .map_err(|_| UpstreamError::Connect(ConnectFailure::Timeout))?
+        .map_err(|e| {
+            UpstreamError::Connect(match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => ConnectFailure::Refused,
+                _ => ConnectFailure::Other(e),
+            })
+        })?;
     let _ = stream.set_nodelay(true);
     if let Some(k) = settings.keepalive {
         let mut ka = socket2::TcpKeepalive::new();
