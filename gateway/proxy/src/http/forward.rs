@@ -8,7 +8,7 @@
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -199,6 +199,42 @@ pub(super) async fn forward(
     (resp, outcome)
 }
 
+/// The request target for `proto`: the origin form for HTTP/1.1, the absolute form with
+/// `host` for HTTP/2 (`None`: not a valid URI).
+pub(super) fn target_uri(proto: Proto, host: &str, path_and_query: &str) -> Option<Uri> {
+    match proto {
+        Proto::Http2 => format!("http://{host}{path_and_query}").parse().ok(),
+        Proto::Http1 => path_and_query.parse().ok(),
+    }
+}
+
+/// The version and `Host` header `proto` wants: HTTP/1.1 carries `host` in `Host` (the
+/// client's own header is kept when it already says so), HTTP/2 in the URI only.
+pub(super) fn set_protocol(
+    version: &mut Version,
+    headers: &mut HeaderMap,
+    proto: Proto,
+    host: &str,
+) {
+    match proto {
+        Proto::Http1 => {
+            *version = Version::HTTP_11;
+            let same = headers
+                .get(header::HOST)
+                .is_some_and(|v| v.as_bytes() == host.as_bytes());
+            if !same {
+                if let Ok(v) = HeaderValue::from_str(host) {
+                    headers.insert(header::HOST, v);
+                }
+            }
+        }
+        Proto::Http2 => {
+            *version = Version::HTTP_2;
+            headers.remove(header::HOST);
+        }
+    }
+}
+
 /// Turns the client's request head into the upstream's: edge rules, header edits, rewrites,
 /// the URI and `Host` the upstream protocol wants. Err: the body of a 400 local reply (the
 /// rewrite produced an invalid path).
@@ -250,33 +286,11 @@ fn upstream_request(
         let path = rewritten
             .as_deref()
             .unwrap_or_else(|| router::path_and_query(&parts.uri));
-        let uri = match proto {
-            Proto::Http2 => format!("http://{host}{path}").parse::<Uri>(),
-            Proto::Http1 => path.parse::<Uri>(),
-        };
-        let Ok(uri) = uri else {
+        let Some(uri) = target_uri(proto, host, path) else {
             return Err("invalid path after rewrite");
         };
         parts.uri = uri;
     }
-    match proto {
-        Proto::Http1 => {
-            parts.version = Version::HTTP_11;
-            // The client's own Host header is kept as it is when it already says `host`.
-            let same = parts
-                .headers
-                .get(header::HOST)
-                .is_some_and(|v| v.as_bytes() == host.as_bytes());
-            if !same {
-                if let Ok(v) = HeaderValue::from_str(host) {
-                    parts.headers.insert(header::HOST, v);
-                }
-            }
-        }
-        Proto::Http2 => {
-            parts.version = Version::HTTP_2;
-            parts.headers.remove(header::HOST);
-        }
-    }
+    set_protocol(&mut parts.version, &mut parts.headers, proto, host);
     Ok(())
 }

@@ -15,16 +15,16 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::HeaderValue;
 use http::request::Parts;
-use http::{Request, Uri, Version};
+use http::{Request, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 
+use super::forward::{set_protocol, target_uri};
 use crate::body::{Body, BoxError, Watch};
 use crate::router;
 use crate::upstream::cluster::ClusterState;
-use crate::upstream::pool::Proto;
 use crate::worker::WorkerCtx;
 
 /// Bytes of request body a mirror may lag behind the main request before it is cut off.
@@ -54,39 +54,24 @@ pub fn send(
 ) {
     let proto = cluster.wire_protocol(downstream);
     let shadow = shadow_authority(host);
-    let path = router::path_and_query(&main.uri).to_owned();
-    let uri = match proto {
-        Proto::Http2 => format!("http://{shadow}{path}").parse::<Uri>(),
-        Proto::Http1 => path.parse::<Uri>(),
-    };
-    let Ok(uri) = uri else {
+    let Some(uri) = target_uri(proto, &shadow, router::path_and_query(&main.uri)) else {
         return;
     };
-    let mut req = Request::new(body);
-    *req.method_mut() = main.method.clone();
-    *req.uri_mut() = uri;
-    *req.headers_mut() = main.headers.clone();
+    let (mut head, ()) = Request::new(()).into_parts();
+    head.method = main.method.clone();
+    head.uri = uri;
+    head.headers = main.headers.clone();
     // As Envoy's shadow (an internal request of its async client): first attempt, internal.
-    req.headers_mut().insert(
+    head.headers.insert(
         http::header::HeaderName::from_static("x-envoy-attempt-count"),
         HeaderValue::from_static("1"),
     );
-    req.headers_mut().insert(
+    head.headers.insert(
         http::header::HeaderName::from_static("x-envoy-internal"),
         HeaderValue::from_static("true"),
     );
-    match proto {
-        Proto::Http1 => {
-            *req.version_mut() = Version::HTTP_11;
-            if let Ok(v) = HeaderValue::from_str(&shadow) {
-                req.headers_mut().insert(header::HOST, v);
-            }
-        }
-        Proto::Http2 => {
-            *req.version_mut() = Version::HTTP_2;
-            req.headers_mut().remove(header::HOST);
-        }
-    }
+    set_protocol(&mut head.version, &mut head.headers, proto, &shadow);
+    let req = Request::from_parts(head, body);
     let ctx = ctx.clone();
     tokio::task::spawn_local(async move {
         let Some(ep) = cluster.pick(None) else {
