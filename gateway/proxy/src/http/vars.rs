@@ -1,6 +1,7 @@
 //! `%VARIABLE%` values in VirtualService header edits: Istio hands header values to Envoy
 //! unchanged, so Envoy's header formatters work in them (`%DOWNSTREAM_REMOTE_ADDRESS%`,
-//! `%REQ(x-user)%`, `%PROTOCOL%`, ...). This module expands the ones a gateway knows.
+//! `%REQ(x-user)%`, `%PROTOCOL%`, ...). This module expands the ones a gateway knows: those
+//! `meshgate validate` accepts (`HEADER_VARIABLES` in the config crate, where the list lives).
 //!
 //! A value without `%` is used as it is; expansion allocates only for values that have one.
 
@@ -26,10 +27,6 @@ pub struct Vars<'a> {
     /// The endpoint that answered (response side).
     pub upstream: Option<SocketAddr>,
 }
-
-/// The variables meshgate expands (Envoy has more; others are kept literally and reported
-/// by `meshgate validate`).
-pub use meshgate_config::validate::virtual_service::HEADER_VARIABLES as KNOWN;
 
 /// `value` with its variables expanded; `request` answers `%REQ(name)%` (absent: empty).
 pub fn expand<'v>(value: &'v str, vars: &Vars<'_>, request: Option<&HeaderMap>) -> Cow<'v, str> {
@@ -98,7 +95,7 @@ fn variable(out: &mut String, name: &str, v: &Vars<'_>, request: Option<&HeaderM
         "UPSTREAM_CLUSTER" => out.push_str(v.cluster.unwrap_or("")),
         "ROUTE_NAME" => out.push_str(v.route),
         "PROTOCOL" => out.push_str(v.protocol),
-        "HOSTNAME" => out.push_str(&hostname()),
+        "HOSTNAME" => out.push_str(hostname()),
         _ => {
             let Some(header) = name.strip_prefix("REQ(").and_then(|n| n.strip_suffix(')')) else {
                 return false;
@@ -115,17 +112,15 @@ fn variable(out: &mut String, name: &str, v: &Vars<'_>, request: Option<&HeaderM
     true
 }
 
-/// Is `name` a variable meshgate expands (`REQ(...)` included)?
-pub fn is_known(name: &str) -> bool {
-    KNOWN.contains(&name) || (name.starts_with("REQ(") && name.ends_with(')'))
-}
-
-/// This machine's host name (as Envoy's `%HOSTNAME%`).
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_default()
+/// This machine's host name (as Envoy's `%HOSTNAME%`), read once.
+fn hostname() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_owned())
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_default()
+    })
 }
 
 #[cfg(test)]
@@ -140,6 +135,14 @@ mod tests {
             route: "r1",
             cluster: Some("outbound|80||a.b"),
             upstream: None,
+        }
+    }
+
+    #[test]
+    fn every_variable_validate_accepts_is_expanded() {
+        let mut out = String::new();
+        for name in meshgate_config::validate::virtual_service::HEADER_VARIABLES {
+            assert!(variable(&mut out, name, &vars(), None), "{name}");
         }
     }
 
