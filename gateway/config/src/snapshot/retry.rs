@@ -43,59 +43,30 @@ pub enum RetryCondition {
 }
 
 impl RetryCondition {
+    /// Every condition with its `retryOn` name, in Envoy's order.
+    const NAMES: [(RetryCondition, &'static str); 13] = [
+        (RetryCondition::FiveXx, "5xx"),
+        (RetryCondition::GatewayError, "gateway-error"),
+        (RetryCondition::Reset, "reset"),
+        (RetryCondition::ConnectFailure, "connect-failure"),
+        (RetryCondition::Retriable4xx, "retriable-4xx"),
+        (RetryCondition::RefusedStream, "refused-stream"),
+        (
+            RetryCondition::RetriableStatusCodes,
+            "retriable-status-codes",
+        ),
+        (RetryCondition::ResetBeforeRequest, "reset-before-request"),
+        (RetryCondition::Cancelled, "cancelled"),
+        (RetryCondition::DeadlineExceeded, "deadline-exceeded"),
+        (RetryCondition::Internal, "internal"),
+        (RetryCondition::ResourceExhausted, "resource-exhausted"),
+        (RetryCondition::Unavailable, "unavailable"),
+    ];
+
     /// The condition named `s` in `retryOn`, if it is one meshgate acts on.
     pub fn parse(s: &str) -> Option<RetryCondition> {
-        Some(match s {
-            "5xx" => RetryCondition::FiveXx,
-            "gateway-error" => RetryCondition::GatewayError,
-            "reset" => RetryCondition::Reset,
-            "connect-failure" => RetryCondition::ConnectFailure,
-            "retriable-4xx" => RetryCondition::Retriable4xx,
-            "refused-stream" => RetryCondition::RefusedStream,
-            "retriable-status-codes" => RetryCondition::RetriableStatusCodes,
-            "reset-before-request" => RetryCondition::ResetBeforeRequest,
-            "cancelled" => RetryCondition::Cancelled,
-            "deadline-exceeded" => RetryCondition::DeadlineExceeded,
-            "internal" => RetryCondition::Internal,
-            "resource-exhausted" => RetryCondition::ResourceExhausted,
-            "unavailable" => RetryCondition::Unavailable,
-            _ => return None,
-        })
+        Self::NAMES.iter().find(|(_, n)| *n == s).map(|(c, _)| *c)
     }
-
-    fn name(self) -> &'static str {
-        match self {
-            RetryCondition::FiveXx => "5xx",
-            RetryCondition::GatewayError => "gateway-error",
-            RetryCondition::Reset => "reset",
-            RetryCondition::ConnectFailure => "connect-failure",
-            RetryCondition::Retriable4xx => "retriable-4xx",
-            RetryCondition::RefusedStream => "refused-stream",
-            RetryCondition::RetriableStatusCodes => "retriable-status-codes",
-            RetryCondition::ResetBeforeRequest => "reset-before-request",
-            RetryCondition::Cancelled => "cancelled",
-            RetryCondition::DeadlineExceeded => "deadline-exceeded",
-            RetryCondition::Internal => "internal",
-            RetryCondition::ResourceExhausted => "resource-exhausted",
-            RetryCondition::Unavailable => "unavailable",
-        }
-    }
-
-    const ALL: [RetryCondition; 13] = [
-        RetryCondition::FiveXx,
-        RetryCondition::GatewayError,
-        RetryCondition::Reset,
-        RetryCondition::ConnectFailure,
-        RetryCondition::Retriable4xx,
-        RetryCondition::RefusedStream,
-        RetryCondition::RetriableStatusCodes,
-        RetryCondition::ResetBeforeRequest,
-        RetryCondition::Cancelled,
-        RetryCondition::DeadlineExceeded,
-        RetryCondition::Internal,
-        RetryCondition::ResourceExhausted,
-        RetryCondition::Unavailable,
-    ];
 }
 
 /// A set of [`RetryCondition`]s.
@@ -121,10 +92,10 @@ impl RetryOn {
 
 impl Serialize for RetryOn {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let names: Vec<&str> = RetryCondition::ALL
+        let names: Vec<&str> = RetryCondition::NAMES
             .iter()
-            .filter(|c| self.has(**c))
-            .map(|c| c.name())
+            .filter(|(c, _)| self.has(*c))
+            .map(|(_, n)| *n)
             .collect();
         s.serialize_str(&names.join(","))
     }
