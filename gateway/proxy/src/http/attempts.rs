@@ -83,13 +83,12 @@ impl Attempts<'_> {
         let cluster = self.cluster;
         let max_attempts = self.policy.map_or(1, |p| p.num_retries.saturating_add(1));
         // A body that is already complete (most GETs) needs no copy to be sent again.
-        let mut single = Some(body);
-        let replay = match (&single, self.policy) {
-            (Some(b), Some(_)) if !http_body::Body::is_end_stream(b) => {
-                single.take().map(|b| Replay::new(b, RETRY_BUFFER_LIMIT))
-            }
-            _ => None,
-        };
+        let (mut single, replay) =
+            if self.policy.is_some() && !http_body::Body::is_end_stream(&body) {
+                (None, Some(Replay::new(body, RETRY_BUFFER_LIMIT)))
+            } else {
+                (Some(body), None)
+            };
         let avoid_previous =
             self.policy.is_some_and(|p| p.avoid_previous_hosts) && cluster.hash_policy.is_none();
         let mut tried: Vec<SocketAddr> = Vec::new();
