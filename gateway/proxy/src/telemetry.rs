@@ -121,7 +121,6 @@ impl Metrics {
         let mut names: Vec<_> = live.clusters.keys().collect();
         names.sort();
         // Per cluster: each stat with its Prometheus type.
-        type Typed = (StatValue, &'static str);
         let per_cluster: Vec<(&Arc<str>, Vec<Typed>)> = names
             .iter()
             .map(|n| {
@@ -132,40 +131,43 @@ impl Metrics {
                 (*n, v)
             })
             .collect();
-        let stats = per_cluster.first().map_or(0, |(_, v)| v.len());
-        for k in 0..stats {
-            let Some(((stat, _, help), kind)) = per_cluster.first().map(|(_, v)| v[k]) else {
-                break;
-            };
-            out.push_str(&format!(
-                "# HELP envoy_cluster_{stat} Per-cluster {help}.\n# TYPE envoy_cluster_{stat} {kind}\n"
-            ));
-            for (name, values) in &per_cluster {
-                out.push_str(&format!(
-                    "envoy_cluster_{stat}{{cluster_name=\"{name}\"}} {}\n",
-                    values[k].0 .1
-                ));
-            }
-        }
+        families(&mut out, "envoy_cluster_", &per_cluster);
         // Envoy creates these only for clusters with outlier detection.
-        let outlier: Vec<_> = names
+        let outlier: Vec<(&Arc<str>, Vec<Typed>)> = names
             .iter()
-            .filter_map(|n| Some((*n, live.clusters[*n].outlier.as_ref()?.stats.values())))
+            .filter_map(|n| {
+                let stats = live.clusters[*n].outlier.as_ref()?.stats.values();
+                let typed = stats
+                    .iter()
+                    .map(|&(stat, v, help, gauge)| {
+                        ((stat, v, help), if gauge { "gauge" } else { "counter" })
+                    })
+                    .collect();
+                Some((*n, typed))
+            })
             .collect();
-        for k in 0..outlier.first().map_or(0, |(_, v)| v.len()) {
-            let (stat, _, help, gauge) = outlier[0].1[k];
-            let kind = if gauge { "gauge" } else { "counter" };
-            out.push_str(&format!(
-                "# HELP envoy_cluster_outlier_detection_{stat} Per-cluster {help}.\n# TYPE envoy_cluster_outlier_detection_{stat} {kind}\n"
-            ));
-            for (name, values) in &outlier {
-                out.push_str(&format!(
-                    "envoy_cluster_outlier_detection_{stat}{{cluster_name=\"{name}\"}} {}\n",
-                    values[k].1
-                ));
+        families(&mut out, "envoy_cluster_outlier_detection_", &outlier);
+        out
+    }
+}
+
+/// A stat with its Prometheus type (`counter` or `gauge`).
+type Typed = (StatValue, &'static str);
+
+/// One Prometheus family per stat, a line per cluster (every cluster lists the same stats).
+fn families(out: &mut String, prefix: &str, per_cluster: &[(&Arc<str>, Vec<Typed>)]) {
+    let Some((_, first)) = per_cluster.first() else {
+        return;
+    };
+    for (k, &((stat, _, help), kind)) in first.iter().enumerate() {
+        out.push_str(&format!(
+            "# HELP {prefix}{stat} Per-cluster {help}.\n# TYPE {prefix}{stat} {kind}\n"
+        ));
+        for (name, values) in per_cluster {
+            if let Some(((_, v, _), _)) = values.get(k) {
+                out.push_str(&format!("{prefix}{stat}{{cluster_name=\"{name}\"}} {v}\n"));
             }
         }
-        out
     }
 }
 
