@@ -1,0 +1,111 @@
+//! Buffers (`proxy_get_buffer_bytes`, `proxy_set_buffer_bytes`, `proxy_get_buffer_status`):
+//! the request and response bodies the plugin has buffered, a callout's response body, and the
+//! VM and plugin configuration.
+
+use bytes::{Bytes, BytesMut};
+use wasmtime::{Caller, Linker};
+
+use super::{finish, hand_over, read, write_u32, BufferType, HostError, Status};
+use crate::state::VmState;
+
+/// The bytes of buffer `t` as the guest may read them.
+fn buffer(st: &mut VmState, t: BufferType) -> Result<Bytes, Status> {
+    Ok(match t {
+        BufferType::VmConfiguration => st.plugin.config.vm_configuration.clone(),
+        BufferType::PluginConfiguration => st.plugin.config.configuration.clone(),
+        BufferType::HttpCallResponseBody => st
+            .call_response
+            .as_ref()
+            .map(|r| r.body.clone())
+            .ok_or(Status::NotFound)?,
+        BufferType::RequestBody => {
+            Bytes::copy_from_slice(&st.stream().ok_or(Status::NotFound)?.request_body)
+        }
+        BufferType::ResponseBody => {
+            Bytes::copy_from_slice(&st.stream().ok_or(Status::NotFound)?.response_body)
+        }
+        _ => return Err(Status::NotFound),
+    })
+}
+
+fn body_mut(st: &mut VmState, t: BufferType) -> Result<&mut BytesMut, Status> {
+    let s = st.stream().ok_or(Status::NotFound)?;
+    match t {
+        BufferType::RequestBody => Ok(&mut s.request_body),
+        BufferType::ResponseBody => Ok(&mut s.response_body),
+        _ => Err(Status::BadArgument),
+    }
+}
+
+pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
+    l.func_wrap(
+        "env",
+        "proxy_get_buffer_bytes",
+        |mut c: Caller<'_, VmState>,
+         t: i32,
+         start: i32,
+         max: i32,
+         ret_ptr: i32,
+         ret_size: i32|
+         -> wasmtime::Result<i32> {
+            let r = (|| -> Result<(), HostError> {
+                let t = BufferType::from_i32(t).ok_or(Status::BadArgument)?;
+                let (start, max) = (
+                    u32::try_from(start).map_err(|_| Status::BadArgument)? as usize,
+                    u32::try_from(max).map_err(|_| Status::BadArgument)? as usize,
+                );
+                let all = buffer(c.data_mut(), t)?;
+                if start > all.len() {
+                    return Err(Status::BadArgument.into());
+                }
+                let end = start.saturating_add(max).min(all.len());
+                hand_over(&mut c, &all[start..end], ret_ptr, ret_size)
+            })();
+            finish(r)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_set_buffer_bytes",
+        |mut c: Caller<'_, VmState>,
+         t: i32,
+         start: i32,
+         size: i32,
+         data_ptr: i32,
+         data_len: i32|
+         -> i32 {
+            let r = (|| {
+                let t = BufferType::from_i32(t).ok_or(Status::BadArgument)?;
+                let data = read(&mut c, data_ptr, data_len)?;
+                let start = u32::try_from(start).map_err(|_| Status::BadArgument)? as usize;
+                let size = u32::try_from(size).map_err(|_| Status::BadArgument)? as usize;
+                let buf = body_mut(c.data_mut(), t)?;
+                if start > buf.len() {
+                    return Err(Status::BadArgument);
+                }
+                let end = start.saturating_add(size).min(buf.len());
+                let mut out = BytesMut::with_capacity(buf.len() - (end - start) + data.len());
+                out.extend_from_slice(&buf[..start]);
+                out.extend_from_slice(&data);
+                out.extend_from_slice(&buf[end..]);
+                *buf = out;
+                Ok(())
+            })();
+            r.map_or_else(Status::code, |()| Status::Ok.code())
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_get_buffer_status",
+        |mut c: Caller<'_, VmState>, t: i32, len_ptr: i32, flags_ptr: i32| -> i32 {
+            let r = (|| {
+                let t = BufferType::from_i32(t).ok_or(Status::BadArgument)?;
+                let len = buffer(c.data_mut(), t)?.len() as u32;
+                write_u32(&mut c, len_ptr, len)?;
+                write_u32(&mut c, flags_ptr, 0)
+            })();
+            r.map_or_else(Status::code, |()| Status::Ok.code())
+        },
+    )?;
+    Ok(())
+}

@@ -1,0 +1,397 @@
+//! Header and trailer maps (`proxy_get_header_map_pairs`, `_set_`, `_get_value`, `_add_`,
+//! `_replace_`, `_remove_`, `_size`). The request head shows its pseudo-headers first
+//! (`:authority`, `:path`, `:method`, `:scheme`), the response head `:status`, as in Envoy;
+//! writing a pseudo-header changes the URI, method or status it stands for.
+
+use std::borrow::Cow;
+
+use http::header::{HeaderName, HeaderValue, HOST};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, Method, StatusCode, Uri, Version};
+use wasmtime::{Caller, Linker};
+
+use super::{
+    decode_pairs, encode_pairs, finish, hand_over, read, write_u32, HostError, MapType, Status,
+};
+use crate::state::VmState;
+
+/// A map's entries as the guest sees them.
+type Pairs = Vec<(Cow<'static, [u8]>, Vec<u8>)>;
+
+/// The number of entries the guest is told a request head has.
+pub(crate) fn request_header_count(head: &http::request::Parts) -> usize {
+    let host = usize::from(head.uri.authority().is_none() && head.headers.contains_key(HOST));
+    4 + head.headers.len() - host
+}
+
+fn authority_of(uri: &Uri, headers: &HeaderMap) -> Vec<u8> {
+    match uri.authority() {
+        Some(a) => a.as_str().as_bytes().to_vec(),
+        None => headers
+            .get(HOST)
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default(),
+    }
+}
+
+/// The pairs of a request head, pseudo-headers first.
+fn request_pairs(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Vec<(Cow<'static, [u8]>, Vec<u8>)> {
+    let mut out = Vec::with_capacity(headers.len() + 4);
+    out.push((
+        Cow::Borrowed(&b":authority"[..]),
+        authority_of(uri, headers),
+    ));
+    let path = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+    out.push((Cow::Borrowed(&b":path"[..]), path.as_bytes().to_vec()));
+    out.push((
+        Cow::Borrowed(&b":method"[..]),
+        method.as_str().as_bytes().to_vec(),
+    ));
+    let scheme = uri.scheme_str().unwrap_or("http");
+    out.push((Cow::Borrowed(&b":scheme"[..]), scheme.as_bytes().to_vec()));
+    let skip_host = uri.authority().is_none();
+    for (k, v) in headers {
+        if skip_host && k == HOST {
+            continue;
+        }
+        out.push((
+            Cow::Owned(k.as_str().as_bytes().to_vec()),
+            v.as_bytes().to_vec(),
+        ));
+    }
+    out
+}
+
+fn plain_pairs(headers: &HeaderMap) -> Pairs {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                Cow::Owned(k.as_str().as_bytes().to_vec()),
+                v.as_bytes().to_vec(),
+            )
+        })
+        .collect()
+}
+
+/// The pairs of map `t`, or `NotFound` when it is not available in this context.
+fn pairs(st: &mut VmState, t: MapType) -> Result<Pairs, Status> {
+    if let MapType::HttpCallResponseHeaders | MapType::HttpCallResponseTrailers = t {
+        let r = st.call_response.as_ref().ok_or(Status::NotFound)?;
+        let list = if t == MapType::HttpCallResponseHeaders {
+            &r.headers
+        } else {
+            &r.trailers
+        };
+        return Ok(list
+            .iter()
+            .map(|(k, v)| (Cow::Owned(k.as_bytes().to_vec()), v.to_vec()))
+            .collect());
+    }
+    let s = st.stream().ok_or(Status::NotFound)?;
+    match t {
+        MapType::RequestHeaders => match (&s.request, &s.sent_request) {
+            (Some(h), _) => Ok(request_pairs(&h.method, &h.uri, &h.headers)),
+            (None, Some(f)) => Ok(request_pairs(&f.method, &f.uri, &f.headers)),
+            _ => Err(Status::NotFound),
+        },
+        MapType::ResponseHeaders => {
+            let h = s.response.as_ref().ok_or(Status::NotFound)?;
+            let mut out = vec![(
+                Cow::Borrowed(&b":status"[..]),
+                h.status.as_str().as_bytes().to_vec(),
+            )];
+            out.extend(plain_pairs(&h.headers));
+            Ok(out)
+        }
+        MapType::RequestTrailers => Ok(plain_pairs(
+            s.request_trailers.as_ref().ok_or(Status::NotFound)?,
+        )),
+        MapType::ResponseTrailers => Ok(plain_pairs(
+            s.response_trailers.as_ref().ok_or(Status::NotFound)?,
+        )),
+        _ => Err(Status::NotFound),
+    }
+}
+
+/// What a write does to a map.
+enum Edit<'a> {
+    Add(&'a [u8], &'a [u8]),
+    Replace(&'a [u8], &'a [u8]),
+    Remove(&'a [u8]),
+}
+
+fn name(k: &[u8]) -> Result<HeaderName, Status> {
+    HeaderName::from_bytes(k).map_err(|_| Status::BadArgument)
+}
+
+fn value(v: &[u8]) -> Result<HeaderValue, Status> {
+    HeaderValue::from_bytes(v).map_err(|_| Status::BadArgument)
+}
+
+fn edit_plain(h: &mut HeaderMap, e: &Edit<'_>) -> Result<(), Status> {
+    match *e {
+        Edit::Add(k, v) => {
+            h.append(name(k)?, value(v)?);
+        }
+        Edit::Replace(k, v) => {
+            h.insert(name(k)?, value(v)?);
+        }
+        Edit::Remove(k) => {
+            if let Ok(n) = HeaderName::from_bytes(k) {
+                h.remove(n);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sets a request pseudo-header.
+fn set_request_pseudo(h: &mut http::request::Parts, k: &[u8], v: &[u8]) -> Result<(), Status> {
+    let text = std::str::from_utf8(v).map_err(|_| Status::BadArgument)?;
+    match k {
+        b":method" => h.method = Method::from_bytes(v).map_err(|_| Status::BadArgument)?,
+        b":path" => {
+            let pq: PathAndQuery = text.parse().map_err(|_| Status::BadArgument)?;
+            let mut parts = std::mem::take(&mut h.uri).into_parts();
+            parts.path_and_query = Some(pq);
+            h.uri = Uri::from_parts(parts).map_err(|_| Status::BadArgument)?;
+        }
+        b":authority" => {
+            let a: Authority = text.parse().map_err(|_| Status::BadArgument)?;
+            if h.uri.authority().is_some() || h.version == Version::HTTP_2 {
+                let mut parts = std::mem::take(&mut h.uri).into_parts();
+                parts.authority = Some(a);
+                if parts.scheme.is_none() {
+                    parts.scheme = Some(Scheme::HTTP);
+                }
+                if parts.path_and_query.is_none() {
+                    parts.path_and_query = Some(PathAndQuery::from_static("/"));
+                }
+                h.uri = Uri::from_parts(parts).map_err(|_| Status::BadArgument)?;
+            }
+            if h.version != Version::HTTP_2 || h.headers.contains_key(HOST) {
+                h.headers.insert(HOST, value(v)?);
+            }
+        }
+        b":scheme" => {
+            if h.uri.scheme().is_some() {
+                let mut parts = std::mem::take(&mut h.uri).into_parts();
+                parts.scheme = Some(text.parse().map_err(|_| Status::BadArgument)?);
+                h.uri = Uri::from_parts(parts).map_err(|_| Status::BadArgument)?;
+            }
+        }
+        _ => return Err(Status::BadArgument),
+    }
+    Ok(())
+}
+
+fn edit(st: &mut VmState, t: MapType, e: Edit<'_>) -> Result<(), Status> {
+    let s = st.stream().ok_or(Status::NotFound)?;
+    let key = match e {
+        Edit::Add(k, _) | Edit::Replace(k, _) | Edit::Remove(k) => k,
+    };
+    match t {
+        MapType::RequestHeaders => {
+            let h = s.request.as_mut().ok_or(Status::NotFound)?;
+            if key.first() == Some(&b':') {
+                return match e {
+                    Edit::Add(k, v) | Edit::Replace(k, v) => set_request_pseudo(h, k, v),
+                    Edit::Remove(_) => Ok(()),
+                };
+            }
+            if key.eq_ignore_ascii_case(b"host") && h.uri.authority().is_some() {
+                if let Edit::Add(_, v) | Edit::Replace(_, v) = e {
+                    return set_request_pseudo(h, b":authority", v);
+                }
+            }
+            edit_plain(&mut h.headers, &e)
+        }
+        MapType::ResponseHeaders => {
+            let h = s.response.as_mut().ok_or(Status::NotFound)?;
+            if key == b":status" {
+                if let Edit::Add(_, v) | Edit::Replace(_, v) = e {
+                    h.status = StatusCode::from_bytes(v).map_err(|_| Status::BadArgument)?;
+                }
+                return Ok(());
+            }
+            edit_plain(&mut h.headers, &e)
+        }
+        MapType::RequestTrailers => {
+            edit_plain(s.request_trailers.as_mut().ok_or(Status::NotFound)?, &e)
+        }
+        MapType::ResponseTrailers => {
+            edit_plain(s.response_trailers.as_mut().ok_or(Status::NotFound)?, &e)
+        }
+        _ => Err(Status::BadArgument),
+    }
+}
+
+/// Replaces a whole map with `new` pairs.
+fn set_all(st: &mut VmState, t: MapType, new: &[(&[u8], &[u8])]) -> Result<(), Status> {
+    let s = st.stream().ok_or(Status::NotFound)?;
+    let mut map = HeaderMap::with_capacity(new.len());
+    let mut pseudo = Vec::new();
+    for (k, v) in new {
+        if k.first() == Some(&b':') {
+            pseudo.push((*k, *v));
+        } else {
+            map.append(name(k)?, value(v)?);
+        }
+    }
+    match t {
+        MapType::RequestHeaders => {
+            let h = s.request.as_mut().ok_or(Status::NotFound)?;
+            let host = h.headers.get(HOST).cloned();
+            h.headers = map;
+            if let (Some(host), false) = (host, h.headers.contains_key(HOST)) {
+                if h.uri.authority().is_none() {
+                    h.headers.insert(HOST, host);
+                }
+            }
+            for (k, v) in pseudo {
+                set_request_pseudo(h, k, v)?;
+            }
+        }
+        MapType::ResponseHeaders => {
+            let h = s.response.as_mut().ok_or(Status::NotFound)?;
+            h.headers = map;
+            for (k, v) in pseudo {
+                if k == b":status" {
+                    h.status = StatusCode::from_bytes(v).map_err(|_| Status::BadArgument)?;
+                }
+            }
+        }
+        MapType::RequestTrailers => s.request_trailers = Some(map),
+        MapType::ResponseTrailers => s.response_trailers = Some(map),
+        _ => return Err(Status::BadArgument),
+    }
+    Ok(())
+}
+
+fn map_type(t: i32) -> Result<MapType, Status> {
+    MapType::from_i32(t).ok_or(Status::BadArgument)
+}
+
+pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
+    l.func_wrap(
+        "env",
+        "proxy_get_header_map_pairs",
+        |mut c: Caller<'_, VmState>,
+         t: i32,
+         ret_ptr: i32,
+         ret_size: i32|
+         -> wasmtime::Result<i32> {
+            let r = (|| -> Result<(), HostError> {
+                let list = pairs(c.data_mut(), map_type(t)?)?;
+                let flat: Vec<(&[u8], &[u8])> = list
+                    .iter()
+                    .map(|(k, v)| (k.as_ref(), v.as_slice()))
+                    .collect();
+                let enc = encode_pairs(&flat);
+                hand_over(&mut c, &enc, ret_ptr, ret_size)
+            })();
+            finish(r)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_set_header_map_pairs",
+        |mut c: Caller<'_, VmState>, t: i32, ptr: i32, size: i32| -> i32 {
+            let r = (|| {
+                let t = map_type(t)?;
+                let raw = read(&mut c, ptr, size)?;
+                let new = decode_pairs(&raw).ok_or(Status::SerializationFailure)?;
+                set_all(c.data_mut(), t, &new)
+            })();
+            r.map_or_else(Status::code, |()| Status::Ok.code())
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_get_header_map_value",
+        |mut c: Caller<'_, VmState>,
+         t: i32,
+         kp: i32,
+         kl: i32,
+         ret_ptr: i32,
+         ret_size: i32|
+         -> wasmtime::Result<i32> {
+            let r = (|| -> Result<(), HostError> {
+                let t = map_type(t)?;
+                let key = read(&mut c, kp, kl)?.to_ascii_lowercase();
+                let list = pairs(c.data_mut(), t)?;
+                let mut found: Option<Vec<u8>> = None;
+                for (k, v) in &list {
+                    if k.as_ref() == key.as_slice() {
+                        match &mut found {
+                            None => found = Some(v.clone()),
+                            Some(f) => {
+                                f.push(b',');
+                                f.extend_from_slice(v);
+                            }
+                        }
+                    }
+                }
+                let v = found.ok_or(Status::NotFound)?;
+                hand_over(&mut c, &v, ret_ptr, ret_size)
+            })();
+            finish(r)
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_add_header_map_value",
+        |mut c: Caller<'_, VmState>, t: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> i32 {
+            let r = (|| {
+                let t = map_type(t)?;
+                let k = read(&mut c, kp, kl)?.to_ascii_lowercase();
+                let v = read(&mut c, vp, vl)?;
+                edit(c.data_mut(), t, Edit::Add(&k, &v))
+            })();
+            r.map_or_else(Status::code, |()| Status::Ok.code())
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_replace_header_map_value",
+        |mut c: Caller<'_, VmState>, t: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> i32 {
+            let r = (|| {
+                let t = map_type(t)?;
+                let k = read(&mut c, kp, kl)?.to_ascii_lowercase();
+                let v = read(&mut c, vp, vl)?;
+                edit(c.data_mut(), t, Edit::Replace(&k, &v))
+            })();
+            r.map_or_else(Status::code, |()| Status::Ok.code())
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_remove_header_map_value",
+        |mut c: Caller<'_, VmState>, t: i32, kp: i32, kl: i32| -> i32 {
+            let r = (|| {
+                let t = map_type(t)?;
+                let k = read(&mut c, kp, kl)?.to_ascii_lowercase();
+                edit(c.data_mut(), t, Edit::Remove(&k))
+            })();
+            r.map_or_else(Status::code, |()| Status::Ok.code())
+        },
+    )?;
+    l.func_wrap(
+        "env",
+        "proxy_get_header_map_size",
+        |mut c: Caller<'_, VmState>, t: i32, ret: i32| -> i32 {
+            let r = (|| {
+                let list = pairs(c.data_mut(), map_type(t)?)?;
+                let size: usize = list.iter().map(|(k, v)| k.len() + v.len()).sum();
+                write_u32(&mut c, ret, size as u32)
+            })();
+            r.map_or_else(Status::code, |()| Status::Ok.code())
+        },
+    )?;
+    Ok(())
+}

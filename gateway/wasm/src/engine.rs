@@ -1,0 +1,223 @@
+//! The wasmtime engine all plugins share: Cranelift, epoch interruption driven by one ticker
+//! thread, and an on-disk cache of precompiled code keyed by the module's content, so a
+//! restart loads plugins without compiling them. Modules are also kept in memory by sha256.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::{Config, InstancePre, Linker, Module, OptLevel};
+
+use crate::error::WasmError;
+use crate::metrics::MetricRegistry;
+use crate::plugin::{Plugin, PluginConfig, PluginShared, PluginStats};
+use crate::shared::SharedState;
+use crate::state::VmState;
+
+/// How to build the engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Where precompiled modules are kept across restarts (`None`: no disk cache).
+    pub cache_dir: Option<PathBuf>,
+    /// How often the epoch advances; callback deadlines are counted in these ticks.
+    pub epoch_tick: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            cache_dir: None,
+            epoch_tick: Duration::from_millis(5),
+        }
+    }
+}
+
+/// Which ABI a module was built for (the `proxy_abi_version_*` export it has).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbiVersion {
+    /// 0.1.0: header callbacks without `end_of_stream`.
+    V0_1_0,
+    /// 0.2.0.
+    V0_2_0,
+    /// 0.2.1.
+    V0_2_1,
+}
+
+/// A module compiled and linked against the host, ready to instantiate on any worker.
+#[derive(Clone)]
+pub struct CompiledModule {
+    /// sha256 of the module's bytes.
+    pub digest: [u8; 32],
+    /// Size of the module's bytes.
+    pub size: usize,
+    /// Its ABI version.
+    pub abi: AbiVersion,
+    /// The module reads headers or properties after they went upstream (so the host keeps a
+    /// copy of the request head for it).
+    pub(crate) reads_request: bool,
+    pub(crate) pre: InstancePre<VmState>,
+}
+
+impl std::fmt::Debug for CompiledModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledModule")
+            .field("digest", &hex(&self.digest))
+            .field("size", &self.size)
+            .field("abi", &self.abi)
+            .finish()
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The shared wasm engine.
+pub struct Engine {
+    engine: wasmtime::Engine,
+    linker: Linker<VmState>,
+    modules: Mutex<HashMap<[u8; 32], CompiledModule>>,
+    cache: Option<wasmtime::Cache>,
+    epoch_tick: Duration,
+    /// Shared data and queues of every plugin.
+    pub shared: Arc<SharedState>,
+    /// Metrics plugins defined.
+    pub metrics: Arc<MetricRegistry>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Builds the engine and starts its epoch ticker thread (which ends with the engine).
+    pub fn new(opts: EngineOptions) -> Result<Arc<Engine>, WasmError> {
+        let err = |e: wasmtime::Error| WasmError::Engine(format!("{e:#}"));
+        let mut config = Config::new();
+        config.cranelift_opt_level(OptLevel::Speed);
+        config.epoch_interruption(true);
+        let cache = match &opts.cache_dir {
+            Some(dir) => {
+                let mut cc = wasmtime::CacheConfig::new();
+                cc.with_directory(dir);
+                let cache = wasmtime::Cache::new(cc).map_err(err)?;
+                config.cache(Some(cache.clone()));
+                Some(cache)
+            }
+            None => None,
+        };
+        let engine = wasmtime::Engine::new(&config).map_err(err)?;
+        let mut linker = Linker::new(&engine);
+        crate::abi::link(&mut linker).map_err(err)?;
+        let weak = engine.weak();
+        let tick = opts.epoch_tick.max(Duration::from_millis(1));
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(tick);
+                match weak.upgrade() {
+                    Some(e) => e.increment_epoch(),
+                    None => return,
+                }
+            })
+            .map_err(|e| WasmError::Engine(format!("starting the epoch thread: {e}")))?;
+        Ok(Arc::new(Engine {
+            engine,
+            linker,
+            modules: Mutex::new(HashMap::new()),
+            cache,
+            epoch_tick: tick,
+            shared: Arc::default(),
+            metrics: Arc::default(),
+        }))
+    }
+
+    /// The epoch tick (deadline granularity).
+    pub fn epoch_tick(&self) -> Duration {
+        self.epoch_tick
+    }
+
+    /// Hits and misses of the on-disk cache of precompiled code.
+    pub fn cache_stats(&self) -> (usize, usize) {
+        self.cache
+            .as_ref()
+            .map_or((0, 0), |c| (c.cache_hits(), c.cache_misses()))
+    }
+
+    /// Compiles (or finds, by content) a module and links it against the host.
+    pub fn load(&self, bytes: &[u8]) -> Result<CompiledModule, WasmError> {
+        let digest: [u8; 32] = Sha256::digest(bytes).into();
+        if let Some(m) = self.lock_modules().get(&digest) {
+            return Ok(m.clone());
+        }
+        let module =
+            Module::new(&self.engine, bytes).map_err(|e| WasmError::Compile(format!("{e:#}")))?;
+        let exported = |n: &str| module.exports().any(|e| e.name() == n);
+        let abi = if exported("proxy_abi_version_0_2_1") {
+            AbiVersion::V0_2_1
+        } else if exported("proxy_abi_version_0_2_0") {
+            AbiVersion::V0_2_0
+        } else if exported("proxy_abi_version_0_1_0") {
+            AbiVersion::V0_1_0
+        } else {
+            return Err(WasmError::NotProxyWasm);
+        };
+        let reads_request = module.imports().any(|i| {
+            matches!(
+                i.name(),
+                "proxy_get_header_map_value"
+                    | "proxy_get_header_map_pairs"
+                    | "proxy_get_header_map_size"
+                    | "proxy_get_property"
+            )
+        });
+        let pre = self.linker.instantiate_pre(&module).map_err(|e| {
+            let text = format!("{e:#}");
+            match module
+                .imports()
+                .find(|i| text.contains(&format!("`{}::{}`", i.module(), i.name())))
+            {
+                Some(i) => WasmError::MissingImport {
+                    module: i.module().to_owned(),
+                    name: i.name().to_owned(),
+                },
+                None => WasmError::Compile(text),
+            }
+        })?;
+        let compiled = CompiledModule {
+            digest,
+            size: bytes.len(),
+            abi,
+            reads_request,
+            pre,
+        };
+        self.lock_modules().insert(digest, compiled.clone());
+        Ok(compiled)
+    }
+
+    /// A plugin running `module` with `config`.
+    pub fn plugin(&self, config: PluginConfig, module: CompiledModule) -> Plugin {
+        Plugin(Arc::new(PluginShared {
+            config,
+            module,
+            shared: self.shared.clone(),
+            metrics: self.metrics.clone(),
+            stats: PluginStats::default(),
+            epoch_tick: self.epoch_tick,
+        }))
+    }
+
+    /// Forgets modules no plugin uses any more (`keep`: digests still in use).
+    pub fn retain_modules(&self, keep: &[[u8; 32]]) {
+        self.lock_modules().retain(|d, _| keep.contains(d));
+    }
+
+    fn lock_modules(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], CompiledModule>> {
+        self.modules.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

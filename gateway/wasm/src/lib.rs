@@ -1,0 +1,29 @@
+//! meshgate-wasm: the proxy-wasm host (ABI 0.2.1, also 0.2.0 and 0.1.0) on wasmtime.
+//!
+//! Sits between the proxy's wasm filter and the guest: it compiles and caches modules, creates
+//! one VM per plugin per worker, drives root and HTTP contexts through the ABI callbacks, and
+//! answers the guest's host calls. It knows nothing of hyper or sockets; everything it needs
+//! from the gateway comes through [`Host`] and the data the filter hands over per stream.
+
+mod abi;
+mod context;
+mod engine;
+mod error;
+mod host;
+mod metrics;
+mod plugin;
+mod shared;
+mod state;
+mod vm;
+
+pub use abi::{BufferType, LogLevel, MapType, Status};
+pub use context::{Action, CallResponse, HttpCall, LocalResponse};
+pub use engine::{hex, AbiVersion};
+pub use engine::{CompiledModule, Engine, EngineOptions};
+pub use error::{VmFailure, WasmError};
+pub use host::{Host, NoHost, StreamInfo};
+pub use metrics::{Metric, MetricKind, MetricRegistry};
+pub use plugin::{Plugin, PluginConfig, PluginStats};
+pub use shared::Inbox;
+pub use shared::SharedState;
+pub use vm::{PluginVm, Resume, StreamId};

@@ -1,0 +1,115 @@
+//! A plugin as the host runs it: its configuration (root id, vm id, the configuration bytes
+//! the guest reads, environment, limits), its compiled module, and the counters that report
+//! how its VMs fare. One `Plugin` is shared by the plugin's VMs on every worker.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::engine::CompiledModule;
+use crate::metrics::MetricRegistry;
+use crate::shared::SharedState;
+
+/// How a plugin is to run.
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    /// The plugin's name (`plugin_name` property, log prefix).
+    pub name: String,
+    /// The root id (WasmPlugin `pluginName`); selects the root context in multi-root modules.
+    pub root_id: String,
+    /// The VM id: plugins with the same one share shared data and queues.
+    pub vm_id: String,
+    /// What the guest reads as its plugin configuration (`proxy_on_configure`).
+    pub configuration: Bytes,
+    /// What the guest reads as its VM configuration (`proxy_on_vm_start`).
+    pub vm_configuration: Bytes,
+    /// Environment variables the guest sees through WASI (`vmConfig.env`).
+    pub env: Vec<(String, String)>,
+    /// Cap on the VM's linear memory, in bytes.
+    pub memory_limit: usize,
+    /// CPU deadline of one stream, tick or callout callback.
+    pub callback_deadline: Duration,
+    /// CPU deadline of VM start-up (`_initialize`, vm start, configure).
+    pub start_deadline: Duration,
+}
+
+impl PluginConfig {
+    /// A configuration with meshgate's defaults: 64 MiB of memory, 100 ms per callback,
+    /// 1 s to start.
+    pub fn new(name: impl Into<String>) -> PluginConfig {
+        PluginConfig {
+            name: name.into(),
+            root_id: String::new(),
+            vm_id: String::new(),
+            configuration: Bytes::new(),
+            vm_configuration: Bytes::new(),
+            env: Vec::new(),
+            memory_limit: 64 << 20,
+            callback_deadline: Duration::from_millis(100),
+            start_deadline: Duration::from_secs(1),
+        }
+    }
+}
+
+/// How a plugin's VMs have fared, over all workers.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    /// VMs created.
+    pub vm_starts: AtomicU64,
+    /// VMs that failed to start.
+    pub start_failures: AtomicU64,
+    /// Guest traps.
+    pub traps: AtomicU64,
+    /// Callbacks stopped at their deadline.
+    pub deadlines: AtomicU64,
+    /// Callbacks that ran into the memory cap.
+    pub memory_failures: AtomicU64,
+    /// VMs replaced after a failure.
+    pub recycles: AtomicU64,
+}
+
+impl PluginStats {
+    /// Reads a counter.
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The parts every VM of a plugin shares.
+#[derive(Debug)]
+pub(crate) struct PluginShared {
+    pub(crate) config: PluginConfig,
+    pub(crate) module: CompiledModule,
+    pub(crate) shared: Arc<SharedState>,
+    pub(crate) metrics: Arc<MetricRegistry>,
+    pub(crate) stats: PluginStats,
+    /// The engine's epoch tick (deadlines are counted in it).
+    pub(crate) epoch_tick: Duration,
+}
+
+/// A loaded plugin: cheap to clone, shared by its VMs on every worker.
+#[derive(Debug, Clone)]
+pub struct Plugin(pub(crate) Arc<PluginShared>);
+
+impl Plugin {
+    /// Its configuration.
+    pub fn config(&self) -> &PluginConfig {
+        &self.0.config
+    }
+
+    /// Its module.
+    pub fn module(&self) -> &CompiledModule {
+        &self.0.module
+    }
+
+    /// Its VMs' counters.
+    pub fn stats(&self) -> &PluginStats {
+        &self.0.stats
+    }
+}

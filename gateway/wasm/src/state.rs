@@ -1,0 +1,150 @@
+//! What a VM's store holds: the plugin's shared parts, the guest's allocator and memory, the
+//! context the guest is acting in, and the data of every HTTP stream the VM has a context for.
+//!
+//! Host calls read and write only this; the filter moves a stream's headers and body in while
+//! the plugin may touch them and takes them back when the stream moves on.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use wasmtime::{Memory, TypedFunc};
+
+use crate::context::{CallResponse, HttpCall, LocalResponse};
+use crate::host::{Host, StreamInfo};
+use crate::metrics::Metric;
+use crate::plugin::PluginShared;
+
+/// The store data of one VM.
+pub struct VmState {
+    pub(crate) limits: Limits,
+    pub(crate) inbox: Arc<crate::shared::Inbox>,
+    pub(crate) plugin: Arc<PluginShared>,
+    pub(crate) host: Rc<dyn Host>,
+    /// `proxy_on_memory_allocate` or `malloc`.
+    pub(crate) alloc: Option<TypedFunc<i32, i32>>,
+    pub(crate) memory: Option<Memory>,
+    /// The root context's id.
+    pub(crate) root_id: u32,
+    /// The context host calls act on (the callback's, or what `proxy_set_effective_context` set).
+    pub(crate) effective: u32,
+    pub(crate) streams: HashMap<u32, StreamData>,
+    /// The root context's tick period; `None` when ticks are off.
+    pub(crate) tick_period: Option<Duration>,
+    pub(crate) tick_waker: Option<Waker>,
+    /// Callouts dispatched during the current callback, for the filter to send.
+    pub(crate) calls: Vec<HttpCall>,
+    pub(crate) next_token: u32,
+    /// The response of the callout being delivered to `proxy_on_http_call_response`.
+    pub(crate) call_response: Option<CallResponse>,
+    /// Metrics this VM defined, by id.
+    pub(crate) metrics: Vec<Arc<Metric>>,
+    /// Queues this VM registered (delivered to its root context).
+    pub(crate) queues: Vec<u32>,
+    /// What `proxy_get_status` reports (the last gRPC close or callout status).
+    pub(crate) status: (u32, Bytes),
+    /// The plugin called `proxy_done` (the root context may be deleted).
+    pub(crate) done: bool,
+    /// Bytes a plain `fd_write` to stdout/stderr left without a newline yet.
+    pub(crate) stdio: [Vec<u8>; 2],
+}
+
+/// One HTTP stream as the VM sees it.
+#[derive(Default)]
+pub struct StreamData {
+    /// The request head, while the plugin holds it (request phase, or paused).
+    pub(crate) request: Option<http::request::Parts>,
+    pub(crate) request_body: BytesMut,
+    pub(crate) request_trailers: Option<http::HeaderMap>,
+    /// The response head, while the plugin holds it.
+    pub(crate) response: Option<http::response::Parts>,
+    pub(crate) response_body: BytesMut,
+    pub(crate) response_trailers: Option<http::HeaderMap>,
+    /// What the gateway knows of the stream (addresses, route, cluster, response code).
+    pub(crate) info: StreamInfo,
+    /// The request head as it went upstream, kept for `request.*` properties later on.
+    pub(crate) sent_request: Option<Rc<RequestFacts>>,
+    /// A reply the plugin asked for with `proxy_send_local_response`.
+    pub(crate) local_response: Option<LocalResponse>,
+    /// The plugin resumed the request (`proxy_continue_stream(0)`) or the response.
+    pub(crate) resumed_request: bool,
+    pub(crate) resumed_response: bool,
+    /// The plugin closed or reset the stream.
+    pub(crate) closed: bool,
+    /// Woken when the plugin resumes, closes or replies to this stream.
+    pub(crate) waker: Option<Waker>,
+    /// Values the plugin set with `proxy_set_property` (filter state).
+    pub(crate) filter_state: HashMap<Vec<u8>, Bytes>,
+}
+
+/// The request facts `request.*` properties read once the head has gone upstream.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestFacts {
+    pub(crate) method: http::Method,
+    pub(crate) uri: http::Uri,
+    pub(crate) headers: http::HeaderMap,
+}
+
+impl StreamData {
+    /// Wakes whoever waits on the stream.
+    pub(crate) fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+impl VmState {
+    /// The stream the guest is acting on, if the effective context is a stream.
+    pub(crate) fn stream(&mut self) -> Option<&mut StreamData> {
+        self.streams.get_mut(&self.effective)
+    }
+}
+
+/// The VM's resource limits: its memory cap, and whether the guest ran into it.
+#[derive(Debug)]
+pub struct Limits {
+    pub(crate) memory: usize,
+    pub(crate) hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory {
+            // The guest sees a failed `memory.grow`, as on a real out-of-memory; the VM is
+            // marked so a trap that follows is reported as the cap being hit.
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
+
+    fn tables(&self) -> usize {
+        4
+    }
+
+    fn memories(&self) -> usize {
+        1
+    }
+}

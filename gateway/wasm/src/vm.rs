@@ -1,0 +1,729 @@
+//! A VM: one instance of a plugin's module on one worker, with its root context and the HTTP
+//! contexts of the streams it filters. Every guest callback runs under the plugin's CPU
+//! deadline and memory cap; the first failure marks the VM failed, for the filter to replace.
+//!
+//! Context ids are allocated per VM as Envoy does: the root context first, then one per stream.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use wasmtime::{Store, Trap, TypedFunc, WasmParams, WasmResults};
+
+use crate::context::{Action, CallResponse, HttpCall, LocalResponse};
+use crate::engine::AbiVersion;
+use crate::error::{VmFailure, WasmError};
+use crate::host::{Host, StreamInfo};
+use crate::plugin::{Plugin, PluginStats};
+use crate::shared::Inbox;
+use crate::state::{Limits, RequestFacts, StreamData, VmState};
+
+/// A stream's context in a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StreamId(pub u32);
+
+type F1 = TypedFunc<i32, ()>;
+type F2 = TypedFunc<(i32, i32), ()>;
+type F1R = TypedFunc<i32, i32>;
+type F2R = TypedFunc<(i32, i32), i32>;
+type F3R = TypedFunc<(i32, i32, i32), i32>;
+type F5 = TypedFunc<(i32, i32, i32, i32, i32), ()>;
+
+/// Header callbacks take `end_of_stream` from ABI 0.2.0 on.
+#[derive(Clone)]
+enum HeadersFn {
+    V1(F2R),
+    V2(F3R),
+}
+
+#[derive(Default)]
+struct Exports {
+    context_create: Option<F2>,
+    vm_start: Option<F2R>,
+    configure: Option<F2R>,
+    request_headers: Option<HeadersFn>,
+    request_body: Option<F3R>,
+    request_trailers: Option<F2R>,
+    response_headers: Option<HeadersFn>,
+    response_body: Option<F3R>,
+    response_trailers: Option<F2R>,
+    done: Option<F1R>,
+    log: Option<F1>,
+    delete: Option<F1>,
+    tick: Option<F1>,
+    http_call_response: Option<F5>,
+    queue_ready: Option<F2>,
+}
+
+/// How a paused stream went on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// The plugin resumed it.
+    Continue,
+    /// The plugin replied instead.
+    LocalResponse(LocalResponse),
+    /// The plugin closed the stream.
+    Closed,
+    /// The VM failed while the stream waited.
+    Failed(VmFailure),
+}
+
+/// One VM of a plugin.
+pub struct PluginVm {
+    store: Store<VmState>,
+    plugin: Plugin,
+    ex: Exports,
+    next_id: u32,
+    failed: Option<VmFailure>,
+}
+
+impl std::fmt::Debug for PluginVm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginVm")
+            .field("plugin", &self.plugin.config().name)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+fn export<P: WasmParams, R: WasmResults>(
+    instance: &wasmtime::Instance,
+    store: &mut Store<VmState>,
+    name: &'static str,
+) -> Result<Option<TypedFunc<P, R>>, WasmError> {
+    match instance.get_func(&mut *store, name) {
+        None => Ok(None),
+        Some(f) => f
+            .typed::<P, R>(&*store)
+            .map(Some)
+            .map_err(|_| WasmError::BadExport(name)),
+    }
+}
+
+impl PluginVm {
+    /// Instantiates the plugin's module and brings up its root context: `_initialize` (or
+    /// `_start`), `proxy_on_context_create`, `proxy_on_vm_start`, `proxy_on_configure`.
+    pub fn start(plugin: &Plugin, host: Rc<dyn Host>) -> Result<PluginVm, WasmError> {
+        let shared = plugin.0.clone();
+        let cfg = &shared.config;
+        let state = VmState {
+            limits: Limits {
+                memory: cfg.memory_limit,
+                hit: false,
+            },
+            inbox: Arc::new(Inbox::default()),
+            plugin: shared.clone(),
+            host,
+            alloc: None,
+            memory: None,
+            root_id: 1,
+            effective: 1,
+            streams: HashMap::new(),
+            tick_period: None,
+            tick_waker: None,
+            calls: Vec::new(),
+            next_token: 1,
+            call_response: None,
+            metrics: Vec::new(),
+            queues: Vec::new(),
+            status: (0, Bytes::new()),
+            done: false,
+            stdio: Default::default(),
+        };
+        let pre = &shared.module.pre;
+        let mut store = Store::new(pre.module().engine(), state);
+        store.limiter(|s| &mut s.limits);
+        PluginStats::bump(&shared.stats.vm_starts);
+        let fail = |f: VmFailure| {
+            PluginStats::bump(&shared.stats.start_failures);
+            WasmError::Start(f)
+        };
+        store.set_epoch_deadline(ticks(shared.epoch_tick, cfg.start_deadline));
+        let instance = match pre.instantiate(&mut store) {
+            Ok(i) => i,
+            Err(e) => {
+                let limits = &store.data().limits;
+                return Err(fail(classify("instantiate", e, limits, cfg.start_deadline)));
+            }
+        };
+        let v1 = shared.module.abi == AbiVersion::V0_1_0;
+        let headers = |store: &mut Store<VmState>, name| -> Result<Option<HeadersFn>, WasmError> {
+            Ok(if v1 {
+                export::<(i32, i32), i32>(&instance, store, name)?.map(HeadersFn::V1)
+            } else {
+                export::<(i32, i32, i32), i32>(&instance, store, name)?.map(HeadersFn::V2)
+            })
+        };
+        let ex = Exports {
+            context_create: export(&instance, &mut store, "proxy_on_context_create")?,
+            vm_start: export(&instance, &mut store, "proxy_on_vm_start")?,
+            configure: export(&instance, &mut store, "proxy_on_configure")?,
+            request_headers: headers(&mut store, "proxy_on_request_headers")?,
+            request_body: export(&instance, &mut store, "proxy_on_request_body")?,
+            request_trailers: export(&instance, &mut store, "proxy_on_request_trailers")?,
+            response_headers: headers(&mut store, "proxy_on_response_headers")?,
+            response_body: export(&instance, &mut store, "proxy_on_response_body")?,
+            response_trailers: export(&instance, &mut store, "proxy_on_response_trailers")?,
+            done: export(&instance, &mut store, "proxy_on_done")?,
+            log: export(&instance, &mut store, "proxy_on_log")?,
+            delete: export(&instance, &mut store, "proxy_on_delete")?,
+            tick: export(&instance, &mut store, "proxy_on_tick")?,
+            http_call_response: export(&instance, &mut store, "proxy_on_http_call_response")?,
+            queue_ready: export(&instance, &mut store, "proxy_on_queue_ready")?,
+        };
+        let alloc = match export::<i32, i32>(&instance, &mut store, "proxy_on_memory_allocate")? {
+            Some(f) => Some(f),
+            None => export::<i32, i32>(&instance, &mut store, "malloc")?,
+        };
+        store.data_mut().alloc = alloc;
+        store.data_mut().memory = instance.get_memory(&mut store, "memory");
+        let init = match export::<(), ()>(&instance, &mut store, "_initialize")? {
+            Some(f) => Some(f),
+            None => export::<(), ()>(&instance, &mut store, "_start")?,
+        };
+        let mut vm = PluginVm {
+            store,
+            plugin: plugin.clone(),
+            ex,
+            next_id: 2,
+            failed: None,
+        };
+        let deadline = cfg.start_deadline;
+        let root = 1;
+        if let Some(f) = init {
+            vm.call_with(root, "_initialize", deadline, f, ())
+                .map_err(fail)?;
+        }
+        if let Some(f) = vm.ex.context_create.clone() {
+            vm.call_with(
+                root,
+                "proxy_on_context_create",
+                deadline,
+                f,
+                (root as i32, 0),
+            )
+            .map_err(fail)?;
+        }
+        let vm_config = cfg.vm_configuration.len() as i32;
+        if let Some(f) = vm.ex.vm_start.clone() {
+            let ok = vm
+                .call_with(
+                    root,
+                    "proxy_on_vm_start",
+                    deadline,
+                    f,
+                    (root as i32, vm_config),
+                )
+                .map_err(fail)?;
+            if ok == 0 {
+                return Err(fail(VmFailure::Refused("proxy_on_vm_start")));
+            }
+        }
+        let plugin_config = cfg.configuration.len() as i32;
+        if let Some(f) = vm.ex.configure.clone() {
+            let ok = vm
+                .call_with(
+                    root,
+                    "proxy_on_configure",
+                    deadline,
+                    f,
+                    (root as i32, plugin_config),
+                )
+                .map_err(fail)?;
+            if ok == 0 {
+                return Err(fail(VmFailure::Refused("proxy_on_configure")));
+            }
+        }
+        Ok(vm)
+    }
+
+    /// The plugin this VM runs.
+    pub fn plugin(&self) -> &Plugin {
+        &self.plugin
+    }
+
+    /// Why the VM stopped serving, if it did.
+    pub fn failed(&self) -> Option<&VmFailure> {
+        self.failed.as_ref()
+    }
+
+    /// Bytes of linear memory the guest has.
+    pub fn memory_size(&self) -> usize {
+        self.store
+            .data()
+            .memory
+            .map_or(0, |m| m.data_size(&self.store))
+    }
+
+    /// Where this VM's shared queues signal readiness.
+    pub fn inbox(&self) -> Arc<Inbox> {
+        self.store.data().inbox.clone()
+    }
+
+    /// The root context's tick period (`None`: no ticks). When ticks are off, `cx` is woken
+    /// once the plugin sets a period.
+    pub fn tick_period(&mut self, cx: &mut Context<'_>) -> Option<Duration> {
+        let st = self.store.data_mut();
+        if st.tick_period.is_none() {
+            st.tick_waker = Some(cx.waker().clone());
+        }
+        st.tick_period
+    }
+
+    /// Callouts the plugin dispatched since the last call, for the filter to send.
+    pub fn take_calls(&mut self) -> Vec<HttpCall> {
+        std::mem::take(&mut self.store.data_mut().calls)
+    }
+
+    /// Opens an HTTP context for a new stream.
+    pub fn create_stream(&mut self, info: StreamInfo) -> Result<StreamId, VmFailure> {
+        self.check()?;
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(2);
+        let root = self.store.data().root_id;
+        self.store.data_mut().streams.insert(
+            id,
+            StreamData {
+                info,
+                ..StreamData::default()
+            },
+        );
+        if let Some(f) = self.ex.context_create.clone() {
+            self.call(id, "proxy_on_context_create", f, (id as i32, root as i32))?;
+        }
+        Ok(StreamId(id))
+    }
+
+    /// The stream's facts, to update as the stream goes on (upstream, response code, ...).
+    pub fn info_mut(&mut self, id: StreamId) -> Option<&mut StreamInfo> {
+        self.store
+            .data_mut()
+            .streams
+            .get_mut(&id.0)
+            .map(|s| &mut s.info)
+    }
+
+    /// Runs `proxy_on_request_headers` on `head`. On `Continue` take the (possibly changed)
+    /// head back with [`PluginVm::take_request`]; on `Pause` wait with [`PluginVm::poll_resume`].
+    pub fn on_request_headers(
+        &mut self,
+        id: StreamId,
+        head: http::request::Parts,
+        end_of_stream: bool,
+    ) -> Result<Action, VmFailure> {
+        let n = crate::abi::request_header_count(&head) as i32;
+        self.stream(id)?.request = Some(head);
+        let Some(f) = self.ex.request_headers.clone() else {
+            return Ok(Action::Continue);
+        };
+        let r = match f {
+            HeadersFn::V1(f) => self.call(id.0, "proxy_on_request_headers", f, (id.0 as i32, n))?,
+            HeadersFn::V2(f) => self.call(
+                id.0,
+                "proxy_on_request_headers",
+                f,
+                (id.0 as i32, n, end_of_stream as i32),
+            )?,
+        };
+        self.action("proxy_on_request_headers", r)
+    }
+
+    /// Runs `proxy_on_response_headers` on `head` (see [`PluginVm::on_request_headers`]).
+    pub fn on_response_headers(
+        &mut self,
+        id: StreamId,
+        head: http::response::Parts,
+        end_of_stream: bool,
+    ) -> Result<Action, VmFailure> {
+        let n = head.headers.len() as i32 + 1;
+        {
+            let s = self.stream(id)?;
+            s.info.response_code = Some(head.status.as_u16());
+            s.response = Some(head);
+        }
+        let Some(f) = self.ex.response_headers.clone() else {
+            return Ok(Action::Continue);
+        };
+        let r = match f {
+            HeadersFn::V1(f) => {
+                self.call(id.0, "proxy_on_response_headers", f, (id.0 as i32, n))?
+            }
+            HeadersFn::V2(f) => self.call(
+                id.0,
+                "proxy_on_response_headers",
+                f,
+                (id.0 as i32, n, end_of_stream as i32),
+            )?,
+        };
+        self.action("proxy_on_response_headers", r)
+    }
+
+    /// Runs `proxy_on_request_body` with `chunk` added to what the plugin buffered so far.
+    /// On `Continue` take the whole buffered body with [`PluginVm::take_request_body`].
+    pub fn on_request_body(
+        &mut self,
+        id: StreamId,
+        chunk: Bytes,
+        end_of_stream: bool,
+    ) -> Result<Action, VmFailure> {
+        let size = {
+            let s = self.stream(id)?;
+            s.info.request_body_size += chunk.len() as u64;
+            append(&mut s.request_body, chunk);
+            s.request_body.len() as i32
+        };
+        let Some(f) = self.ex.request_body.clone() else {
+            return Ok(Action::Continue);
+        };
+        let r = self.call(
+            id.0,
+            "proxy_on_request_body",
+            f,
+            (id.0 as i32, size, end_of_stream as i32),
+        )?;
+        self.action("proxy_on_request_body", r)
+    }
+
+    /// Runs `proxy_on_response_body` (see [`PluginVm::on_request_body`]).
+    pub fn on_response_body(
+        &mut self,
+        id: StreamId,
+        chunk: Bytes,
+        end_of_stream: bool,
+    ) -> Result<Action, VmFailure> {
+        let size = {
+            let s = self.stream(id)?;
+            s.info.response_body_size += chunk.len() as u64;
+            append(&mut s.response_body, chunk);
+            s.response_body.len() as i32
+        };
+        let Some(f) = self.ex.response_body.clone() else {
+            return Ok(Action::Continue);
+        };
+        let r = self.call(
+            id.0,
+            "proxy_on_response_body",
+            f,
+            (id.0 as i32, size, end_of_stream as i32),
+        )?;
+        self.action("proxy_on_response_body", r)
+    }
+
+    /// Runs `proxy_on_request_trailers`; take them back with [`PluginVm::take_request_trailers`].
+    pub fn on_request_trailers(
+        &mut self,
+        id: StreamId,
+        trailers: http::HeaderMap,
+    ) -> Result<Action, VmFailure> {
+        let n = trailers.len() as i32;
+        self.stream(id)?.request_trailers = Some(trailers);
+        let Some(f) = self.ex.request_trailers.clone() else {
+            return Ok(Action::Continue);
+        };
+        let r = self.call(id.0, "proxy_on_request_trailers", f, (id.0 as i32, n))?;
+        self.action("proxy_on_request_trailers", r)
+    }
+
+    /// Runs `proxy_on_response_trailers`.
+    pub fn on_response_trailers(
+        &mut self,
+        id: StreamId,
+        trailers: http::HeaderMap,
+    ) -> Result<Action, VmFailure> {
+        let n = trailers.len() as i32;
+        self.stream(id)?.response_trailers = Some(trailers);
+        let Some(f) = self.ex.response_trailers.clone() else {
+            return Ok(Action::Continue);
+        };
+        let r = self.call(id.0, "proxy_on_response_trailers", f, (id.0 as i32, n))?;
+        self.action("proxy_on_response_trailers", r)
+    }
+
+    /// The request head, back from the plugin.
+    pub fn take_request(&mut self, id: StreamId) -> Option<http::request::Parts> {
+        let keep = self.plugin.module().reads_request;
+        let s = self.store.data_mut().streams.get_mut(&id.0)?;
+        let head = s.request.take()?;
+        if keep {
+            s.sent_request = Some(Rc::new(RequestFacts {
+                method: head.method.clone(),
+                uri: head.uri.clone(),
+                headers: head.headers.clone(),
+            }));
+        }
+        Some(head)
+    }
+
+    /// The response head, back from the plugin.
+    pub fn take_response(&mut self, id: StreamId) -> Option<http::response::Parts> {
+        self.store
+            .data_mut()
+            .streams
+            .get_mut(&id.0)?
+            .response
+            .take()
+    }
+
+    /// The request body the plugin buffered (as it left it).
+    pub fn take_request_body(&mut self, id: StreamId) -> Bytes {
+        self.store
+            .data_mut()
+            .streams
+            .get_mut(&id.0)
+            .map_or_else(Bytes::new, |s| s.request_body.split().freeze())
+    }
+
+    /// The response body the plugin buffered.
+    pub fn take_response_body(&mut self, id: StreamId) -> Bytes {
+        self.store
+            .data_mut()
+            .streams
+            .get_mut(&id.0)
+            .map_or_else(Bytes::new, |s| s.response_body.split().freeze())
+    }
+
+    /// Request trailers, back from the plugin.
+    pub fn take_request_trailers(&mut self, id: StreamId) -> Option<http::HeaderMap> {
+        self.store
+            .data_mut()
+            .streams
+            .get_mut(&id.0)?
+            .request_trailers
+            .take()
+    }
+
+    /// Response trailers, back from the plugin.
+    pub fn take_response_trailers(&mut self, id: StreamId) -> Option<http::HeaderMap> {
+        self.store
+            .data_mut()
+            .streams
+            .get_mut(&id.0)?
+            .response_trailers
+            .take()
+    }
+
+    /// A reply the plugin asked for during the last callback.
+    pub fn take_local_response(&mut self, id: StreamId) -> Option<LocalResponse> {
+        self.store
+            .data_mut()
+            .streams
+            .get_mut(&id.0)?
+            .local_response
+            .take()
+    }
+
+    /// Whether a paused stream may go on: resumed (`response` picks the direction), answered
+    /// locally, closed, or failed with the VM. Pending until one of those.
+    pub fn poll_resume(
+        &mut self,
+        id: StreamId,
+        response: bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<Resume> {
+        if let Some(f) = &self.failed {
+            return Poll::Ready(Resume::Failed(f.clone()));
+        }
+        let Some(s) = self.store.data_mut().streams.get_mut(&id.0) else {
+            return Poll::Ready(Resume::Closed);
+        };
+        if let Some(r) = s.local_response.take() {
+            return Poll::Ready(Resume::LocalResponse(r));
+        }
+        if s.closed {
+            return Poll::Ready(Resume::Closed);
+        }
+        let resumed = if response {
+            &mut s.resumed_response
+        } else {
+            &mut s.resumed_request
+        };
+        if std::mem::take(resumed) {
+            return Poll::Ready(Resume::Continue);
+        }
+        s.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Ends a stream: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`, in Envoy's order,
+    /// then forgets its data. Safe on a failed VM (the callbacks are skipped).
+    pub fn end_stream(&mut self, id: StreamId) {
+        if self.failed.is_none() && self.store.data().streams.contains_key(&id.0) {
+            if let Some(f) = self.ex.done.clone() {
+                let _ = self.call(id.0, "proxy_on_done", f, id.0 as i32);
+            }
+            if let Some(f) = self.ex.log.clone() {
+                let _ = self.call(id.0, "proxy_on_log", f, id.0 as i32);
+            }
+            if let Some(f) = self.ex.delete.clone() {
+                let _ = self.call(id.0, "proxy_on_delete", f, id.0 as i32);
+            }
+        }
+        self.store.data_mut().streams.remove(&id.0);
+    }
+
+    /// Runs the root context's `proxy_on_tick`.
+    pub fn on_tick(&mut self) -> Result<(), VmFailure> {
+        let root = self.store.data().root_id;
+        match self.ex.tick.clone() {
+            Some(f) => self.call(root, "proxy_on_tick", f, root as i32),
+            None => Ok(()),
+        }
+    }
+
+    /// Delivers a callout's response (`None`: it failed) to the context that sent it. A stream
+    /// that has ended meanwhile gets nothing, as in Envoy.
+    pub fn on_http_call_response(
+        &mut self,
+        call: &HttpCall,
+        response: Option<CallResponse>,
+    ) -> Result<(), VmFailure> {
+        let ctx = call.context_id;
+        let st = self.store.data_mut();
+        if ctx != st.root_id && !st.streams.contains_key(&ctx) {
+            return Ok(());
+        }
+        let Some(f) = self.ex.http_call_response.clone() else {
+            return Ok(());
+        };
+        let (h, b, t) = response.as_ref().map_or((0, 0, 0), |r| {
+            (
+                r.headers.len() as i32,
+                r.body.len() as i32,
+                r.trailers.len() as i32,
+            )
+        });
+        st.call_response = Some(response.unwrap_or_default());
+        let r = self.call(
+            ctx,
+            "proxy_on_http_call_response",
+            f,
+            (ctx as i32, call.token as i32, h, b, t),
+        );
+        self.store.data_mut().call_response = None;
+        r
+    }
+
+    /// Tells the root context that queue `queue` has data.
+    pub fn on_queue_ready(&mut self, queue: u32) -> Result<(), VmFailure> {
+        let root = self.store.data().root_id;
+        match self.ex.queue_ready.clone() {
+            Some(f) => self.call(root, "proxy_on_queue_ready", f, (root as i32, queue as i32)),
+            None => Ok(()),
+        }
+    }
+
+    fn check(&self) -> Result<(), VmFailure> {
+        match &self.failed {
+            Some(_) => Err(VmFailure::Failed),
+            None => Ok(()),
+        }
+    }
+
+    fn stream(&mut self, id: StreamId) -> Result<&mut StreamData, VmFailure> {
+        self.check()?;
+        self.store
+            .data_mut()
+            .streams
+            .get_mut(&id.0)
+            .ok_or(VmFailure::Failed)
+    }
+
+    fn action(&mut self, callback: &'static str, r: i32) -> Result<Action, VmFailure> {
+        Action::from_guest(r).ok_or_else(|| {
+            let f = VmFailure::BadReturn { callback, value: r };
+            self.fail(f.clone());
+            f
+        })
+    }
+
+    fn call<P: WasmParams, R: WasmResults>(
+        &mut self,
+        context: u32,
+        callback: &'static str,
+        f: TypedFunc<P, R>,
+        params: P,
+    ) -> Result<R, VmFailure> {
+        let deadline = self.plugin.config().callback_deadline;
+        self.call_with(context, callback, deadline, f, params)
+    }
+
+    fn call_with<P: WasmParams, R: WasmResults>(
+        &mut self,
+        context: u32,
+        callback: &'static str,
+        deadline: Duration,
+        f: TypedFunc<P, R>,
+        params: P,
+    ) -> Result<R, VmFailure> {
+        self.check()?;
+        self.store
+            .set_epoch_deadline(ticks(self.plugin.0.epoch_tick, deadline));
+        self.store.data_mut().effective = context;
+        match f.call(&mut self.store, params) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let failure = classify(callback, e, &self.store.data().limits, deadline);
+                self.fail(failure.clone());
+                Err(failure)
+            }
+        }
+    }
+
+    fn fail(&mut self, failure: VmFailure) {
+        let stats = &self.plugin.0.stats;
+        PluginStats::bump(match failure {
+            VmFailure::Deadline { .. } => &stats.deadlines,
+            VmFailure::Memory { .. } => &stats.memory_failures,
+            _ => &stats.traps,
+        });
+        tracing::warn!(plugin = %self.plugin.config().name, %failure, "wasm VM failed");
+        self.failed = Some(failure);
+        for s in self.store.data_mut().streams.values_mut() {
+            s.wake();
+        }
+    }
+}
+
+/// Appends `chunk` to `buf` without copying when `buf` is empty and `chunk` is not shared.
+fn append(buf: &mut BytesMut, chunk: Bytes) {
+    if buf.is_empty() {
+        match chunk.try_into_mut() {
+            Ok(m) => *buf = m,
+            Err(chunk) => buf.extend_from_slice(&chunk),
+        }
+    } else {
+        buf.extend_from_slice(&chunk);
+    }
+}
+
+/// Epoch ticks for `deadline` (at least one whole tick beyond the current one).
+fn ticks(tick: Duration, deadline: Duration) -> u64 {
+    (deadline.as_nanos() / tick.as_nanos().max(1)) as u64 + 1
+}
+
+/// What a failed guest call means.
+fn classify(
+    callback: &'static str,
+    e: wasmtime::Error,
+    limits: &Limits,
+    deadline: Duration,
+) -> VmFailure {
+    if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return VmFailure::Deadline {
+            callback,
+            deadline_ms: deadline.as_millis() as u64,
+        };
+    }
+    if limits.hit {
+        return VmFailure::Memory {
+            callback,
+            limit: limits.memory,
+        };
+    }
+    let text = format!("{e:#}");
+    let message = text.lines().take(3).collect::<Vec<_>>().join(" ");
+    VmFailure::Trap { callback, message }
+}
