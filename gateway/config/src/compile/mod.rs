@@ -7,6 +7,7 @@
 
 pub mod clusters;
 pub mod hosts;
+pub mod plugin_json;
 pub mod routes;
 #[cfg(test)]
 mod tests;
