@@ -252,7 +252,7 @@ pub fn compile(set: &ResourceSet, opts: &CompileOptions) -> Result<Compiled, Vec
         })
         .collect();
     Ok(Compiled {
-        snapshot: Snapshot::new(listeners, clusters, resources),
+        snapshot: Snapshot::new(listeners, clusters, Vec::new(), resources),
         warnings,
     })
 }
