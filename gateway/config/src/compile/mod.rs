@@ -8,6 +8,8 @@
 pub mod clusters;
 pub mod hosts;
 pub mod plugin_json;
+#[cfg(test)]
+mod plugin_tests;
 pub mod plugins;
 pub mod routes;
 #[cfg(test)]
