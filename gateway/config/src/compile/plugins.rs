@@ -116,9 +116,9 @@ pub fn compile_plugins(set: &ResourceSet, scope: &PluginScope<'_>) -> PluginsOut
             .entry(res as *const _)
             .or_default()
             .push(format!(
-                "plugin {} of {total}: phase {:?}, priority {prio}",
+                "plugin {} of {total}: phase {}, priority {prio}",
                 i + 1,
-                plugin.phase
+                plugin.phase.as_str()
             ));
         out.plugins.push(Arc::new(plugin));
     }

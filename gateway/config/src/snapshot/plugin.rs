@@ -57,6 +57,18 @@ pub enum Phase {
     Unspecified,
 }
 
+impl Phase {
+    /// Istio's name of the phase (`AUTHN`, ..., `UNSPECIFIED_PHASE`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Authn => "AUTHN",
+            Phase::Authz => "AUTHZ",
+            Phase::Stats => "STATS",
+            Phase::Unspecified => "UNSPECIFIED_PHASE",
+        }
+    }
+}
+
 /// What a plugin filters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
