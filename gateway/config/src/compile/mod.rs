@@ -2,16 +2,20 @@
 //!
 //! Selects the Gateways whose selector matches this gateway's labels, merges their servers
 //! into listeners by port, binds VirtualServices (through `gateways:`, host intersection,
-//! namespace rules and `exportTo`) into virtual hosts, and builds the clusters their routes
-//! name. Pure: no I/O, no clocks; the same input gives the same snapshot.
+//! namespace rules and `exportTo`) into virtual hosts, builds the clusters their routes name and
+//! the WasmPlugins that apply. Pure: no I/O, no clocks; the same input gives the same snapshot.
 
 pub mod clusters;
 pub mod hosts;
+pub mod plugin_json;
+#[cfg(test)]
+mod plugin_tests;
+pub mod plugins;
 pub mod routes;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::diag::{Diagnostic, Issue, Severity};
@@ -23,15 +27,22 @@ use crate::snapshot::route_table::{RouteTable, VirtualHost};
 use crate::snapshot::{Listener, ListenerProtocol, ResourceOutcome, ServerBinding, Snapshot};
 use clusters::ClusterBuilder;
 use hosts::{exported_to, intersect, resolve_fqdn, resolve_gateway_ref, server_host_for};
+use plugins::{compile_plugins, PluginScope};
 use routes::{compile_route, RouteScope};
 
 /// Who this gateway is: what selects its Gateways and how names resolve.
 #[derive(Debug, Clone)]
 pub struct CompileOptions {
-    /// The gateway's own labels (Gateway `selector`s are matched against them).
+    /// The gateway's own labels (Gateway and WasmPlugin `selector`s are matched against them; a
+    /// `gateway.networking.k8s.io/gateway-name` label makes it a Gateway API gateway that
+    /// WasmPlugin `targetRefs` can name).
     pub labels: BTreeMap<String, String>,
-    /// The gateway's namespace (for `exportTo`, `./host` and DestinationRule precedence).
+    /// The gateway's namespace (for `exportTo`, `./host`, DestinationRule precedence and the
+    /// WasmPlugins that apply).
     pub namespace: String,
+    /// Istio's config root namespace (`meshConfig.rootNamespace`): its WasmPlugins apply to
+    /// every gateway they select.
+    pub root_namespace: String,
     /// Cluster domain suffix for short names.
     pub domain_suffix: String,
     /// Only Gateways in `namespace` apply (Istio's `PILOT_SCOPE_GATEWAY_TO_NAMESPACE`).
@@ -43,6 +54,7 @@ impl Default for CompileOptions {
         CompileOptions {
             labels: BTreeMap::from([("istio".to_owned(), "ingressgateway".to_owned())]),
             namespace: "istio-system".into(),
+            root_namespace: "istio-system".into(),
             domain_suffix: "cluster.local".into(),
             scope_gateway_to_namespace: false,
         }
@@ -78,6 +90,7 @@ pub fn compile(set: &ResourceSet, opts: &CompileOptions) -> Result<Compiled, Vec
     let mut errors = Vec::new();
     let mut outcomes: HashMap<*const Resource, Vec<String>> = HashMap::new();
     let mut listeners: Vec<ListenerBuild> = Vec::new();
+    let mut selected_gateways: Vec<(String, String)> = Vec::new();
 
     for (res, gw) in set.gateways() {
         let selected = gw
@@ -90,6 +103,7 @@ pub fn compile(set: &ResourceSet, opts: &CompileOptions) -> Result<Compiled, Vec
             out.push("not selected: its selector does not match this gateway's labels".into());
             continue;
         }
+        selected_gateways.push((res.namespace.clone(), res.meta.name.clone()));
         let gw_id: Arc<str> = Arc::from(format!("{}/{}", res.namespace, res.meta.name));
         for (i, server) in gw.servers.iter().enumerate() {
             match add_server(&mut listeners, &gw_id, &res.namespace, i, server) {
@@ -222,6 +236,26 @@ pub fn compile(set: &ResourceSet, opts: &CompileOptions) -> Result<Compiled, Vec
         }
     }
 
+    let route_names: HashSet<Arc<str>> = listeners
+        .iter()
+        .flat_map(|l| &l.vhosts)
+        .flat_map(|v| &v.routes)
+        .map(|r| r.name.clone())
+        .collect();
+    let compiled_plugins = compile_plugins(
+        set,
+        &PluginScope {
+            opts,
+            gateways: &selected_gateways,
+            route_names: &route_names,
+        },
+    );
+    for (key, notes) in compiled_plugins.outcomes {
+        outcomes.entry(key).or_default().extend(notes);
+    }
+    warnings.extend(compiled_plugins.warnings);
+    errors.extend(compiled_plugins.errors);
+
     clusters.add_service_entry_clusters();
     let clusters = clusters.build();
     if !errors.is_empty() {
@@ -251,7 +285,7 @@ pub fn compile(set: &ResourceSet, opts: &CompileOptions) -> Result<Compiled, Vec
         })
         .collect();
     Ok(Compiled {
-        snapshot: Snapshot::new(listeners, clusters, resources),
+        snapshot: Snapshot::new(listeners, clusters, compiled_plugins.plugins, resources),
         warnings,
     })
 }

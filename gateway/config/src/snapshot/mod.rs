@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod cors;
+pub mod plugin;
 pub mod retry;
 pub mod route;
 pub mod route_table;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use cluster::{Cluster, Discovery, Endpoint};
+pub use plugin::{EnvValue, Phase, Plugin, PluginSource, PluginType};
 pub use route::{Route, RouteAction, RouteMatch};
 pub use route_table::{RouteTable, VirtualHost};
 
@@ -88,6 +90,9 @@ pub struct Snapshot {
     pub listeners: Vec<Listener>,
     /// Clusters, sorted by name.
     pub clusters: Vec<Arc<Cluster>>,
+    /// WasmPlugins that apply to this gateway, in filter-chain order (phase, then priority
+    /// descending, then the gateway's own namespace before the root namespace, then name).
+    pub plugins: Vec<Arc<Plugin>>,
     /// What each resource became.
     pub resources: Vec<ResourceOutcome>,
     #[serde(skip)]
@@ -95,10 +100,12 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds a snapshot from its parts (sorts and indexes them).
+    /// Builds a snapshot from its parts (sorts and indexes listeners and clusters; `plugins`
+    /// are kept in the filter-chain order they come in).
     pub fn new(
         mut listeners: Vec<Listener>,
         mut clusters: Vec<Arc<Cluster>>,
+        plugins: Vec<Arc<Plugin>>,
         resources: Vec<ResourceOutcome>,
     ) -> Self {
         listeners.sort_by(|a, b| a.port.cmp(&b.port).then(a.address.cmp(&b.address)));
@@ -111,6 +118,7 @@ impl Snapshot {
         Snapshot {
             listeners,
             clusters,
+            plugins,
             resources,
             cluster_index,
         }
@@ -124,5 +132,18 @@ impl Snapshot {
     /// A cluster by name (`outbound|PORT|SUBSET|HOST`).
     pub fn cluster(&self, name: &str) -> Option<&Arc<Cluster>> {
         self.cluster_index.get(name).map(|i| &self.clusters[*i])
+    }
+
+    /// The HTTP plugins that run, in order, on a request to listener `port` that matched the
+    /// route named `route_name` (`None` when no route matched: only plugins not limited to
+    /// routes).
+    pub fn plugins_for<'a>(
+        &'a self,
+        route_name: Option<&'a str>,
+        port: u16,
+    ) -> impl Iterator<Item = &'a Arc<Plugin>> + 'a {
+        self.plugins
+            .iter()
+            .filter(move |p| p.applies(route_name, port))
     }
 }

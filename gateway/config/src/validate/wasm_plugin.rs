@@ -1,4 +1,5 @@
-//! Validation of `WasmPlugin`: source URL and digest, attachment, VM environment, match.
+//! Validation of `WasmPlugin`: source URL and digest, attachment, config, VM environment,
+//! match.
 
 use std::collections::HashSet;
 
@@ -84,6 +85,21 @@ pub fn validate(spec: &WasmPlugin, ctx: &Ctx<'_>, at: &FieldPath, r: &mut Report
             "pluginName must not be empty when set (at least 1 chars long)",
         );
     }
+    if let Some(cfg) = &spec.plugin_config {
+        let kind = match cfg {
+            serde_json::Value::Object(_) | serde_json::Value::Null => None,
+            serde_json::Value::Bool(_) => Some("boolean"),
+            serde_json::Value::Number(_) => Some("number"),
+            serde_json::Value::String(_) => Some("string"),
+            serde_json::Value::Array(_) => Some("array"),
+        };
+        if let Some(kind) = kind {
+            r.error(
+                &at.field("pluginConfig"),
+                format!("pluginConfig in body must be of type object: {kind:?}"),
+            );
+        }
+    }
     if let Some(vm) = &spec.vm_config {
         let mut seen = HashSet::new();
         for (i, e) in vm.env.iter().enumerate() {
@@ -164,6 +180,12 @@ mod tests {
         assert!(has(&e, "spec.sha256", "should match"));
         assert!(has(&e, "spec.imagePullSecret", "at least 1 chars"));
         assert!(has(&e, "spec.pluginName", "at least 1 chars"));
+        assert!(has(
+            &errors_of("WasmPlugin", "url: oci://a/b\npluginConfig: [1]"),
+            "spec.pluginConfig",
+            "must be of type object"
+        ));
+        assert!(errors_of("WasmPlugin", "url: oci://a/b\npluginConfig: {a: [1]}").is_empty());
     }
 
     #[test]
