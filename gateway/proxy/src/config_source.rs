@@ -76,6 +76,17 @@ impl FileSource {
     }
 }
 
+/// Whether a change to `path` can change the config: a YAML or JSON file, or a Kubernetes
+/// ConfigMap's `..data` link swap. Other files in a watched directory (logs, caches) are not.
+fn is_config_path(path: &std::path::Path) -> bool {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let dotdot = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(".."));
+    matches!(ext, "yaml" | "yml" | "json") || dotdot
+}
+
 /// Watches `source.paths` until the returned watcher is dropped, reloading on every change.
 pub fn watch(
     source: FileSource,
@@ -84,7 +95,7 @@ pub fn watch(
 ) -> notify::Result<notify::RecommendedWatcher> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if ev.is_ok_and(|e| !e.kind.is_access()) {
+        if ev.is_ok_and(|e| !e.kind.is_access() && e.paths.iter().any(|p| is_config_path(p))) {
             let _ = tx.send(());
         }
     })?;

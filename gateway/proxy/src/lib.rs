@@ -15,4 +15,5 @@ pub mod live;
 pub mod router;
 pub mod telemetry;
 pub mod upstream;
+pub mod wasm;
 pub mod worker;

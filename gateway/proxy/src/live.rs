@@ -27,12 +27,19 @@ pub struct Live {
     pub clusters: HashMap<Arc<str>, Arc<ClusterState>>,
     /// Increases with every swap.
     pub generation: u64,
+    /// The snapshot's WasmPlugins, loaded, in filter-chain order.
+    pub plugins: Vec<Arc<crate::wasm::LoadedPlugin>>,
 }
 
 impl Live {
     /// Builds the live view of `snapshot`, reusing cluster state from `previous` when the
     /// cluster's config did not change.
-    pub fn new(snapshot: Arc<Snapshot>, previous: Option<&Live>, node: &Node) -> Self {
+    pub fn new(
+        snapshot: Arc<Snapshot>,
+        previous: Option<&Live>,
+        node: &Node,
+        wasm: &crate::wasm::Runtime,
+    ) -> Self {
         let listeners = snapshot
             .listeners
             .iter()
@@ -54,11 +61,31 @@ impl Live {
             })
             .collect();
         Live {
-            snapshot,
             listeners,
             clusters,
             generation: previous.map_or(1, |p| p.generation + 1),
+            plugins: wasm.load_all(
+                &snapshot.plugins,
+                previous.map_or(&[][..], |p| &p.plugins[..]),
+            ),
+            snapshot,
         }
+    }
+
+    /// The loaded plugins a request on `port` that matched route `route` runs through.
+    pub fn plugins_for(
+        &self,
+        route: Option<&str>,
+        port: u16,
+    ) -> Vec<Arc<crate::wasm::LoadedPlugin>> {
+        if self.plugins.is_empty() {
+            return Vec::new();
+        }
+        self.plugins
+            .iter()
+            .filter(|p| p.spec.applies(route, port))
+            .cloned()
+            .collect()
     }
 
     /// The listener on a listening port.
@@ -83,6 +110,8 @@ pub struct ProxySettings {
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
     /// The gateway's locality and labels (locality load balancing).
     pub node: Node,
+    /// Where compiled wasm modules are cached across restarts (`None`: memory only).
+    pub wasm_cache: Option<std::path::PathBuf>,
 }
 
 /// Process-wide shared state.
@@ -97,13 +126,17 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Shutdown has begun: stop accepting, finish in-flight requests.
     pub draining: AtomicBool,
+    /// The wasm engine and plugin loader.
+    pub wasm: crate::wasm::Runtime,
 }
 
 impl Shared {
     /// Shared state starting at `snapshot`.
     pub fn new(snapshot: Snapshot, settings: ProxySettings) -> Arc<Self> {
-        let live = Live::new(Arc::new(snapshot), None, &settings.node);
+        let wasm = crate::wasm::Runtime::new(settings.wasm_cache.clone());
+        let live = Live::new(Arc::new(snapshot), None, &settings.node, &wasm);
         Arc::new(Shared {
+            wasm,
             settings,
             live: ArcSwap::from_pointee(live),
             metrics: Metrics::new(),
@@ -115,7 +148,12 @@ impl Shared {
     /// Swaps in a new snapshot (keeping live cluster state where config is unchanged).
     pub fn install(&self, snapshot: Snapshot) {
         let old = self.live.load();
-        let next = Live::new(Arc::new(snapshot), Some(&old), &self.settings.node);
+        let next = Live::new(
+            Arc::new(snapshot),
+            Some(&old),
+            &self.settings.node,
+            &self.wasm,
+        );
         self.live.store(Arc::new(next));
     }
 

@@ -30,6 +30,8 @@ pub struct WorkerCtx {
     pub id: usize,
     /// Downstream connections open on this worker.
     pub open_conns: std::cell::Cell<usize>,
+    /// This worker's wasm VMs.
+    pub vms: crate::wasm::vms::WorkerVms,
 }
 
 /// An address to listen on, as a listener of the snapshot asks.
@@ -151,6 +153,7 @@ fn run_worker(
         metrics: LocalMetrics::default(),
         id,
         open_conns: std::cell::Cell::new(0),
+        vms: Default::default(),
     });
     local.block_on(&rt, async move {
         let mut accepts = Vec::new();

@@ -76,6 +76,11 @@ impl PluginStats {
         c.load(Ordering::Relaxed)
     }
 
+    /// Counts a VM replaced after its failure (the host decides when to replace one).
+    pub fn bump_recycle(&self) {
+        Self::bump(&self.recycles);
+    }
+
     pub(crate) fn bump(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }

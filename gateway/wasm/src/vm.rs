@@ -505,6 +505,17 @@ impl PluginVm {
             .take()
     }
 
+    /// Bytes the plugin holds buffered of the request (or the response) body.
+    pub fn buffered(&self, id: StreamId, response: bool) -> usize {
+        self.store.data().streams.get(&id.0).map_or(0, |s| {
+            if response {
+                s.response_body.len()
+            } else {
+                s.request_body.len()
+            }
+        })
+    }
+
     /// A reply the plugin asked for during the last callback.
     pub fn take_local_response(&mut self, id: StreamId) -> Option<LocalResponse> {
         self.store

@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// standard output), as Istio's `meshConfig.accessLogFile` does. Off by default.
     #[arg(long, value_name = "PATH")]
     pub access_log: Option<String>,
+    /// Where compiled WasmPlugin modules are kept, so a restart does not compile them again
+    /// (default: `$XDG_CACHE_HOME/meshgate/wasm` or `~/.cache/meshgate/wasm`; `none`: memory only).
+    #[arg(long, value_name = "DIR")]
+    pub wasm_cache: Option<String>,
     /// This gateway's locality, `region[/zone[/subzone]]` (locality load balancing and
     /// failover of DestinationRule `localityLbSetting`); empty: none.
     #[arg(long, default_value = "", value_parser = parse_locality)]
@@ -170,6 +174,7 @@ pub fn serve(
                 .map(meshgate::access_log::AccessLog::open)
                 .transpose()?,
             node: Node::new(&a.locality, labels.clone()),
+            wasm_cache: wasm_cache_dir(a.wasm_cache.as_deref()),
         },
     );
     shared.metrics.set_identity(Identity {
@@ -251,5 +256,17 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// The wasm code cache directory `--wasm-cache` asks for.
+fn wasm_cache_dir(flag: Option<&str>) -> Option<std::path::PathBuf> {
+    match flag {
+        Some("none") => None,
+        Some(dir) => Some(dir.into()),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))
+            .map(|d| d.join("meshgate").join("wasm")),
     }
 }

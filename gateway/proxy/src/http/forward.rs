@@ -11,7 +11,6 @@ use std::sync::atomic::Ordering;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use meshgate_config::snapshot::route::{Forward, Route};
 
@@ -31,7 +30,7 @@ use crate::worker::WorkerCtx;
 /// Forwards a request on a matched route and returns the response the client gets.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn forward(
-    req: Request<Incoming>,
+    req: Request<Body>,
     fwd: &Forward,
     route: &Route,
     matched_prefix: Option<&str>,
@@ -103,8 +102,8 @@ pub(super) async fn forward(
         );
     }
     let mut body = match parts.extensions.get::<access_log::Received>() {
-        Some(r) => access_log::Counted::wrap(body::boxed(body), r.clone()),
-        None => body::boxed(body),
+        Some(r) => access_log::Counted::wrap(body, r.clone()),
+        None => body,
     };
     if !route.mirrors.is_empty() && !upgrade {
         let host = fwd.authority_rewrite.as_deref().unwrap_or(authority);
@@ -201,7 +200,7 @@ pub(super) async fn forward(
 
 /// The request target for `proto`: the origin form for HTTP/1.1, the absolute form with
 /// `host` for HTTP/2 (`None`: not a valid URI).
-pub(super) fn target_uri(proto: Proto, host: &str, path_and_query: &str) -> Option<Uri> {
+pub(crate) fn target_uri(proto: Proto, host: &str, path_and_query: &str) -> Option<Uri> {
     match proto {
         Proto::Http2 => format!("http://{host}{path_and_query}").parse().ok(),
         Proto::Http1 => path_and_query.parse().ok(),
@@ -210,7 +209,7 @@ pub(super) fn target_uri(proto: Proto, host: &str, path_and_query: &str) -> Opti
 
 /// The version and `Host` header `proto` wants: HTTP/1.1 carries `host` in `Host` (the
 /// client's own header is kept when it already says so), HTTP/2 in the URI only.
-pub(super) fn set_protocol(
+pub(crate) fn set_protocol(
     version: &mut Version,
     headers: &mut HeaderMap,
     proto: Proto,

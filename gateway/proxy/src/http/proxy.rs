@@ -183,9 +183,63 @@ async fn route_and_forward(
         path: &path,
         headers: req.headers(),
     };
-    let Some((route, matched_prefix)) = router::select(&vhost.routes, &view) else {
+    let Some((mut route, mut matched_prefix)) = router::select(&vhost.routes, &view) else {
         return no_route();
     };
+    // WasmPlugins run on the routed request, before CORS, faults and the router's action; the
+    // route is chosen again after them, since they may have changed what it matched on (as
+    // Envoy clears its route cache when a plugin edits request headers).
+    let plugins = live.plugins_for(Some(&route.name), conn.local_port);
+    let mut chain = None;
+    let mut path = path.into_owned();
+    let req = if plugins.is_empty() {
+        req.map(body::boxed)
+    } else {
+        let info = meshgate_wasm::StreamInfo {
+            source: Some(conn.peer),
+            destination: Some(conn.local),
+            start: Some(std::time::SystemTime::now()),
+            protocol: super::protocol_name(req.version()),
+            route_name: Some(route.name.clone()),
+            cluster_name: match &route.action {
+                RouteAction::Forward(f) => f.clusters.first().map(|c| c.cluster.clone()),
+                _ => None,
+            },
+            ..Default::default()
+        };
+        let c = match crate::wasm::filter::Chain::open(ctx, &plugins, &info) {
+            Ok(c) => c,
+            Err((r, details)) => return (r, Outcome::local("-", details)),
+        };
+        let (parts, body) = req.into_parts();
+        let end_of_stream = http_body::Body::is_end_stream(&body);
+        let parts = match c.request_headers(parts, end_of_stream).await {
+            Ok(p) => p,
+            Err((r, details)) => return (c.response(r).await, Outcome::local("-", details)),
+        };
+        let req = Request::from_parts(parts, c.request_body(body::boxed(body)));
+        let authority = router::authority_value(&req);
+        let view = View {
+            method: req.method().as_str(),
+            scheme,
+            authority: authority.as_ref().map_or("", |a| a.as_str()),
+            path: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+            headers: req.headers(),
+        };
+        match router::select(&vhost.routes, &view) {
+            Some((r, m)) => (route, matched_prefix) = (r, m),
+            None => {
+                return (
+                    c.response(no_route().0).await,
+                    Outcome::local("NR", "route_not_found"),
+                )
+            }
+        }
+        path = view.path.to_owned();
+        chain = Some(c);
+        req
+    };
+    let path = path.as_str();
     if let Some(e) = entry.as_mut() {
         e.route = Some(route.name.clone());
         // Envoy logs the cluster the route chose and the authority after a rewrite, even
@@ -218,9 +272,19 @@ async fn route_and_forward(
         port,
         listener.service_port,
         scheme,
-        &path,
+        path,
     )
     .await;
+    if let Some(c) = chain {
+        let (code_details, flags, upstream) =
+            (outcome.details, outcome.flags, outcome.upstream_host);
+        c.update(|i| {
+            i.upstream = upstream;
+            i.response_code_details = Some(code_details);
+            i.response_flags = Some(flags);
+        });
+        resp = c.response(resp).await;
+    }
     if let Some(cors) = &route.cors {
         super::cors::decorate(cors, origin.as_ref(), resp.headers_mut());
     }
@@ -230,7 +294,7 @@ async fn route_and_forward(
 /// Carries out a matched route's action.
 #[allow(clippy::too_many_arguments)]
 async fn act(
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
     route: &Route,
     matched_prefix: Option<&str>,
     live: &Arc<crate::live::Live>,
@@ -326,7 +390,7 @@ async fn act(
 /// The consistent-hash key of a request for the cluster it is likely to go to, and the
 /// `Set-Cookie` value to send back when the hash cookie had to be generated.
 fn hash_key(
-    req: &Request<Incoming>,
+    req: &Request<Body>,
     client: std::net::SocketAddr,
     fwd: &Forward,
     live: &crate::live::Live,

@@ -50,10 +50,7 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
          -> wasmtime::Result<i32> {
             let r = (|| -> Result<(), HostError> {
                 let t = BufferType::from_i32(t).ok_or(Status::BadArgument)?;
-                let (start, max) = (
-                    u32::try_from(start).map_err(|_| Status::BadArgument)? as usize,
-                    u32::try_from(max).map_err(|_| Status::BadArgument)? as usize,
-                );
+                let (start, max) = (start as u32 as usize, max as u32 as usize);
                 let all = buffer(c.data_mut(), t)?;
                 if start > all.len() {
                     return Err(Status::BadArgument.into());
@@ -77,8 +74,7 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
             let r = (|| {
                 let t = BufferType::from_i32(t).ok_or(Status::BadArgument)?;
                 let data = read(&mut c, data_ptr, data_len)?;
-                let start = u32::try_from(start).map_err(|_| Status::BadArgument)? as usize;
-                let size = u32::try_from(size).map_err(|_| Status::BadArgument)? as usize;
+                let (start, size) = (start as u32 as usize, size as u32 as usize);
                 let buf = body_mut(c.data_mut(), t)?;
                 if start > buf.len() {
                     return Err(Status::BadArgument);

@@ -175,8 +175,9 @@ fn memory(caller: &mut Caller<'_, VmState>) -> Option<wasmtime::Memory> {
 
 /// The `len` bytes at `ptr` in `mem`, or `None` when they fall outside it.
 fn slice(mem: &[u8], ptr: i32, len: i32) -> Option<&[u8]> {
-    let start = u32::try_from(ptr).ok()? as usize;
-    let len = u32::try_from(len).ok()? as usize;
+    // Guest pointers and sizes are unsigned 32-bit values.
+    let start = ptr as u32 as usize;
+    let len = len as u32 as usize;
     mem.get(start..start.checked_add(len)?)
 }
 
@@ -191,7 +192,7 @@ fn read(caller: &mut Caller<'_, VmState>, ptr: i32, len: i32) -> Result<Vec<u8>,
 /// Writes `bytes` at `ptr` in guest memory.
 fn write(caller: &mut Caller<'_, VmState>, ptr: i32, bytes: &[u8]) -> Result<(), Status> {
     let mem = memory(caller).ok_or(Status::InvalidMemoryAccess)?;
-    let start = u32::try_from(ptr).map_err(|_| Status::InvalidMemoryAccess)? as usize;
+    let start = ptr as u32 as usize;
     let data = mem.data_mut(&mut *caller);
     let end = start
         .checked_add(bytes.len())

@@ -157,9 +157,7 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         M,
         "random_get",
         |mut c: Caller<'_, VmState>, buf: i32, len: i32| -> i32 {
-            let Ok(n) = u32::try_from(len) else {
-                return EINVAL;
-            };
+            let n = len as u32;
             if n > 1 << 20 {
                 return EINVAL;
             }

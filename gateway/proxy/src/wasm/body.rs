@@ -1,0 +1,239 @@
+//! A body streamed through a request's plugins: each data frame goes to the plugins in order;
+//! a plugin that pauses keeps it buffered (bounded) until it continues or the body ends; the
+//! end of the body is announced once (`end_of_stream`), trailers go through the trailer hooks.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use meshgate_wasm::{Action, Resume};
+
+use super::filter::{Chain, BUFFER_LIMIT};
+use crate::body::{Body, BoxError};
+
+/// A body going through the plugins of `chain`.
+pub(super) struct FilteredBody {
+    inner: Body,
+    chain: Rc<Chain>,
+    response: bool,
+    order: Vec<usize>,
+    out: VecDeque<Frame<Bytes>>,
+    /// A paused plugin holds the end of the body: (position in `order`, data so far).
+    waiting: Option<usize>,
+    inner_done: bool,
+    ended: bool,
+}
+
+/// Why a body stopped.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("a wasm plugin failed while filtering the body (FAIL_CLOSE)")]
+    PluginFailed,
+    #[error("a wasm plugin buffered more than {BUFFER_LIMIT} bytes of the body")]
+    TooLarge,
+}
+
+impl FilteredBody {
+    pub(super) fn new(inner: Body, chain: Rc<Chain>, response: bool) -> FilteredBody {
+        let order = chain.order(response);
+        FilteredBody {
+            inner,
+            chain,
+            response,
+            order,
+            out: VecDeque::new(),
+            waiting: None,
+            inner_done: false,
+            ended: false,
+        }
+    }
+
+    /// Passes `chunk` through the plugins from position `from`; what comes out the far end is
+    /// queued. Stops at a plugin that pauses (at the end of the body: waits for it).
+    fn run(&mut self, from: usize, mut chunk: Bytes, end: bool) -> Result<(), BodyError> {
+        for pos in from..self.order.len() {
+            let e = &self.chain.entries[self.order[pos]];
+            if !e.active.get() {
+                continue;
+            }
+            let r = {
+                let mut vm = e.vm.borrow_mut();
+                if self.response {
+                    vm.on_response_body(e.id, chunk, end)
+                } else {
+                    vm.on_request_body(e.id, chunk, end)
+                }
+            };
+            self.chain.dispatch(e);
+            let take = |response| {
+                let mut vm = e.vm.borrow_mut();
+                if response {
+                    vm.take_response_body(e.id)
+                } else {
+                    vm.take_request_body(e.id)
+                }
+            };
+            match r {
+                Ok(Action::Continue) => chunk = take(self.response),
+                Ok(Action::Pause) if end => {
+                    self.waiting = Some(pos);
+                    return Ok(());
+                }
+                Ok(Action::Pause) => {
+                    if e.vm.borrow().buffered(e.id, self.response) > BUFFER_LIMIT {
+                        return Err(BodyError::TooLarge);
+                    }
+                    return Ok(());
+                }
+                Err(f) => {
+                    if self.chain.failed(e, &f).is_some() {
+                        return Err(BodyError::PluginFailed);
+                    }
+                    chunk = take(self.response);
+                }
+            }
+        }
+        if !chunk.is_empty() {
+            self.out.push_back(Frame::data(chunk));
+        }
+        Ok(())
+    }
+
+    /// Trailers through the plugins (data they still hold goes out first).
+    fn trailers(&mut self, mut trailers: http::HeaderMap) -> Result<(), BodyError> {
+        for pos in 0..self.order.len() {
+            let e = &self.chain.entries[self.order[pos]];
+            if !e.active.get() {
+                continue;
+            }
+            let r = {
+                let mut vm = e.vm.borrow_mut();
+                let held = if self.response {
+                    vm.take_response_body(e.id)
+                } else {
+                    vm.take_request_body(e.id)
+                };
+                if !held.is_empty() {
+                    self.out.push_back(Frame::data(held));
+                }
+                if self.response {
+                    vm.on_response_trailers(e.id, trailers)
+                        .map(|_| vm.take_response_trailers(e.id))
+                } else {
+                    vm.on_request_trailers(e.id, trailers)
+                        .map(|_| vm.take_request_trailers(e.id))
+                }
+            };
+            self.chain.dispatch(e);
+            match r {
+                Ok(Some(t)) => trailers = t,
+                Ok(None) => return Err(BodyError::PluginFailed),
+                Err(f) => {
+                    if self.chain.failed(e, &f).is_some() {
+                        return Err(BodyError::PluginFailed);
+                    }
+                    let mut vm = e.vm.borrow_mut();
+                    let back = if self.response {
+                        vm.take_response_trailers(e.id)
+                    } else {
+                        vm.take_request_trailers(e.id)
+                    };
+                    trailers = back.ok_or(BodyError::PluginFailed)?;
+                }
+            }
+        }
+        self.out.push_back(Frame::trailers(trailers));
+        Ok(())
+    }
+}
+
+impl HttpBody for FilteredBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if let Some(f) = this.out.pop_front() {
+                return Poll::Ready(Some(Ok(f)));
+            }
+            if let Some(pos) = this.waiting {
+                let e = &this.chain.entries[this.order[pos]];
+                let r = e.vm.borrow_mut().poll_resume(e.id, this.response, cx);
+                let Poll::Ready(r) = r else {
+                    return Poll::Pending;
+                };
+                this.waiting = None;
+                let chunk = {
+                    let mut vm = e.vm.borrow_mut();
+                    if this.response {
+                        vm.take_response_body(e.id)
+                    } else {
+                        vm.take_request_body(e.id)
+                    }
+                };
+                match r {
+                    Resume::Continue => {}
+                    Resume::Failed(f) if this.chain.failed(e, &f).is_none() => {}
+                    _ => return Poll::Ready(Some(Err(BodyError::PluginFailed.into()))),
+                }
+                if let Err(err) = this.run(pos + 1, chunk, true) {
+                    return Poll::Ready(Some(Err(err.into())));
+                }
+                continue;
+            }
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            if this.inner_done {
+                this.ended = true;
+                continue;
+            }
+            match this.inner.as_mut().poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(frame))) => {
+                    let frame = match frame.into_data() {
+                        Ok(data) => {
+                            let end = this.inner.is_end_stream();
+                            if end {
+                                this.inner_done = true;
+                            }
+                            if let Err(err) = this.run(0, data, end) {
+                                return Poll::Ready(Some(Err(err.into())));
+                            }
+                            continue;
+                        }
+                        Err(frame) => frame,
+                    };
+                    if let Ok(t) = frame.into_trailers() {
+                        this.inner_done = true;
+                        if let Err(err) = this.trailers(t) {
+                            return Poll::Ready(Some(Err(err.into())));
+                        }
+                    }
+                }
+                Poll::Ready(None) => {
+                    this.inner_done = true;
+                    if let Err(err) = this.run(0, Bytes::new(), true) {
+                        return Poll::Ready(Some(Err(err.into())));
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.out.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,280 @@
+//! The chain of WasmPlugins one request runs through, in the snapshot's order: request headers
+//! front to back, response headers back to front (only through the plugins that saw the
+//! request), bodies streamed frame by frame (`body`), and each plugin's `on_done`/`on_log` once
+//! the exchange is over. A plugin that fails is handled by its failStrategy right here.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue, Response, StatusCode};
+use meshgate_config::model::wasm_plugin::FailStrategy;
+use meshgate_wasm::{Action, LocalResponse, Resume, StreamId, StreamInfo, VmFailure};
+
+use super::body::FilteredBody;
+use super::callout;
+use super::loader::LoadedPlugin;
+use super::vms::SharedVm;
+use crate::body::{self, Body};
+use crate::worker::WorkerCtx;
+
+/// Largest body a plugin may hold buffered (Envoy's default buffer limit, 1 MiB).
+pub(super) const BUFFER_LIMIT: usize = 1 << 20;
+
+/// One plugin's part in a request.
+pub(super) struct Entry {
+    pub(super) loaded: Arc<LoadedPlugin>,
+    pub(super) vm: SharedVm,
+    pub(super) id: StreamId,
+    /// False once the plugin failed open: the rest of the request skips it.
+    pub(super) active: Cell<bool>,
+}
+
+/// A request's plugins.
+pub struct Chain {
+    pub(super) ctx: Rc<WorkerCtx>,
+    pub(super) entries: Vec<Entry>,
+    /// How many entries saw the request headers (the response goes back through them).
+    reached: Cell<usize>,
+}
+
+/// A reply that ends the request early, with its response code details.
+pub type Reply = (Response<Body>, &'static str);
+
+impl Drop for Chain {
+    fn drop(&mut self) {
+        for e in &self.entries {
+            if let Ok(mut vm) = e.vm.try_borrow_mut() {
+                vm.end_stream(e.id);
+                let calls = vm.take_calls();
+                drop(vm);
+                callout::dispatch(&self.ctx, &e.vm, calls);
+            }
+        }
+    }
+}
+
+/// The reply to a request a failed plugin (FAIL_CLOSE) stops, as Envoy gives it.
+fn fail_close() -> Reply {
+    (
+        crate::http::local_reply::text(StatusCode::SERVICE_UNAVAILABLE, ""),
+        "wasm_fail_stream",
+    )
+}
+
+/// The reply a plugin asked for.
+pub(super) fn local_reply(lr: LocalResponse) -> Reply {
+    let mut r = Response::new(if lr.body.is_empty() {
+        body::empty()
+    } else {
+        body::full(lr.body.clone())
+    });
+    *r.status_mut() = StatusCode::from_u16(lr.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (k, v) in &lr.headers {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_bytes(v),
+        ) {
+            r.headers_mut().append(k, v);
+        }
+    }
+    if !lr.body.is_empty() && !r.headers().contains_key(http::header::CONTENT_TYPE) {
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain"),
+        );
+    }
+    (r, "wasm_local_reply")
+}
+
+impl Chain {
+    // The error is the response the client gets; boxing it would only add an allocation.
+    #[allow(clippy::result_large_err)]
+    /// Opens a context for the request in each plugin's VM on this worker. A plugin that is
+    /// not loaded or whose VM cannot start is skipped (FAIL_OPEN) or stops the request.
+    pub fn open(
+        ctx: &Rc<WorkerCtx>,
+        plugins: &[Arc<LoadedPlugin>],
+        info: &StreamInfo,
+    ) -> Result<Rc<Chain>, Reply> {
+        let mut entries = Vec::with_capacity(plugins.len());
+        for loaded in plugins {
+            let opened = ctx.vms.get(ctx, loaded).and_then(|vm| {
+                let id = vm.borrow_mut().create_stream(info.clone());
+                id.map(|id| (vm, id)).map_err(|e| e.to_string())
+            });
+            match opened {
+                Ok((vm, id)) => entries.push(Entry {
+                    loaded: loaded.clone(),
+                    vm,
+                    id,
+                    active: Cell::new(true),
+                }),
+                Err(e) if loaded.spec.fail_strategy == FailStrategy::FailOpen => {
+                    tracing::debug!(plugin = %loaded.spec.name, error = %e, "plugin skipped (FAIL_OPEN)");
+                }
+                Err(e) => {
+                    tracing::debug!(plugin = %loaded.spec.name, error = %e, "request stopped (FAIL_CLOSE)");
+                    return Err(fail_close());
+                }
+            }
+        }
+        Ok(Rc::new(Chain {
+            ctx: ctx.clone(),
+            entries,
+            reached: Cell::new(0),
+        }))
+    }
+
+    /// Whether no plugin takes part.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Sends the callouts the entry's VM queued.
+    pub(super) fn dispatch(&self, e: &Entry) {
+        let calls = e.vm.borrow_mut().take_calls();
+        callout::dispatch(&self.ctx, &e.vm, calls);
+    }
+
+    /// What a plugin's failure does to the request: `None` to go on without the plugin
+    /// (FAIL_OPEN), or the reply that stops it.
+    pub(super) fn failed(&self, e: &Entry, f: &VmFailure) -> Option<Reply> {
+        tracing::debug!(plugin = %e.loaded.spec.name, failure = %f, "wasm plugin failed");
+        e.active.set(false);
+        match e.loaded.spec.fail_strategy {
+            FailStrategy::FailOpen => None,
+            _ => Some(fail_close()),
+        }
+    }
+
+    /// Waits until a paused entry goes on.
+    async fn resumed(&self, e: &Entry, response: bool) -> Resume {
+        std::future::poll_fn(|cx| e.vm.borrow_mut().poll_resume(e.id, response, cx)).await
+    }
+
+    /// Runs the request head through every plugin; returns the head to send on, or the reply
+    /// that ends the request.
+    pub async fn request_headers(
+        &self,
+        mut head: http::request::Parts,
+        end_of_stream: bool,
+    ) -> Result<http::request::Parts, Reply> {
+        for (i, e) in self.entries.iter().enumerate() {
+            if !e.active.get() {
+                continue;
+            }
+            self.reached.set(i + 1);
+            let r =
+                e.vm.borrow_mut()
+                    .on_request_headers(e.id, head, end_of_stream);
+            self.dispatch(e);
+            let r = match r {
+                Ok(Action::Pause) if e.vm.borrow().failed().is_none() => {
+                    let local = e.vm.borrow_mut().take_local_response(e.id);
+                    match local {
+                        Some(lr) => Resume::LocalResponse(lr),
+                        None => self.resumed(e, false).await,
+                    }
+                }
+                Ok(_) => match e.vm.borrow_mut().take_local_response(e.id) {
+                    Some(lr) => Resume::LocalResponse(lr),
+                    None => Resume::Continue,
+                },
+                Err(f) => Resume::Failed(f),
+            };
+            let back = e.vm.borrow_mut().take_request(e.id);
+            match r {
+                Resume::Continue => {}
+                Resume::LocalResponse(lr) => return Err(local_reply(lr)),
+                Resume::Closed => return Err(fail_close()),
+                Resume::Failed(f) => {
+                    if let Some(reply) = self.failed(e, &f) {
+                        return Err(reply);
+                    }
+                }
+            }
+            head = back.ok_or_else(fail_close)?;
+        }
+        Ok(head)
+    }
+
+    /// Runs the response through the plugins that saw the request, last to first.
+    pub async fn response(self: &Rc<Self>, resp: Response<Body>) -> Response<Body> {
+        let (mut head, body) = resp.into_parts();
+        let end_of_stream = http_body::Body::is_end_stream(&body);
+        for e in self.entries[..self.reached.get()].iter().rev() {
+            if !e.active.get() {
+                continue;
+            }
+            let r =
+                e.vm.borrow_mut()
+                    .on_response_headers(e.id, head, end_of_stream);
+            self.dispatch(e);
+            let r = match r {
+                Ok(Action::Pause) if e.vm.borrow().failed().is_none() => {
+                    let local = e.vm.borrow_mut().take_local_response(e.id);
+                    match local {
+                        Some(lr) => Resume::LocalResponse(lr),
+                        None => self.resumed(e, true).await,
+                    }
+                }
+                Ok(_) => match e.vm.borrow_mut().take_local_response(e.id) {
+                    Some(lr) => Resume::LocalResponse(lr),
+                    None => Resume::Continue,
+                },
+                Err(f) => Resume::Failed(f),
+            };
+            let back = e.vm.borrow_mut().take_response(e.id);
+            match r {
+                Resume::Continue => {}
+                Resume::LocalResponse(lr) => return local_reply(lr).0,
+                Resume::Closed => return fail_close().0,
+                Resume::Failed(f) => {
+                    if let Some(reply) = self.failed(e, &f) {
+                        return reply.0;
+                    }
+                }
+            }
+            match back {
+                Some(h) => head = h,
+                None => return fail_close().0,
+            }
+        }
+        // Content-Length stays as the upstream sent it: as in Envoy, a plugin that changes the
+        // body's size removes it itself.
+        if http_body::Body::is_end_stream(&body) {
+            return Response::from_parts(head, body);
+        }
+        let filtered: Body = Box::pin(FilteredBody::new(body, self.clone(), true));
+        Response::from_parts(head, filtered)
+    }
+
+    /// Wraps the request body so it streams through the plugins.
+    pub fn request_body(self: &Rc<Self>, body: Body) -> Body {
+        if http_body::Body::is_end_stream(&body) {
+            return body;
+        }
+        Box::pin(FilteredBody::new(body, self.clone(), false))
+    }
+
+    /// The entries a body goes through, in its direction.
+    pub(super) fn order(&self, response: bool) -> Vec<usize> {
+        if response {
+            (0..self.reached.get()).rev().collect()
+        } else {
+            (0..self.entries.len()).collect()
+        }
+    }
+
+    /// Tells every plugin what became of the request (for properties read later).
+    pub fn update(&self, f: impl Fn(&mut StreamInfo)) {
+        for e in &self.entries {
+            if let Ok(mut vm) = e.vm.try_borrow_mut() {
+                if let Some(info) = vm.info_mut(e.id) {
+                    f(info);
+                }
+            }
+        }
+    }
+}

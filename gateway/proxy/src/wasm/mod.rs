@@ -1,0 +1,11 @@
+//! WasmPlugins in the request path: loading modules for a snapshot (`loader`), one VM per
+//! plugin per worker (`vms`), the filter chain a request runs through (`filter`, with `body`
+//! for streamed bodies) and plugin callouts (`callout`). The ABI itself is `meshgate-wasm`.
+
+mod body;
+mod callout;
+pub mod filter;
+pub mod loader;
+pub mod vms;
+
+pub use loader::{LoadedPlugin, Runtime};

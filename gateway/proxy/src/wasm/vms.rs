@@ -1,0 +1,190 @@
+//! One VM per plugin per worker, as Envoy runs them: created on a worker's first request that
+//! needs it, replaced after it fails (at most once a second, so a plugin that cannot start is
+//! not restarted for every request), and driven by a task that delivers its ticks and queues.
+//!
+//! Lives on the worker thread; no locks. VMs are found by the loaded plugin they run, so a
+//! config swap that keeps a plugin keeps its VMs.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use meshgate_wasm::{Host, Plugin, PluginVm};
+
+use super::callout;
+use super::loader::LoadedPlugin;
+use crate::live::Shared;
+use crate::worker::WorkerCtx;
+
+/// A VM shared by the streams of one worker.
+pub type SharedVm = Rc<RefCell<PluginVm>>;
+
+struct Slot {
+    vm: Option<SharedVm>,
+    driver: Option<tokio::task::AbortHandle>,
+    last_failure: Option<(Instant, String)>,
+}
+
+/// This worker's VMs.
+#[derive(Default)]
+pub struct WorkerVms {
+    slots: RefCell<HashMap<usize, Slot>>,
+}
+
+/// How long a plugin whose VM failed to start waits before the next try.
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+
+/// What the gateway tells its VMs.
+struct ProxyHost {
+    shared: Arc<Shared>,
+}
+
+impl Host for ProxyHost {
+    fn has_upstream(&self, upstream: &str) -> bool {
+        callout::resolve(&self.shared.live.load(), upstream).is_some()
+    }
+
+    fn node_property(&self, path: &[&[u8]]) -> Option<Vec<u8>> {
+        let node = &self.shared.settings.node;
+        match path {
+            [b"metadata", b"LABELS", name] => {
+                let name = std::str::from_utf8(name).ok()?;
+                node.labels.get(name).map(|v| v.as_bytes().to_vec())
+            }
+            [b"locality", b"region"] => Some(node.locality.region.as_bytes().to_vec()),
+            [b"locality", b"zone"] => Some(node.locality.zone.as_bytes().to_vec()),
+            _ => None,
+        }
+    }
+}
+
+impl WorkerVms {
+    /// The VM of `loaded` on this worker, started or replaced as needed.
+    pub fn get(&self, ctx: &Rc<WorkerCtx>, loaded: &Arc<LoadedPlugin>) -> Result<SharedVm, String> {
+        let plugin = loaded.plugin.as_ref().map_err(Clone::clone)?;
+        let key = Arc::as_ptr(loaded) as usize;
+        let mut slots = self.slots.borrow_mut();
+        let slot = slots.entry(key).or_insert(Slot {
+            vm: None,
+            driver: None,
+            last_failure: None,
+        });
+        if let Some(vm) = &slot.vm {
+            if vm.borrow().failed().is_none() {
+                return Ok(vm.clone());
+            }
+            // The failed VM is dropped once its last stream ends; new streams get a new one.
+            plugin.stats().bump_recycle();
+            slot.vm = None;
+            if let Some(d) = slot.driver.take() {
+                d.abort();
+            }
+        }
+        if let Some((at, why)) = &slot.last_failure {
+            if at.elapsed() < RESTART_BACKOFF {
+                return Err(why.clone());
+            }
+        }
+        match start(ctx, plugin) {
+            Ok((vm, driver)) => {
+                slot.vm = Some(vm.clone());
+                slot.driver = Some(driver);
+                slot.last_failure = None;
+                Ok(vm)
+            }
+            Err(e) => {
+                slot.last_failure = Some((Instant::now(), e.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops the VMs of plugins no longer loaded (`keep`: the current loaded plugins).
+    pub fn retain(&self, keep: &[Arc<LoadedPlugin>]) {
+        let keys: Vec<usize> = keep.iter().map(|l| Arc::as_ptr(l) as usize).collect();
+        self.slots.borrow_mut().retain(|k, slot| {
+            let kept = keys.contains(k);
+            if !kept {
+                if let Some(d) = slot.driver.take() {
+                    d.abort();
+                }
+            }
+            kept
+        });
+    }
+
+    /// Linear memory of this worker's live VMs, by plugin name.
+    pub fn memory(&self) -> Vec<(String, usize)> {
+        self.slots
+            .borrow()
+            .values()
+            .filter_map(|s| s.vm.as_ref())
+            .map(|vm| {
+                let vm = vm.borrow();
+                (vm.plugin().config().name.clone(), vm.memory_size())
+            })
+            .collect()
+    }
+}
+
+fn start(
+    ctx: &Rc<WorkerCtx>,
+    plugin: &Plugin,
+) -> Result<(SharedVm, tokio::task::AbortHandle), String> {
+    let host: Rc<dyn Host> = Rc::new(ProxyHost {
+        shared: ctx.shared.clone(),
+    });
+    let mut vm = PluginVm::start(plugin, host).map_err(|e| e.to_string())?;
+    let calls = vm.take_calls();
+    let vm = Rc::new(RefCell::new(vm));
+    callout::dispatch(ctx, &vm, calls);
+    let driver = tokio::task::spawn_local(drive(ctx.clone(), Rc::downgrade(&vm))).abort_handle();
+    Ok((vm, driver))
+}
+
+/// Delivers a VM's ticks and ready queues until the VM fails or is dropped.
+async fn drive(ctx: Rc<WorkerCtx>, weak: Weak<RefCell<PluginVm>>) {
+    let inbox = match weak.upgrade() {
+        Some(vm) => vm.borrow().inbox(),
+        None => return,
+    };
+    let mut sleep: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| loop {
+        let Some(vm) = weak.upgrade() else {
+            return Poll::Ready(());
+        };
+        if vm.borrow().failed().is_some() {
+            return Poll::Ready(());
+        }
+        for q in inbox.take(cx.waker()) {
+            let calls = {
+                let mut v = vm.borrow_mut();
+                let _ = v.on_queue_ready(q);
+                v.take_calls()
+            };
+            callout::dispatch(&ctx, &vm, calls);
+        }
+        let period = vm.borrow_mut().tick_period(cx);
+        let Some(period) = period else {
+            sleep = None;
+            return Poll::Pending;
+        };
+        let s = sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(period)));
+        if s.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        sleep = None;
+        let calls = {
+            let mut v = vm.borrow_mut();
+            let _ = v.on_tick();
+            v.take_calls()
+        };
+        callout::dispatch(&ctx, &vm, calls);
+    })
+    .await
+}
