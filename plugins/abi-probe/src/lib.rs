@@ -269,7 +269,7 @@ impl Probe {
             }
             "properties-log" => {
                 self.paths = split_list(&self.header("x-probe-paths").unwrap_or_default());
-                Action::Continue
+                self.then()
             }
             "properties-read" => self.reply_shared("properties-last"),
             "headers" => self.headers(num_headers, end_of_stream),
@@ -306,13 +306,7 @@ impl Probe {
                 let (ticks, _) = raw::get_shared("ticks");
                 self.reply(200, &json!({"ticks": text(ticks)}))
             }
-            "order" => {
-                if self.header("x-probe-then").as_deref() == Some("local") {
-                    self.send_http_response(200, vec![], Some(b"order"));
-                    return Action::Pause;
-                }
-                Action::Continue
-            }
+            "order" => self.then(),
             "order-read" => self.reply_shared("order-last"),
             "order-root" => self.reply_shared("order-root"),
             "config" => self.config(),
@@ -328,6 +322,16 @@ impl Probe {
                 self.reply(400, &body)
             }
         }
+    }
+
+    /// For the modes that watch a whole stream: `x-probe-then: local` ends it with a local
+    /// reply (418, `x-probe-local: yes`, body `teapot`) instead of going upstream.
+    fn then(&self) -> Action {
+        if self.header("x-probe-then").as_deref() == Some("local") {
+            self.send_http_response(418, vec![("x-probe-local", "yes")], Some(b"teapot"));
+            return Action::Pause;
+        }
+        Action::Continue
     }
 
     fn headers(&self, num_headers: usize, end_of_stream: bool) -> Action {
@@ -503,14 +507,16 @@ impl Probe {
         let (unknown_cluster, _) = raw::http_call("no-such-cluster", &headers, 1000);
         let (missing_path, _) = raw::http_call("no-such-cluster", &headers[..1], 1000);
         let missing_header = raw::header(MAP_REQUEST_HEADERS, "x-probe-no-such-header");
+        let empty_header = raw::header(MAP_REQUEST_HEADERS, "x-probe-empty");
         let (no_metric, _) = raw::get_metric(0x7fff_fff0);
         let no_queue = raw::dequeue(0x7fff_fff0);
         let body = json!({
             "http_call_unknown_cluster": unknown_cluster,
             "http_call_only_method_header": missing_path,
-            "get_missing_request_header": missing_header.to_json(),
+            "get_missing_request_header": missing_header.raw_json(),
+            "get_empty_request_header (x-probe-empty)": empty_header.raw_json(),
             "get_metric_unknown_id": no_metric,
-            "dequeue_unknown_queue": no_queue.to_json(),
+            "dequeue_unknown_queue": no_queue.raw_json(),
         });
         self.reply(200, &body)
     }
@@ -603,7 +609,18 @@ impl HttpContext for Probe {
             json!({"num_headers": num_headers, "end_of_stream": end_of_stream}),
         );
         match self.mode() {
-            "mutate" => self.add_http_response_header("x-probe-resp", "1"),
+            "mutate" => {
+                self.add_http_response_header("x-probe-resp", "1");
+                // Whether the request headers can still be read in the response phase.
+                let seen = match raw::header_pairs(MAP_REQUEST_HEADERS) {
+                    Got::Ok(Some(map)) => {
+                        format!("count={}", raw::pair_count(&map).map_or(-1, i64::from))
+                    }
+                    Got::Ok(None) => "none".into(),
+                    Got::Status(n) => format!("status={n}"),
+                };
+                self.add_http_response_header("x-probe-request-headers", &seen);
+            }
             "properties-log" => self.at_response = properties(&self.paths),
             _ => {}
         }

@@ -21,6 +21,14 @@ impl Got {
         }
     }
 
+    /// Like `to_json` but keeps every status apart: `{"ok": hex | null}` or `{"status": n}`.
+    pub fn raw_json(&self) -> serde_json::Value {
+        match self {
+            Got::Ok(bytes) => serde_json::json!({ "ok": bytes.as_deref().map(hex) }),
+            Got::Status(n) => serde_json::json!({ "status": n }),
+        }
+    }
+
     pub fn bytes(self) -> Option<Vec<u8>> {
         match self {
             Got::Ok(bytes) => bytes,
@@ -57,6 +65,7 @@ extern "C" {
         data: *mut *mut u8,
         size: *mut usize,
     ) -> u32;
+    fn proxy_get_header_map_pairs(map_type: u32, data: *mut *mut u8, size: *mut usize) -> u32;
     fn proxy_get_header_map_value(
         map_type: u32,
         key: *const u8,
@@ -153,6 +162,19 @@ pub fn buffer(buffer_type: u32) -> Got {
     let status =
         unsafe { proxy_get_buffer_bytes(buffer_type, 0, usize::MAX, &mut data, &mut size) };
     take(status, data, size)
+}
+
+/// The serialized pairs of a header map.
+pub fn header_pairs(map_type: u32) -> Got {
+    let (mut data, mut size) = (null_mut(), 0);
+    // SAFETY: out-pointers are locals.
+    let status = unsafe { proxy_get_header_map_pairs(map_type, &mut data, &mut size) };
+    take(status, data, size)
+}
+
+/// The pair count of a serialized header map (its first four bytes, little-endian).
+pub fn pair_count(serialized: &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(serialized.get(..4)?.try_into().ok()?))
 }
 
 pub fn header(map_type: u32, name: &str) -> Got {
