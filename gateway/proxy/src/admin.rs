@@ -93,15 +93,19 @@ fn handle(req: Request<Incoming>, role: AdminRole, shared: &Shared) -> Response<
         }
         "/stats/prometheus" => {
             let live = shared.live.load();
-            reply(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                shared.metrics.render(&live),
-            )
+            let mut text = shared.metrics.render(&live);
+            crate::wasm::stats::render(&mut text, &shared.wasm, &live);
+            reply(StatusCode::OK, "text/plain; version=0.0.4", text)
         }
         "/config_dump" => {
             let live = shared.live.load();
-            match serde_json::to_string_pretty(&*live.snapshot) {
+            match serde_json::to_value(&*live.snapshot)
+                .map(|mut dump| {
+                    crate::wasm::dump::annotate(&mut dump, &live);
+                    dump
+                })
+                .and_then(|d| serde_json::to_string_pretty(&d))
+            {
                 Ok(j) => reply(StatusCode::OK, "application/json", j),
                 Err(e) => reply(
                     StatusCode::INTERNAL_SERVER_ERROR,

@@ -68,6 +68,68 @@ pub struct PluginStats {
     pub memory_failures: AtomicU64,
     /// VMs replaced after a failure.
     pub recycles: AtomicU64,
+    /// Linear memory of the plugin's live VMs, in bytes, summed over workers.
+    pub memory_bytes: AtomicU64,
+    /// How long its callbacks take, by callback.
+    pub latency: Latency,
+}
+
+/// Upper bounds, in microseconds, of the callback latency buckets.
+pub const LATENCY_BOUNDS_US: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000, 25000];
+
+/// The callbacks latency is kept for, as their ABI names.
+pub const CALLBACKS: [&str; 12] = [
+    "proxy_on_request_headers",
+    "proxy_on_request_body",
+    "proxy_on_request_trailers",
+    "proxy_on_response_headers",
+    "proxy_on_response_body",
+    "proxy_on_response_trailers",
+    "proxy_on_log",
+    "proxy_on_done",
+    "proxy_on_http_call_response",
+    "proxy_on_tick",
+    "proxy_on_queue_ready",
+    "proxy_on_context_create",
+];
+
+/// Latency histograms (bucket counts, sum in µs) per callback.
+#[derive(Debug, Default)]
+pub struct Latency {
+    buckets: [[AtomicU64; LATENCY_BOUNDS_US.len() + 1]; CALLBACKS.len()],
+    sums: [AtomicU64; CALLBACKS.len()],
+}
+
+impl Latency {
+    pub(crate) fn record(&self, callback: &str, d: std::time::Duration) {
+        let Some(i) = CALLBACKS.iter().position(|c| *c == callback) else {
+            return;
+        };
+        let us = d.as_micros() as u64;
+        let b = LATENCY_BOUNDS_US
+            .iter()
+            .position(|bound| us <= *bound)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
+        self.buckets[i][b].fetch_add(1, Ordering::Relaxed);
+        self.sums[i].fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Per callback: its bucket counts (not cumulative; the last is past every bound) and the
+    /// sum of its durations in µs. Callbacks never called are left out.
+    pub fn snapshot(&self) -> Vec<(&'static str, Vec<u64>, u64)> {
+        CALLBACKS
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| {
+                let counts: Vec<u64> = self.buckets[i]
+                    .iter()
+                    .map(|b| b.load(Ordering::Relaxed))
+                    .collect();
+                (counts.iter().sum::<u64>() > 0)
+                    .then(|| (*name, counts, self.sums[i].load(Ordering::Relaxed)))
+            })
+            .collect()
+    }
 }
 
 impl PluginStats {

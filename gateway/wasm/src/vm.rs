@@ -78,6 +78,17 @@ pub struct PluginVm {
     ex: Exports,
     next_id: u32,
     failed: Option<VmFailure>,
+    /// Memory size last added to the plugin's `memory_bytes`.
+    counted_memory: usize,
+}
+
+impl Drop for PluginVm {
+    fn drop(&mut self) {
+        self.plugin.0.stats.memory_bytes.fetch_sub(
+            self.counted_memory as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
 }
 
 impl std::fmt::Debug for PluginVm {
@@ -190,6 +201,7 @@ impl PluginVm {
             ex,
             next_id: 2,
             failed: None,
+            counted_memory: 0,
         };
         let deadline = cfg.start_deadline;
         let root = 1;
@@ -673,7 +685,20 @@ impl PluginVm {
         self.store
             .set_epoch_deadline(ticks(self.plugin.0.epoch_tick, deadline));
         self.store.data_mut().effective = context;
-        match f.call(&mut self.store, params) {
+        let started = std::time::Instant::now();
+        let r = f.call(&mut self.store, params);
+        let stats = &self.plugin.0.stats;
+        stats.latency.record(callback, started.elapsed());
+        let memory = self.memory_size();
+        if memory != self.counted_memory {
+            use std::sync::atomic::Ordering::Relaxed;
+            stats.memory_bytes.fetch_add(memory as u64, Relaxed);
+            stats
+                .memory_bytes
+                .fetch_sub(self.counted_memory as u64, Relaxed);
+            self.counted_memory = memory;
+        }
+        match r {
             Ok(r) => Ok(r),
             Err(e) => {
                 let failure = classify(callback, e, &self.store.data().limits, deadline);

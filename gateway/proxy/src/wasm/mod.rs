@@ -4,8 +4,10 @@
 
 mod body;
 mod callout;
+pub mod dump;
 pub mod filter;
 pub mod loader;
+pub mod stats;
 pub mod vms;
 
 pub use loader::{LoadedPlugin, Runtime};

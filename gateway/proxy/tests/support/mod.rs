@@ -8,6 +8,7 @@ pub mod client;
 pub mod envoy;
 pub mod fixtures;
 pub mod gateway;
+pub mod plugins;
 pub mod upstream;
 
 pub use client::Client;

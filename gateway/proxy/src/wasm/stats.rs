@@ -1,0 +1,141 @@
+//! WasmPlugin metrics on `/stats/prometheus`: the metrics plugins define, under the names they
+//! gave (as Envoy shows its `wasmcustom.*` stats), and meshgate's own per-plugin telemetry —
+//! load state, VM starts, traps, deadline hits, memory-cap hits, recycles, VM memory and the
+//! latency of each callback.
+
+use std::fmt::Write as _;
+
+use meshgate_wasm::{MetricKind, PluginStats, HISTOGRAM_BOUNDS, LATENCY_BOUNDS_US};
+
+use super::Runtime;
+use crate::live::Live;
+
+/// A per-plugin counter: its name and how to read it.
+type Counter = (&'static str, fn(&PluginStats) -> u64);
+
+/// A Prometheus-safe metric name (Envoy's sanitizing: other characters become `_`).
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .enumerate()
+        .map(|(i, c)| match c {
+            'a'..='z' | 'A'..='Z' | '_' | ':' => c,
+            '0'..='9' if i > 0 => c,
+            _ => '_',
+        })
+        .collect()
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Appends the wasm families to `out`.
+pub fn render(out: &mut String, runtime: &Runtime, live: &Live) {
+    if live.plugins.is_empty() && runtime.engine_if_started().is_none() {
+        return;
+    }
+    if let Some(engine) = runtime.engine_if_started() {
+        for m in engine.metrics.all() {
+            let name = sanitize(&m.name);
+            match m.kind {
+                MetricKind::Counter => {
+                    let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", m.value());
+                }
+                MetricKind::Gauge => {
+                    let _ = writeln!(out, "# TYPE {name} gauge\n{name} {}", m.value());
+                }
+                MetricKind::Histogram => {
+                    let (counts, sum) = m.histogram();
+                    let _ = writeln!(out, "# TYPE {name} histogram");
+                    let mut acc = 0;
+                    for (i, c) in counts.iter().enumerate() {
+                        acc += c;
+                        match HISTOGRAM_BOUNDS.get(i) {
+                            Some(b) => {
+                                let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {acc}");
+                            }
+                            None => {
+                                let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {acc}");
+                            }
+                        }
+                    }
+                    let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {acc}");
+                }
+            }
+        }
+        let (hits, misses) = engine.cache_stats();
+        let _ = writeln!(
+            out,
+            "# TYPE meshgate_wasm_cache_hits_total counter\nmeshgate_wasm_cache_hits_total {hits}\n\
+             # TYPE meshgate_wasm_cache_misses_total counter\nmeshgate_wasm_cache_misses_total {misses}"
+        );
+    }
+    let _ = writeln!(out, "# TYPE meshgate_wasm_plugin_loaded gauge");
+    for p in &live.plugins {
+        let _ = writeln!(
+            out,
+            "meshgate_wasm_plugin_loaded{{plugin=\"{}\"}} {}",
+            escape(&p.spec.name),
+            u8::from(p.plugin.is_ok())
+        );
+    }
+    let loaded: Vec<_> = live
+        .plugins
+        .iter()
+        .filter_map(|p| {
+            p.plugin
+                .as_ref()
+                .ok()
+                .map(|pl| (escape(&p.spec.name), pl.stats()))
+        })
+        .collect();
+    let counters: [Counter; 6] = [
+        ("vm_starts", |s| PluginStats::get(&s.vm_starts)),
+        ("vm_start_failures", |s| PluginStats::get(&s.start_failures)),
+        ("traps", |s| PluginStats::get(&s.traps)),
+        ("deadline_exceeded", |s| PluginStats::get(&s.deadlines)),
+        ("memory_limit_exceeded", |s| {
+            PluginStats::get(&s.memory_failures)
+        }),
+        ("vm_recycles", |s| PluginStats::get(&s.recycles)),
+    ];
+    for (stat, get) in counters {
+        let _ = writeln!(out, "# TYPE meshgate_wasm_plugin_{stat}_total counter");
+        for (name, s) in &loaded {
+            let _ = writeln!(
+                out,
+                "meshgate_wasm_plugin_{stat}_total{{plugin=\"{name}\"}} {}",
+                get(s)
+            );
+        }
+    }
+    let _ = writeln!(out, "# TYPE meshgate_wasm_plugin_vm_memory_bytes gauge");
+    for (name, s) in &loaded {
+        let _ = writeln!(
+            out,
+            "meshgate_wasm_plugin_vm_memory_bytes{{plugin=\"{name}\"}} {}",
+            PluginStats::get(&s.memory_bytes)
+        );
+    }
+    let family = "meshgate_wasm_plugin_callback_duration_microseconds";
+    let _ = writeln!(out, "# TYPE {family} histogram");
+    for (name, s) in &loaded {
+        for (callback, counts, sum) in s.latency.snapshot() {
+            let labels = format!("plugin=\"{name}\",callback=\"{callback}\"");
+            let mut acc = 0;
+            for (i, c) in counts.iter().enumerate() {
+                acc += c;
+                let le = LATENCY_BOUNDS_US
+                    .get(i)
+                    .map_or("+Inf".to_owned(), u64::to_string);
+                let _ = writeln!(out, "{family}_bucket{{{labels},le=\"{le}\"}} {acc}");
+            }
+            let _ = writeln!(
+                out,
+                "{family}_sum{{{labels}}} {sum}\n{family}_count{{{labels}}} {acc}"
+            );
+        }
+    }
+}

@@ -1,0 +1,480 @@
+//! WasmPlugins through the real gateway: the test plugins (built with the `proxy-wasm` crate
+//! for wasm32-wasip1) on real requests to real upstreams — header and body edits, local
+//! replies, callouts, metrics, and hostile plugins contained by their failStrategy.
+
+mod support;
+
+use bytes::Bytes;
+use http::Method;
+use support::{fixtures, plugins, Client, Gateway, Upstream};
+
+/// A gateway routing every host to `svc` (the echo upstream `up`), with `callout.test` as a
+/// second service for callouts, and the WasmPlugins `plugins` (YAML documents) appended.
+fn config(up: &Upstream, callout: &Upstream, plugins: &str) -> String {
+    let mut y = fixtures::base(&[
+        ("svc.test.svc.cluster.local", &[(up, "v1")], "HTTP"),
+        ("callout.test", &[(callout, "v1")], "HTTP"),
+    ]);
+    y.push_str(
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs, namespace: test}\n\
+         spec:\n  hosts: ['*']\n  gateways: [istio-system/gw]\n  http:\n\
+         \x20 - name: scoped\n    match: [{uri: {prefix: /scoped}}]\n    route: [{destination: {host: svc.test.svc.cluster.local}}]\n\
+         \x20 - name: main\n    route: [{destination: {host: svc.test.svc.cluster.local}}]\n",
+    );
+    y.push_str(plugins);
+    y
+}
+
+/// A WasmPlugin document in `istio-system` (applies to the gateway) with extra spec lines.
+fn plugin(name: &str, wasm: &std::path::Path, spec: &str) -> String {
+    format!(
+        "---\napiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {{name: {name}, namespace: istio-system}}\n\
+         spec:\n  url: file://{}\n{spec}",
+        wasm.display()
+    )
+}
+
+fn metric(text: &str, line_start: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn stats(gw: &Gateway) -> String {
+    let c = Client::http1(gw.admin);
+    String::from_utf8_lossy(&c.get("admin", "/stats/prometheus").body).into_owned()
+}
+
+#[test]
+fn add_headers_edits_the_request_and_the_response_on_http1_and_h2c() {
+    let Some(wasm) = plugins::path("add-headers") else {
+        return;
+    };
+    let (up, co) = (Upstream::echo("up"), Upstream::echo("co"));
+    let cfg = plugin(
+        "add",
+        &wasm,
+        "  pluginConfig: {request: {x-req: one}, response: {x-resp: two}}\n",
+    );
+    let gw = Gateway::start(&config(&up, &co, &cfg));
+    for client in [Client::http1(gw.port), Client::h2c(gw.port)] {
+        let r = client.get("app.example.com", "/hello");
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.header("x-resp"), Some("two"));
+        let seen = up.last();
+        assert_eq!(
+            seen.headers.get("x-req").map(|v| v.as_bytes()),
+            Some(&b"one"[..])
+        );
+    }
+}
+
+#[test]
+fn probe_replies_locally_mutates_headers_and_rewrites_bodies() {
+    let Some(wasm) = plugins::path("abi-probe") else {
+        return;
+    };
+    let (up, co) = (Upstream::echo("up"), Upstream::echo("co"));
+    let gw = Gateway::start(&config(&up, &co, &plugin("probe", &wasm, "")));
+    let c = Client::http1(gw.port);
+
+    let r = c.get_h("app.example.com", "/", &[("x-probe", "local")]);
+    assert_eq!(r.status, 418);
+    assert_eq!(r.header("x-probe-local"), Some("yes"));
+    assert_eq!(&r.body[..], b"teapot");
+    assert_eq!(up.count(), 0, "a local reply never reaches the upstream");
+
+    let r = c.get_h(
+        "app.example.com",
+        "/m",
+        &[
+            ("x-probe", "mutate"),
+            ("x-probe-replaced", "old"),
+            ("x-probe-remove", "x"),
+        ],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-probe-resp"), Some("1"));
+    let seen = up.last();
+    assert_eq!(
+        seen.headers.get("x-probe-added").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    assert_eq!(
+        seen.headers.get("x-probe-replaced").map(|v| v.as_bytes()),
+        Some(&b"new"[..])
+    );
+    assert!(seen.headers.get("x-probe-remove").is_none());
+
+    // The request body is buffered to its end, uppercased, and sent on.
+    let r = c.send(
+        Method::POST,
+        "app.example.com",
+        "/b",
+        &[("x-probe", "body-req")],
+        Bytes::from_static(b"hello wasm"),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(up.last().body_bytes, 10);
+}
+
+#[test]
+fn properties_are_encoded_as_envoy_encodes_them() {
+    let Some(wasm) = plugins::path("abi-probe") else {
+        return;
+    };
+    let (up, co) = (Upstream::echo("up"), Upstream::echo("co"));
+    let gw = Gateway::start(&config(
+        &up,
+        &co,
+        &plugin("probe", &wasm, "  pluginName: probe-root\n"),
+    ));
+    let c = Client::http1(gw.port);
+    let r = c.get_h(
+        "app.example.com",
+        "/p?q=1",
+        &[
+            ("x-probe", "properties"),
+            (
+                "x-probe-paths",
+                "request.path,request.url_path,request.query,request.method,request.host,plugin_name,plugin_root_id,route_name,cluster_name,destination.port,no.such.thing",
+            ),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let j = r.json();
+    let text = |k: &str| {
+        let hex = j[k].as_str().unwrap_or_else(|| panic!("{k}: {j}"));
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect();
+        bytes
+    };
+    assert_eq!(text("request.path"), b"/p?q=1");
+    assert_eq!(text("request.url_path"), b"/p");
+    assert_eq!(text("request.query"), b"q=1");
+    assert_eq!(text("request.method"), b"GET");
+    assert_eq!(text("request.host"), b"app.example.com");
+    assert_eq!(text("plugin_name"), b"istio-system.probe");
+    assert_eq!(text("plugin_root_id"), b"probe-root");
+    assert_eq!(text("route_name"), b"main");
+    assert_eq!(
+        text("cluster_name"),
+        b"outbound|80||svc.test.svc.cluster.local"
+    );
+    // Integers: 8 bytes, little-endian.
+    assert_eq!(text("destination.port"), i64::from(gw.port).to_le_bytes());
+    assert!(j["no.such.thing"].is_null());
+}
+
+#[test]
+fn a_callout_reaches_its_cluster_and_resumes_the_request() {
+    let Some(wasm) = plugins::path("abi-probe") else {
+        return;
+    };
+    let (up, co) = (Upstream::echo("up"), Upstream::echo("co"));
+    let gw = Gateway::start(&config(&up, &co, &plugin("probe", &wasm, "")));
+    let c = Client::http1(gw.port);
+    let r = c.get_h(
+        "app.example.com",
+        "/",
+        &[
+            ("x-probe", "callout"),
+            ("x-probe-cluster", "outbound|80||callout.test"),
+            ("x-probe-callout-path", "/from-plugin"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(co.count(), 1);
+    assert_eq!(co.last().path, "/from-plugin");
+    let seen = up.last();
+    assert_eq!(
+        seen.headers.get("x-callout-status").map(|v| v.as_bytes()),
+        Some(&b"200"[..])
+    );
+
+    // An unknown cluster: the plugin's dispatch fails (BadArgument) and it replies 500.
+    let r = c.get_h(
+        "app.example.com",
+        "/",
+        &[
+            ("x-probe", "callout"),
+            ("x-probe-cluster", "outbound|80||nowhere.test"),
+        ],
+    );
+    assert_eq!(r.status, 500, "{r:?}");
+}
+
+#[test]
+fn plugin_metrics_and_per_plugin_telemetry_are_exported() {
+    let Some(wasm) = plugins::path("abi-probe") else {
+        return;
+    };
+    let (up, co) = (Upstream::echo("up"), Upstream::echo("co"));
+    let gw = Gateway::start_with(
+        &config(&up, &co, &plugin("probe", &wasm, "")),
+        &["--concurrency", "1"],
+    );
+    let c = Client::http1(gw.port);
+    for _ in 0..3 {
+        assert_eq!(
+            c.get_h("app.example.com", "/", &[("x-probe", "metrics")])
+                .status,
+            200
+        );
+    }
+    let s = stats(&gw);
+    assert_eq!(metric(&s, "probe_requests "), Some(3.0), "{s}");
+    assert_eq!(metric(&s, "probe_gauge "), Some(42.0), "{s}");
+    assert_eq!(metric(&s, "probe_hist_count "), Some(3.0), "{s}");
+    assert_eq!(
+        metric(
+            &s,
+            "meshgate_wasm_plugin_loaded{plugin=\"istio-system/probe\"}"
+        ),
+        Some(1.0),
+        "{s}"
+    );
+    assert_eq!(
+        metric(
+            &s,
+            "meshgate_wasm_plugin_vm_starts_total{plugin=\"istio-system/probe\"}"
+        ),
+        Some(1.0),
+        "{s}"
+    );
+    let lat = "meshgate_wasm_plugin_callback_duration_microseconds_count{plugin=\"istio-system/probe\",callback=\"proxy_on_request_headers\"}";
+    assert_eq!(metric(&s, lat), Some(3.0), "{s}");
+    assert!(
+        metric(
+            &s,
+            "meshgate_wasm_plugin_vm_memory_bytes{plugin=\"istio-system/probe\"}"
+        )
+        .unwrap_or(0.0)
+            > 0.0,
+        "{s}"
+    );
+}
+
+/// A hostile plugin (`kind` in `callback`) with this failStrategy, and a client.
+fn hostile(callback: &str, kind: &str, strategy: &str) -> Option<(Gateway, Upstream, Upstream)> {
+    let wasm = plugins::path("hostile")?;
+    let (up, co) = (Upstream::echo("up"), Upstream::echo("co"));
+    let spec = format!(
+        "  failStrategy: {strategy}\n  pluginConfig: {{callback: {callback}, kind: {kind}}}\n"
+    );
+    let gw = Gateway::start_with(
+        &config(&up, &co, &plugin("hostile", &wasm, &spec)),
+        &["--concurrency", "1"],
+    );
+    Some((gw, up, co))
+}
+
+#[test]
+fn an_endless_loop_is_cut_off_and_fails_closed_then_the_vm_is_replaced() {
+    let Some((gw, up, _co)) = hostile("request_headers", "loop", "FAIL_CLOSE") else {
+        return;
+    };
+    let c = Client::http1(gw.port);
+    let r = c.get("app.example.com", "/");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(up.count(), 0);
+    // The gateway and the plugin carry on: a stream that asks the plugin to behave passes,
+    // on a new VM.
+    let r = c.get_h("app.example.com", "/", &[("x-hostile", "off")]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let s = stats(&gw);
+    assert_eq!(
+        metric(
+            &s,
+            "meshgate_wasm_plugin_deadline_exceeded_total{plugin=\"istio-system/hostile\"}"
+        ),
+        Some(1.0),
+        "{s}"
+    );
+    assert_eq!(
+        metric(
+            &s,
+            "meshgate_wasm_plugin_vm_recycles_total{plugin=\"istio-system/hostile\"}"
+        ),
+        Some(1.0),
+        "{s}"
+    );
+    assert_eq!(
+        metric(
+            &s,
+            "meshgate_wasm_plugin_vm_starts_total{plugin=\"istio-system/hostile\"}"
+        ),
+        Some(2.0),
+        "{s}"
+    );
+}
+
+#[test]
+fn a_panic_fails_open_when_the_plugin_says_so() {
+    let Some((gw, up, _co)) = hostile("request_headers", "panic", "FAIL_OPEN") else {
+        return;
+    };
+    let c = Client::http1(gw.port);
+    for _ in 0..3 {
+        assert_eq!(c.get("app.example.com", "/").status, 200);
+    }
+    assert_eq!(up.count(), 3);
+    let s = stats(&gw);
+    assert_eq!(
+        metric(
+            &s,
+            "meshgate_wasm_plugin_traps_total{plugin=\"istio-system/hostile\"}"
+        ),
+        Some(3.0),
+        "{s}"
+    );
+}
+
+#[test]
+fn a_memory_hog_hits_its_cap_and_the_response_phase_fails_closed() {
+    let Some((gw, up, _co)) = hostile("response_headers", "alloc", "FAIL_CLOSE") else {
+        return;
+    };
+    let c = Client::http1(gw.port);
+    let r = c.get("app.example.com", "/");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(
+        up.count(),
+        1,
+        "the request went upstream; its response was stopped"
+    );
+    let s = stats(&gw);
+    assert_eq!(
+        metric(
+            &s,
+            "meshgate_wasm_plugin_memory_limit_exceeded_total{plugin=\"istio-system/hostile\"}"
+        ),
+        Some(1.0),
+        "{s}"
+    );
+}
+
+#[test]
+fn a_plugin_that_cannot_start_or_load_follows_its_fail_strategy() {
+    let Some((gw, up, _co)) = hostile("vm_start", "panic", "FAIL_CLOSE") else {
+        return;
+    };
+    let c = Client::http1(gw.port);
+    assert_eq!(c.get("app.example.com", "/").status, 503);
+    assert_eq!(up.count(), 0);
+    drop(gw);
+    let Some((gw, up, _co)) = hostile("configure", "refuse", "FAIL_OPEN") else {
+        return;
+    };
+    let c = Client::http1(gw.port);
+    assert_eq!(c.get("app.example.com", "/").status, 200);
+    assert_eq!(up.count(), 1);
+    drop(gw);
+
+    // A module that is not there, and one whose digest does not match.
+    let (up, co) = (Upstream::echo("up"), Upstream::echo("co"));
+    let missing = plugin(
+        "gone",
+        std::path::Path::new("/nonexistent/p.wasm"),
+        "  failStrategy: FAIL_CLOSE\n",
+    );
+    let gw = Gateway::start(&config(&up, &co, &missing));
+    assert_eq!(
+        Client::http1(gw.port).get("app.example.com", "/").status,
+        503
+    );
+    let dump = Client::http1(gw.admin).get("admin", "/config_dump").json();
+    let state = dump["plugins"][0]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(state.starts_with("failed: "), "{dump}");
+    drop(gw);
+    let Some(wasm) = plugins::path("add-headers") else {
+        return;
+    };
+    let pinned = plugin(
+        "pinned",
+        &wasm,
+        &format!("  failStrategy: FAIL_OPEN\n  sha256: {}\n", "ab".repeat(32)),
+    );
+    let gw = Gateway::start(&config(&up, &co, &pinned));
+    let r = Client::http1(gw.port).get("app.example.com", "/");
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("x-wasm-response").is_none(),
+        "a plugin with the wrong digest never runs"
+    );
+    let dump = Client::http1(gw.admin).get("admin", "/config_dump").json();
+    assert!(
+        dump["plugins"][0]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("sha256 mismatch"),
+        "{dump}"
+    );
+}
+
+#[test]
+fn a_route_scoped_plugin_runs_only_on_its_routes_and_the_pipeline_is_dumped() {
+    let Some(wasm) = plugins::path("add-headers") else {
+        return;
+    };
+    let (up, co) = (Upstream::echo("up"), Upstream::echo("co"));
+    let doc = format!(
+        "---\napiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata:\n  name: scoped\n  namespace: istio-system\n  annotations: {{plugins.meshgate.io/routes: scoped}}\n\
+         spec:\n  url: file://{}\n",
+        wasm.display()
+    );
+    let gw = Gateway::start(&config(&up, &co, &doc));
+    let c = Client::http1(gw.port);
+    assert_eq!(
+        c.get("app.example.com", "/scoped/x")
+            .header("x-wasm-response"),
+        Some("added")
+    );
+    assert_eq!(
+        c.get("app.example.com", "/other").header("x-wasm-response"),
+        None
+    );
+    let dump = Client::http1(gw.admin).get("admin", "/config_dump").json();
+    let routes = &dump["listeners"][0]["routes"]["virtualHosts"][0]["routes"];
+    let pipeline = |i: usize| routes[i]["pipeline"].to_string();
+    assert!(
+        pipeline(0).contains("istio-system/scoped") && pipeline(0).contains("router"),
+        "{dump}"
+    );
+    assert!(!pipeline(1).contains("istio-system/scoped"), "{dump}");
+}
+
+#[test]
+fn a_restart_loads_the_module_from_the_compiled_cache() {
+    let Some(wasm) = plugins::path("abi-probe") else {
+        return;
+    };
+    let cache = tempfile::tempdir().expect("tempdir");
+    let dir = cache.path().to_string_lossy().into_owned();
+    let (up, co) = (Upstream::echo("up"), Upstream::echo("co"));
+    let cfg = config(&up, &co, &plugin("probe", &wasm, ""));
+    let first = Gateway::start_with(&cfg, &["--wasm-cache", &dir]);
+    assert_eq!(
+        metric(&stats(&first), "meshgate_wasm_cache_hits_total"),
+        Some(0.0)
+    );
+    drop(first);
+    let second = Gateway::start_with(&cfg, &["--wasm-cache", &dir]);
+    let s = stats(&second);
+    assert_eq!(
+        metric(&s, "meshgate_wasm_cache_hits_total"),
+        Some(1.0),
+        "{s}"
+    );
+    assert_eq!(
+        metric(&s, "meshgate_wasm_cache_misses_total"),
+        Some(0.0),
+        "{s}"
+    );
+}
