@@ -22,7 +22,12 @@ fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+(cd plugins && cargo fmt --all -- --check)
+echo "== test plugins (wasm32-wasip1)"
+MESHGATE_PLUGINS="$(bash scripts/build-plugins.sh)"
+export MESHGATE_PLUGINS
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+(cd plugins && cargo clippy --target wasm32-wasip1 --locked --quiet -- -D warnings)
 echo "== cargo test"
 cargo test --workspace --locked
