@@ -478,3 +478,92 @@ fn a_restart_loads_the_module_from_the_compiled_cache() {
         "{s}"
     );
 }
+
+#[test]
+fn fail_reload_retries_the_request_on_a_fresh_vm() {
+    // The hostile plugin traps on every request, so the retry traps too: the request fails
+    // closed, after a second VM was started for it.
+    let Some((gw, up, _co)) = hostile("request_headers", "panic", "FAIL_RELOAD") else {
+        return;
+    };
+    let c = Client::http1(gw.port);
+    assert_eq!(c.get("app.example.com", "/").status, 503);
+    assert_eq!(up.count(), 0);
+    let s = stats(&gw);
+    assert_eq!(
+        metric(
+            &s,
+            "meshgate_wasm_plugin_vm_starts_total{plugin=\"istio-system/hostile\"}"
+        ),
+        Some(2.0),
+        "{s}"
+    );
+    assert_eq!(
+        metric(
+            &s,
+            "meshgate_wasm_plugin_traps_total{plugin=\"istio-system/hostile\"}"
+        ),
+        Some(2.0),
+        "{s}"
+    );
+    // A stream the plugin lets through passes on the next fresh VM.
+    assert_eq!(
+        c.get_h("app.example.com", "/", &[("x-hostile", "off")])
+            .status,
+        200
+    );
+}
+
+#[test]
+fn a_failed_callout_gets_envoys_synthetic_reply() {
+    let Some(wasm) = plugins::path("abi-probe") else {
+        return;
+    };
+    let (up, co) = (Upstream::echo("up"), Upstream::echo("co"));
+    // `dead.test` has an endpoint on a port nothing listens on.
+    let mut cfg = config(&up, &co, &plugin("probe", &wasm, ""));
+    let dead = support::free_port();
+    cfg.push_str(&format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: dead, namespace: test}}\n\
+         spec:\n  hosts: [dead.test]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {dead}}}}}]\n"
+    ));
+    let gw = Gateway::start(&cfg);
+    let r = Client::http1(gw.port).get_h(
+        "app.example.com",
+        "/",
+        &[
+            ("x-probe", "callout"),
+            ("x-probe-cluster", "outbound|80||dead.test"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        up.last()
+            .headers
+            .get("x-callout-status")
+            .map(|v| v.as_bytes()),
+        Some(&b"503"[..])
+    );
+    // The callout carried only the plugin's headers plus Envoy's internal markers.
+    let r = Client::http1(gw.port).get_h(
+        "app.example.com",
+        "/",
+        &[
+            ("x-probe", "callout"),
+            ("x-probe-cluster", "outbound|80||callout.test"),
+        ],
+    );
+    assert_eq!(r.status, 200);
+    let seen = co.last();
+    assert_eq!(
+        seen.headers.get("x-envoy-internal").map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
+    assert_eq!(
+        seen.headers
+            .get("x-envoy-expected-rq-timeout-ms")
+            .map(|v| v.as_bytes()),
+        Some(&b"5000"[..])
+    );
+    assert!(seen.headers.get("x-request-id").is_none());
+}

@@ -570,15 +570,15 @@ impl PluginVm {
         Poll::Pending
     }
 
-    /// Ends a stream: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`, in Envoy's order,
+    /// Ends a stream: `proxy_on_log`, `proxy_on_done`, `proxy_on_delete`, in Envoy's order,
     /// then forgets its data. Safe on a failed VM (the callbacks are skipped).
     pub fn end_stream(&mut self, id: StreamId) {
         if self.failed.is_none() && self.store.data().streams.contains_key(&id.0) {
-            if let Some(f) = self.ex.done.clone() {
-                let _ = self.call(id.0, "proxy_on_done", f, id.0 as i32);
-            }
             if let Some(f) = self.ex.log.clone() {
                 let _ = self.call(id.0, "proxy_on_log", f, id.0 as i32);
+            }
+            if let Some(f) = self.ex.done.clone() {
+                let _ = self.call(id.0, "proxy_on_done", f, id.0 as i32);
             }
             if let Some(f) = self.ex.delete.clone() {
                 let _ = self.call(id.0, "proxy_on_delete", f, id.0 as i32);
@@ -619,11 +619,14 @@ impl PluginVm {
             )
         });
         st.call_response = Some(response.unwrap_or_default());
+        // As Envoy: the callback runs on the root context (which owns the callout); SDKs find
+        // the stream by token and switch to it with `proxy_set_effective_context`.
+        let root = st.root_id;
         let r = self.call(
-            ctx,
+            root,
             "proxy_on_http_call_response",
             f,
-            (ctx as i32, call.token as i32, h, b, t),
+            (root as i32, call.token as i32, h, b, t),
         );
         self.store.data_mut().call_response = None;
         r

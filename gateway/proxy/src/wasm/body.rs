@@ -60,20 +60,22 @@ impl FilteredBody {
                 continue;
             }
             let r = {
-                let mut vm = e.vm.borrow_mut();
+                let vm_rc = e.vm();
+                let mut vm = vm_rc.borrow_mut();
                 if self.response {
-                    vm.on_response_body(e.id, chunk, end)
+                    vm.on_response_body(e.id(), chunk, end)
                 } else {
-                    vm.on_request_body(e.id, chunk, end)
+                    vm.on_request_body(e.id(), chunk, end)
                 }
             };
             self.chain.dispatch(e);
             let take = |response| {
-                let mut vm = e.vm.borrow_mut();
+                let vm_rc = e.vm();
+                let mut vm = vm_rc.borrow_mut();
                 if response {
-                    vm.take_response_body(e.id)
+                    vm.take_response_body(e.id())
                 } else {
-                    vm.take_request_body(e.id)
+                    vm.take_request_body(e.id())
                 }
             };
             match r {
@@ -83,7 +85,7 @@ impl FilteredBody {
                     return Ok(());
                 }
                 Ok(Action::Pause) => {
-                    if e.vm.borrow().buffered(e.id, self.response) > BUFFER_LIMIT {
+                    if e.vm().borrow().buffered(e.id(), self.response) > BUFFER_LIMIT {
                         return Err(BodyError::TooLarge);
                     }
                     return Ok(());
@@ -110,21 +112,22 @@ impl FilteredBody {
                 continue;
             }
             let r = {
-                let mut vm = e.vm.borrow_mut();
+                let vm_rc = e.vm();
+                let mut vm = vm_rc.borrow_mut();
                 let held = if self.response {
-                    vm.take_response_body(e.id)
+                    vm.take_response_body(e.id())
                 } else {
-                    vm.take_request_body(e.id)
+                    vm.take_request_body(e.id())
                 };
                 if !held.is_empty() {
                     self.out.push_back(Frame::data(held));
                 }
                 if self.response {
-                    vm.on_response_trailers(e.id, trailers)
-                        .map(|_| vm.take_response_trailers(e.id))
+                    vm.on_response_trailers(e.id(), trailers)
+                        .map(|_| vm.take_response_trailers(e.id()))
                 } else {
-                    vm.on_request_trailers(e.id, trailers)
-                        .map(|_| vm.take_request_trailers(e.id))
+                    vm.on_request_trailers(e.id(), trailers)
+                        .map(|_| vm.take_request_trailers(e.id()))
                 }
             };
             self.chain.dispatch(e);
@@ -135,11 +138,12 @@ impl FilteredBody {
                     if self.chain.failed(e, &f).is_some() {
                         return Err(BodyError::PluginFailed);
                     }
-                    let mut vm = e.vm.borrow_mut();
+                    let vm_rc = e.vm();
+                    let mut vm = vm_rc.borrow_mut();
                     let back = if self.response {
-                        vm.take_response_trailers(e.id)
+                        vm.take_response_trailers(e.id())
                     } else {
-                        vm.take_request_trailers(e.id)
+                        vm.take_request_trailers(e.id())
                     };
                     trailers = back.ok_or(BodyError::PluginFailed)?;
                 }
@@ -165,17 +169,18 @@ impl HttpBody for FilteredBody {
             }
             if let Some(pos) = this.waiting {
                 let e = &this.chain.entries[this.order[pos]];
-                let r = e.vm.borrow_mut().poll_resume(e.id, this.response, cx);
+                let r = e.vm().borrow_mut().poll_resume(e.id(), this.response, cx);
                 let Poll::Ready(r) = r else {
                     return Poll::Pending;
                 };
                 this.waiting = None;
                 let chunk = {
-                    let mut vm = e.vm.borrow_mut();
+                    let vm_rc = e.vm();
+                    let mut vm = vm_rc.borrow_mut();
                     if this.response {
-                        vm.take_response_body(e.id)
+                        vm.take_response_body(e.id())
                     } else {
-                        vm.take_request_body(e.id)
+                        vm.take_request_body(e.id())
                     }
                 };
                 match r {
@@ -201,11 +206,9 @@ impl HttpBody for FilteredBody {
                 Poll::Ready(Some(Ok(frame))) => {
                     let frame = match frame.into_data() {
                         Ok(data) => {
-                            let end = this.inner.is_end_stream();
-                            if end {
-                                this.inner_done = true;
-                            }
-                            if let Err(err) = this.run(0, data, end) {
+                            // As Envoy's HTTP/1 codec: data goes with end_of_stream false, and
+                            // the end of the body comes as an empty call of its own.
+                            if let Err(err) = this.run(0, data, false) {
                                 return Poll::Ready(Some(Err(err.into())));
                             }
                             continue;

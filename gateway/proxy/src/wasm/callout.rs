@@ -40,16 +40,19 @@ pub(super) fn dispatch(ctx: &Rc<WorkerCtx>, vm: &SharedVm, calls: Vec<HttpCall>)
         let ctx = ctx.clone();
         let weak = Rc::downgrade(vm);
         tokio::task::spawn_local(async move {
-            let response = send(&ctx, &call).await;
-            if let Err(e) = &response {
-                tracing::debug!(upstream = %call.upstream, error = %e, "wasm callout failed");
-            }
+            let response = match send(&ctx, &call).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(upstream = %call.upstream, error = %e.text(), "wasm callout failed");
+                    e.response()
+                }
+            };
             let Some(vm) = weak.upgrade() else {
                 return;
             };
             let more = {
                 let mut v = vm.borrow_mut();
-                let _ = v.on_http_call_response(&call, response.ok());
+                let _ = v.on_http_call_response(&call, Some(response));
                 v.take_calls()
             };
             dispatch(&ctx, &vm, more);
@@ -57,27 +60,84 @@ pub(super) fn dispatch(ctx: &Rc<WorkerCtx>, vm: &SharedVm, calls: Vec<HttpCall>)
     }
 }
 
-async fn send(ctx: &Rc<WorkerCtx>, call: &HttpCall) -> Result<CallResponse, String> {
+/// Why a callout got no answer from its upstream; the plugin gets the reply Envoy's async
+/// client makes up for it.
+enum CallError {
+    /// No endpoint, or the exchange failed before a response.
+    Unavailable(String),
+    /// The call's timeout passed.
+    Timeout,
+}
+
+impl CallError {
+    fn text(&self) -> String {
+        match self {
+            CallError::Unavailable(e) => e.clone(),
+            CallError::Timeout => "timed out".to_owned(),
+        }
+    }
+
+    /// Envoy's synthetic reply: 503 with its reset text, or 504 for a timeout.
+    fn response(&self) -> CallResponse {
+        let (status, body): (&str, &str) = match self {
+            CallError::Unavailable(_) => (
+                "503",
+                "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure",
+            ),
+            CallError::Timeout => ("504", "upstream request timeout"),
+        };
+        let header = |k: &str, v: &str| (k.to_owned(), Bytes::copy_from_slice(v.as_bytes()));
+        CallResponse {
+            headers: vec![
+                header(":status", status),
+                header("content-length", &body.len().to_string()),
+                header("content-type", "text/plain"),
+            ],
+            body: Bytes::from(body.to_owned()),
+            trailers: Vec::new(),
+        }
+    }
+}
+
+async fn send(ctx: &Rc<WorkerCtx>, call: &HttpCall) -> Result<CallResponse, CallError> {
     let live = ctx.shared.live.load_full();
-    let cluster = resolve(&live, &call.upstream).ok_or("unknown upstream")?;
+    let unavailable = |e: &str| CallError::Unavailable(e.to_owned());
+    let cluster = resolve(&live, &call.upstream).ok_or_else(|| unavailable("unknown upstream"))?;
     let mut method = Method::GET;
     let mut path = "/".to_owned();
     let mut authority = String::new();
     let mut headers = http::HeaderMap::new();
     for (k, v) in &call.headers {
         match k.as_str() {
-            ":method" => method = Method::from_bytes(v).map_err(|e| e.to_string())?,
+            ":method" => method = Method::from_bytes(v).map_err(|e| unavailable(&e.to_string()))?,
             ":path" => path = String::from_utf8_lossy(v).into_owned(),
             ":authority" => authority = String::from_utf8_lossy(v).into_owned(),
             k if k.starts_with(':') => {}
             k => {
-                let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?;
-                headers.append(name, HeaderValue::from_bytes(v).map_err(|e| e.to_string())?);
+                let bad = |e: String| unavailable(&format!("header {k}: {e}"));
+                let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| bad(e.to_string()))?;
+                let value = HeaderValue::from_bytes(v).map_err(|e| bad(e.to_string()))?;
+                headers.append(name, value);
             }
         }
     }
+    let timeout = if call.timeout.is_zero() {
+        std::time::Duration::from_secs(60)
+    } else {
+        call.timeout
+    };
+    // As Envoy's async client: an internal request carrying its timeout.
+    headers.insert(
+        HeaderName::from_static("x-envoy-internal"),
+        HeaderValue::from_static("true"),
+    );
+    headers.insert(
+        HeaderName::from_static("x-envoy-expected-rq-timeout-ms"),
+        HeaderValue::from(timeout.as_millis() as u64),
+    );
     let proto = cluster.wire_protocol(http::Version::HTTP_11);
-    let uri = crate::http::target_uri(proto, &authority, &path).ok_or("bad :path or :authority")?;
+    let uri = crate::http::target_uri(proto, &authority, &path)
+        .ok_or_else(|| unavailable("bad :path or :authority"))?;
     let (mut head, ()) = Request::new(()).into_parts();
     head.method = method;
     head.uri = uri;
@@ -89,24 +149,21 @@ async fn send(ctx: &Rc<WorkerCtx>, call: &HttpCall) -> Result<CallResponse, Stri
         body::full(call.body.clone())
     };
     let req = Request::from_parts(head, body);
-    let ep = cluster.pick(None).ok_or("no healthy upstream")?;
+    let ep = cluster
+        .pick(None)
+        .ok_or_else(|| unavailable("no healthy upstream"))?;
     let _active = ClusterState::start(&ep);
-    let timeout = if call.timeout.is_zero() {
-        std::time::Duration::from_secs(60)
-    } else {
-        call.timeout
-    };
     let exchange = async {
         let resp = ctx
             .pools
             .send(ep.addr, proto, req, &cluster.circuit)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| unavailable(&e.to_string()))?;
         let (parts, body) = resp.into_parts();
         let collected = http_body_util::Limited::new(body, MAX_RESPONSE_BYTES)
             .collect()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| unavailable(&e.to_string()))?;
         let trailers = collected.trailers().cloned().unwrap_or_default();
         let body: Bytes = collected.to_bytes();
         let mut out = Vec::with_capacity(parts.headers.len() + 1);
@@ -117,7 +174,7 @@ async fn send(ctx: &Rc<WorkerCtx>, call: &HttpCall) -> Result<CallResponse, Stri
         for (k, v) in &parts.headers {
             out.push((k.as_str().to_owned(), Bytes::copy_from_slice(v.as_bytes())));
         }
-        Ok::<_, String>(CallResponse {
+        Ok::<_, CallError>(CallResponse {
             headers: out,
             body,
             trailers: trailers
@@ -128,5 +185,5 @@ async fn send(ctx: &Rc<WorkerCtx>, call: &HttpCall) -> Result<CallResponse, Stri
     };
     tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| "timed out".to_owned())?
+        .map_err(|_| CallError::Timeout)?
 }

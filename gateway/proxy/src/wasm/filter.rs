@@ -24,10 +24,20 @@ pub(super) const BUFFER_LIMIT: usize = 1 << 20;
 /// One plugin's part in a request.
 pub(super) struct Entry {
     pub(super) loaded: Arc<LoadedPlugin>,
-    pub(super) vm: SharedVm,
-    pub(super) id: StreamId,
+    /// The VM and the stream's context in it (replaced when FAIL_RELOAD retries).
+    slot: std::cell::RefCell<(SharedVm, StreamId)>,
     /// False once the plugin failed open: the rest of the request skips it.
     pub(super) active: Cell<bool>,
+}
+
+impl Entry {
+    pub(super) fn vm(&self) -> SharedVm {
+        self.slot.borrow().0.clone()
+    }
+
+    pub(super) fn id(&self) -> StreamId {
+        self.slot.borrow().1
+    }
 }
 
 /// A request's plugins.
@@ -36,6 +46,8 @@ pub struct Chain {
     pub(super) entries: Vec<Entry>,
     /// How many entries saw the request headers (the response goes back through them).
     reached: Cell<usize>,
+    /// The stream's facts as the chain opened (for a context opened later, on reload).
+    info: StreamInfo,
 }
 
 /// A reply that ends the request early, with its response code details.
@@ -44,12 +56,15 @@ pub type Reply = (Response<Body>, &'static str);
 impl Drop for Chain {
     fn drop(&mut self) {
         for e in &self.entries {
-            if let Ok(mut vm) = e.vm.try_borrow_mut() {
-                vm.end_stream(e.id);
-                let calls = vm.take_calls();
-                drop(vm);
-                callout::dispatch(&self.ctx, &e.vm, calls);
-            }
+            let vm_rc = e.vm();
+            let calls = match vm_rc.try_borrow_mut() {
+                Ok(mut vm) => {
+                    vm.end_stream(e.id());
+                    vm.take_calls()
+                }
+                Err(_) => continue,
+            };
+            callout::dispatch(&self.ctx, &vm_rc, calls);
         }
     }
 }
@@ -84,7 +99,8 @@ pub(super) fn local_reply(lr: LocalResponse) -> Reply {
             HeaderValue::from_static("text/plain"),
         );
     }
-    (r, "wasm_local_reply")
+    // Envoy logs no response code details for a plugin's reply (the Rust SDK sends none).
+    (r, "-")
 }
 
 impl Chain {
@@ -106,8 +122,7 @@ impl Chain {
             match opened {
                 Ok((vm, id)) => entries.push(Entry {
                     loaded: loaded.clone(),
-                    vm,
-                    id,
+                    slot: std::cell::RefCell::new((vm, id)),
                     active: Cell::new(true),
                 }),
                 Err(e) if loaded.spec.fail_strategy == FailStrategy::FailOpen => {
@@ -123,6 +138,7 @@ impl Chain {
             ctx: ctx.clone(),
             entries,
             reached: Cell::new(0),
+            info: info.clone(),
         }))
     }
 
@@ -133,8 +149,8 @@ impl Chain {
 
     /// Sends the callouts the entry's VM queued.
     pub(super) fn dispatch(&self, e: &Entry) {
-        let calls = e.vm.borrow_mut().take_calls();
-        callout::dispatch(&self.ctx, &e.vm, calls);
+        let calls = e.vm().borrow_mut().take_calls();
+        callout::dispatch(&self.ctx, &e.vm(), calls);
     }
 
     /// What a plugin's failure does to the request: `None` to go on without the plugin
@@ -150,7 +166,7 @@ impl Chain {
 
     /// Waits until a paused entry goes on.
     async fn resumed(&self, e: &Entry, response: bool) -> Resume {
-        std::future::poll_fn(|cx| e.vm.borrow_mut().poll_resume(e.id, response, cx)).await
+        std::future::poll_fn(|cx| e.vm().borrow_mut().poll_resume(e.id(), response, cx)).await
     }
 
     /// Runs the request head through every plugin; returns the head to send on, or the reply
@@ -165,38 +181,68 @@ impl Chain {
                 continue;
             }
             self.reached.set(i + 1);
-            let r =
-                e.vm.borrow_mut()
-                    .on_request_headers(e.id, head, end_of_stream);
-            self.dispatch(e);
-            let r = match r {
-                Ok(Action::Pause) if e.vm.borrow().failed().is_none() => {
-                    let local = e.vm.borrow_mut().take_local_response(e.id);
-                    match local {
+            let mut reloaded = false;
+            loop {
+                let r = e
+                    .vm()
+                    .borrow_mut()
+                    .on_request_headers(e.id(), head, end_of_stream);
+                self.dispatch(e);
+                let r = match r {
+                    Ok(Action::Pause) if e.vm().borrow().failed().is_none() => {
+                        let local = e.vm().borrow_mut().take_local_response(e.id());
+                        match local {
+                            Some(lr) => Resume::LocalResponse(lr),
+                            None => self.resumed(e, false).await,
+                        }
+                    }
+                    Ok(_) => match e.vm().borrow_mut().take_local_response(e.id()) {
                         Some(lr) => Resume::LocalResponse(lr),
-                        None => self.resumed(e, false).await,
+                        None => Resume::Continue,
+                    },
+                    Err(f) => Resume::Failed(f),
+                };
+                let back = e.vm().borrow_mut().take_request(e.id());
+                match r {
+                    Resume::Continue => {}
+                    Resume::LocalResponse(lr) => return Err(local_reply(lr)),
+                    Resume::Closed => return Err(fail_close()),
+                    Resume::Failed(f) => {
+                        // FAIL_RELOAD: a fresh VM gets the request once more.
+                        if e.loaded.spec.fail_strategy == FailStrategy::FailReload && !reloaded {
+                            tracing::debug!(plugin = %e.loaded.spec.name, failure = %f, "reloading the VM (FAIL_RELOAD)");
+                            match (back, self.reload(e)) {
+                                (Some(h), true) => {
+                                    head = h;
+                                    reloaded = true;
+                                    continue;
+                                }
+                                _ => return Err(fail_close()),
+                            }
+                        }
+                        if let Some(reply) = self.failed(e, &f) {
+                            return Err(reply);
+                        }
                     }
                 }
-                Ok(_) => match e.vm.borrow_mut().take_local_response(e.id) {
-                    Some(lr) => Resume::LocalResponse(lr),
-                    None => Resume::Continue,
-                },
-                Err(f) => Resume::Failed(f),
-            };
-            let back = e.vm.borrow_mut().take_request(e.id);
-            match r {
-                Resume::Continue => {}
-                Resume::LocalResponse(lr) => return Err(local_reply(lr)),
-                Resume::Closed => return Err(fail_close()),
-                Resume::Failed(f) => {
-                    if let Some(reply) = self.failed(e, &f) {
-                        return Err(reply);
-                    }
-                }
+                head = back.ok_or_else(fail_close)?;
+                break;
             }
-            head = back.ok_or_else(fail_close)?;
         }
         Ok(head)
+    }
+
+    /// Moves `e` to a fresh VM of its plugin (the failed one is replaced on this worker).
+    fn reload(&self, e: &Entry) -> bool {
+        let Ok(vm) = self.ctx.vms.get(&self.ctx, &e.loaded) else {
+            return false;
+        };
+        let Ok(id) = vm.borrow_mut().create_stream(self.info.clone()) else {
+            return false;
+        };
+        let (old_vm, old_id) = std::mem::replace(&mut *e.slot.borrow_mut(), (vm, id));
+        old_vm.borrow_mut().end_stream(old_id);
+        true
     }
 
     /// Runs the response through the plugins that saw the request, last to first.
@@ -207,25 +253,26 @@ impl Chain {
             if !e.active.get() {
                 continue;
             }
-            let r =
-                e.vm.borrow_mut()
-                    .on_response_headers(e.id, head, end_of_stream);
+            let r = e
+                .vm()
+                .borrow_mut()
+                .on_response_headers(e.id(), head, end_of_stream);
             self.dispatch(e);
             let r = match r {
-                Ok(Action::Pause) if e.vm.borrow().failed().is_none() => {
-                    let local = e.vm.borrow_mut().take_local_response(e.id);
+                Ok(Action::Pause) if e.vm().borrow().failed().is_none() => {
+                    let local = e.vm().borrow_mut().take_local_response(e.id());
                     match local {
                         Some(lr) => Resume::LocalResponse(lr),
                         None => self.resumed(e, true).await,
                     }
                 }
-                Ok(_) => match e.vm.borrow_mut().take_local_response(e.id) {
+                Ok(_) => match e.vm().borrow_mut().take_local_response(e.id()) {
                     Some(lr) => Resume::LocalResponse(lr),
                     None => Resume::Continue,
                 },
                 Err(f) => Resume::Failed(f),
             };
-            let back = e.vm.borrow_mut().take_response(e.id);
+            let back = e.vm().borrow_mut().take_response(e.id());
             match r {
                 Resume::Continue => {}
                 Resume::LocalResponse(lr) => return local_reply(lr).0,
@@ -270,10 +317,12 @@ impl Chain {
     /// Tells every plugin what became of the request (for properties read later).
     pub fn update(&self, f: impl Fn(&mut StreamInfo)) {
         for e in &self.entries {
-            if let Ok(mut vm) = e.vm.try_borrow_mut() {
-                if let Some(info) = vm.info_mut(e.id) {
-                    f(info);
-                }
+            let vm_rc = e.vm();
+            let Ok(mut vm) = vm_rc.try_borrow_mut() else {
+                continue;
+            };
+            if let Some(info) = vm.info_mut(e.id()) {
+                f(info);
             }
         }
     }

@@ -22,13 +22,14 @@ fn current_level() -> u32 {
 /// Writes one guest log line at ABI `level`.
 pub(crate) fn emit(st: &VmState, level: i32, msg: &str) {
     let cfg = &st.plugin.config;
-    let (name, root) = (cfg.name.as_str(), cfg.root_id.as_str());
+    // Envoy's prefix: `wasm log <plugin name> <root id> <vm id>: <message>`.
+    let (name, root, vm) = (&cfg.name, &cfg.root_id, &cfg.vm_id);
     match level {
-        0 => tracing::trace!(target: "wasm", plugin = name, root_id = root, "{msg}"),
-        1 => tracing::debug!(target: "wasm", plugin = name, root_id = root, "{msg}"),
-        2 => tracing::info!(target: "wasm", plugin = name, root_id = root, "{msg}"),
-        3 => tracing::warn!(target: "wasm", plugin = name, root_id = root, "{msg}"),
-        _ => tracing::error!(target: "wasm", plugin = name, root_id = root, "{msg}"),
+        0 => tracing::trace!(target: "wasm", "wasm log {name} {root} {vm}: {msg}"),
+        1 => tracing::debug!(target: "wasm", "wasm log {name} {root} {vm}: {msg}"),
+        2 => tracing::info!(target: "wasm", "wasm log {name} {root} {vm}: {msg}"),
+        3 => tracing::warn!(target: "wasm", "wasm log {name} {root} {vm}: {msg}"),
+        _ => tracing::error!(target: "wasm", "wasm log {name} {root} {vm}: {msg}"),
     }
 }
 

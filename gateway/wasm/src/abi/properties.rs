@@ -119,7 +119,7 @@ fn property(st: &mut VmState, path: &[&[u8]]) -> Option<Vec<u8>> {
         [b"plugin_name"] => return Some(text(&cfg.name)),
         [b"plugin_root_id"] => return Some(text(&cfg.root_id)),
         [b"plugin_vm_id"] => return Some(text(&cfg.vm_id)),
-        [b"node", rest @ ..] => return st.host.node_property(rest),
+        [b"node", rest @ ..] | [b"xds", b"node", rest @ ..] => return st.host.node_property(rest),
         _ => {}
     }
     let s = st.stream()?;
