@@ -567,3 +567,75 @@ fn a_failed_callout_gets_envoys_synthetic_reply() {
     );
     assert!(seen.headers.get("x-request-id").is_none());
 }
+
+#[test]
+fn a_unary_grpc_callout_gets_its_message_or_its_status() {
+    let Some(wasm) = plugins::path("abi-probe") else {
+        return;
+    };
+    let (up, co) = (Upstream::echo("up"), Upstream::echo("co"));
+    let mut cfg = config(&up, &co, &plugin("probe", &wasm, ""));
+    let dead = support::free_port();
+    cfg.push_str(&format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: dead, namespace: test}}\n\
+         spec:\n  hosts: [dead.test]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: 80, name: grpc, protocol: GRPC}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{grpc: {dead}}}}}]\n"
+    ));
+    let gw = Gateway::start(&cfg);
+    let c = Client::http1(gw.port);
+    let r = c.get_h(
+        "app.example.com",
+        "/",
+        &[
+            ("x-probe", "grpc"),
+            ("x-probe-cluster", "outbound|80||callout.test"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let call = co.last();
+    assert_eq!(call.path, "/test.Echo/Say");
+    assert_eq!(call.version, "HTTP/2.0");
+    assert_eq!(
+        call.headers.get("x-probe-md").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    assert_eq!(call.body_bytes, 9, "5-byte gRPC prefix + `ping`");
+    let seen = up.last();
+    let h = |n: &str| {
+        seen.headers
+            .get(n)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    assert_eq!(h("x-grpc-status").as_deref(), Some("0"));
+    assert_eq!(
+        h("x-grpc-message").as_deref(),
+        Some("received=9 trailers=false")
+    );
+
+    let r = c.get_h(
+        "app.example.com",
+        "/",
+        &[
+            ("x-probe", "grpc"),
+            ("x-probe-cluster", "outbound|80||dead.test"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let seen = up.last();
+    assert_eq!(
+        seen.headers.get("x-grpc-status").map(|v| v.as_bytes()),
+        Some(&b"14"[..]),
+        "UNAVAILABLE"
+    );
+
+    // An unknown cluster: the dispatch itself fails (ParseFailure) and the plugin replies 500.
+    let r = c.get_h(
+        "app.example.com",
+        "/",
+        &[
+            ("x-probe", "grpc"),
+            ("x-probe-cluster", "outbound|80||nowhere.test"),
+        ],
+    );
+    assert_eq!(r.status, 500);
+    assert_eq!(&r.body[..], b"ParseFailure");
+}

@@ -61,6 +61,34 @@ pub struct HttpCall {
     pub timeout: Duration,
 }
 
+/// A unary gRPC callout the plugin dispatched with `proxy_grpc_call`.
+#[derive(Debug, Clone)]
+pub struct GrpcCall {
+    /// The token the plugin got back.
+    pub token: u32,
+    /// The upstream: an Istio cluster name or a host.
+    pub upstream: String,
+    /// Fully qualified service name (`package.Service`).
+    pub service: String,
+    /// Method name.
+    pub method: String,
+    /// Initial metadata (request headers).
+    pub metadata: Vec<(String, Bytes)>,
+    /// The serialized request message.
+    pub message: Bytes,
+    /// Timeout (zero: none).
+    pub timeout: Duration,
+}
+
+/// A callout of either kind, for the host to send.
+#[derive(Debug, Clone)]
+pub enum Callout {
+    /// `proxy_http_call`.
+    Http(HttpCall),
+    /// `proxy_grpc_call`.
+    Grpc(GrpcCall),
+}
+
 /// What came back for a callout.
 #[derive(Debug, Clone, Default)]
 pub struct CallResponse {

@@ -17,7 +17,7 @@ mod state;
 mod vm;
 
 pub use abi::{BufferType, LogLevel, MapType, Status};
-pub use context::{Action, CallResponse, HttpCall, LocalResponse};
+pub use context::{Action, CallResponse, Callout, GrpcCall, HttpCall, LocalResponse};
 pub use engine::{hex, AbiVersion};
 pub use engine::{CompiledModule, Engine, EngineOptions};
 pub use error::{VmFailure, WasmError};

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use wasmtime::{Memory, TypedFunc};
 
-use crate::context::{CallResponse, HttpCall, LocalResponse};
+use crate::context::{CallResponse, Callout, LocalResponse};
 use crate::host::{Host, StreamInfo};
 use crate::metrics::Metric;
 use crate::plugin::PluginShared;
@@ -36,7 +36,11 @@ pub struct VmState {
     pub(crate) tick_period: Option<Duration>,
     pub(crate) tick_waker: Option<Waker>,
     /// Callouts dispatched during the current callback, for the filter to send.
-    pub(crate) calls: Vec<HttpCall>,
+    pub(crate) calls: Vec<Callout>,
+    /// gRPC callouts the plugin cancelled or closed before their answer.
+    pub(crate) cancelled: Vec<u32>,
+    /// The message of the gRPC answer being delivered to `proxy_on_grpc_receive`.
+    pub(crate) grpc_message: Option<Bytes>,
     pub(crate) next_token: u32,
     /// The response of the callout being delivered to `proxy_on_http_call_response`.
     pub(crate) call_response: Option<CallResponse>,

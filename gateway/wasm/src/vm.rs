@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use wasmtime::{Store, Trap, TypedFunc, WasmParams, WasmResults};
 
-use crate::context::{Action, CallResponse, HttpCall, LocalResponse};
+use crate::context::{Action, CallResponse, Callout, GrpcCall, HttpCall, LocalResponse};
 use crate::engine::AbiVersion;
 use crate::error::{VmFailure, WasmError};
 use crate::host::{Host, StreamInfo};
@@ -56,6 +56,8 @@ struct Exports {
     tick: Option<F1>,
     http_call_response: Option<F5>,
     queue_ready: Option<F2>,
+    grpc_receive: Option<TypedFunc<(i32, i32, i32), ()>>,
+    grpc_close: Option<TypedFunc<(i32, i32, i32), ()>>,
 }
 
 /// How a paused stream went on.
@@ -136,6 +138,8 @@ impl PluginVm {
             tick_period: None,
             tick_waker: None,
             calls: Vec::new(),
+            cancelled: Vec::new(),
+            grpc_message: None,
             next_token: 1,
             call_response: None,
             metrics: Vec::new(),
@@ -184,6 +188,8 @@ impl PluginVm {
             tick: export(&instance, &mut store, "proxy_on_tick")?,
             http_call_response: export(&instance, &mut store, "proxy_on_http_call_response")?,
             queue_ready: export(&instance, &mut store, "proxy_on_queue_ready")?,
+            grpc_receive: export(&instance, &mut store, "proxy_on_grpc_receive")?,
+            grpc_close: export(&instance, &mut store, "proxy_on_grpc_close")?,
         };
         let alloc = match export::<i32, i32>(&instance, &mut store, "proxy_on_memory_allocate")? {
             Some(f) => Some(f),
@@ -286,7 +292,7 @@ impl PluginVm {
     }
 
     /// Callouts the plugin dispatched since the last call, for the filter to send.
-    pub fn take_calls(&mut self) -> Vec<HttpCall> {
+    pub fn take_calls(&mut self) -> Vec<Callout> {
         std::mem::take(&mut self.store.data_mut().calls)
     }
 
@@ -630,6 +636,50 @@ impl PluginVm {
         );
         self.store.data_mut().call_response = None;
         r
+    }
+
+    /// Delivers a unary gRPC callout's answer: the response message, or the status (code and
+    /// message) it closed with. Nothing is delivered for a call the plugin cancelled.
+    pub fn on_grpc_response(
+        &mut self,
+        call: &GrpcCall,
+        response: Result<Bytes, (u32, Bytes)>,
+    ) -> Result<(), VmFailure> {
+        let st = self.store.data_mut();
+        if let Some(i) = st.cancelled.iter().position(|t| *t == call.token) {
+            st.cancelled.swap_remove(i);
+            return Ok(());
+        }
+        let root = st.root_id;
+        match response {
+            Ok(message) => {
+                let Some(f) = self.ex.grpc_receive.clone() else {
+                    return Ok(());
+                };
+                let size = message.len() as i32;
+                self.store.data_mut().grpc_message = Some(message);
+                let r = self.call(
+                    root,
+                    "proxy_on_grpc_receive",
+                    f,
+                    (root as i32, call.token as i32, size),
+                );
+                self.store.data_mut().grpc_message = None;
+                r
+            }
+            Err((code, message)) => {
+                let Some(f) = self.ex.grpc_close.clone() else {
+                    return Ok(());
+                };
+                self.store.data_mut().status = (code, message);
+                self.call(
+                    root,
+                    "proxy_on_grpc_close",
+                    f,
+                    (root as i32, call.token as i32, code as i32),
+                )
+            }
+        }
     }
 
     /// Tells the root context that queue `queue` has data.

@@ -291,6 +291,7 @@ impl Probe {
                 Action::Continue
             }
             "callout" => self.callout(),
+            "grpc" => self.grpc(),
             "metrics" => self.metrics(),
             "shared" => self.shared(),
             "queue" => self.queue(),
@@ -369,6 +370,28 @@ impl Probe {
             (":authority", "callout"),
         ];
         match self.dispatch_http_call(&cluster, headers, None, vec![], Duration::from_secs(5)) {
+            Ok(_) => Action::Pause,
+            Err(status) => {
+                let body = format!("{status:?}");
+                self.send_http_response(500, vec![], Some(body.as_bytes()));
+                Action::Pause
+            }
+        }
+    }
+
+    /// A unary gRPC call (`test.Echo/Say`, message `ping`) to the cluster in
+    /// `x-probe-cluster`; the answer is reported as request headers on the way upstream.
+    fn grpc(&self) -> Action {
+        let cluster = self.header("x-probe-cluster").unwrap_or_default();
+        let metadata = vec![("x-probe-md", &b"1"[..])];
+        match self.dispatch_grpc_call(
+            &cluster,
+            "test.Echo",
+            "Say",
+            metadata,
+            Some(b"ping"),
+            Duration::from_secs(5),
+        ) {
             Ok(_) => Action::Pause,
             Err(status) => {
                 let body = format!("{status:?}");
@@ -530,6 +553,23 @@ impl Probe {
 }
 
 impl Context for Probe {
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        self.event(
+            "grpc_call_response",
+            json!({"token": token, "status": status, "size": size}),
+        );
+        let body = self
+            .get_grpc_call_response_body(0, size)
+            .unwrap_or_default();
+        self.add_http_request_header("x-grpc-status", &status.to_string());
+        self.add_http_request_header("x-grpc-message", &String::from_utf8_lossy(&body));
+        if status != 0 {
+            let (_, message) = self.get_grpc_status();
+            self.add_http_request_header("x-grpc-status-message", &message.unwrap_or_default());
+        }
+        self.resume_http_request();
+    }
+
     fn on_http_call_response(
         &mut self,
         token: u32,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request};
 use http_body_util::BodyExt;
-use meshgate_wasm::{CallResponse, HttpCall};
+use meshgate_wasm::{CallResponse, Callout, GrpcCall, HttpCall};
 
 use super::vms::SharedVm;
 use crate::body;
@@ -34,30 +34,127 @@ pub(super) fn resolve(live: &Live, upstream: &str) -> Option<Arc<ClusterState>> 
         .cloned()
 }
 
-/// Sends each of `calls` on its own task.
-pub(super) fn dispatch(ctx: &Rc<WorkerCtx>, vm: &SharedVm, calls: Vec<HttpCall>) {
+/// Sends each of `calls` on its own task; the answer goes back to the VM (if it still runs).
+pub(super) fn dispatch(ctx: &Rc<WorkerCtx>, vm: &SharedVm, calls: Vec<Callout>) {
     for call in calls {
         let ctx = ctx.clone();
         let weak = Rc::downgrade(vm);
         tokio::task::spawn_local(async move {
-            let response = match send(&ctx, &call).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::debug!(upstream = %call.upstream, error = %e.text(), "wasm callout failed");
-                    e.response()
-                }
+            let answer = match &call {
+                Callout::Http(c) => Answer::Http(match send(&ctx, c).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::debug!(upstream = %c.upstream, error = %e.text(), "wasm callout failed");
+                        e.response()
+                    }
+                }),
+                Callout::Grpc(c) => Answer::Grpc(send_grpc(&ctx, c).await),
             };
             let Some(vm) = weak.upgrade() else {
                 return;
             };
             let more = {
                 let mut v = vm.borrow_mut();
-                let _ = v.on_http_call_response(&call, Some(response));
+                let _ = match (&call, answer) {
+                    (Callout::Http(c), Answer::Http(r)) => v.on_http_call_response(c, Some(r)),
+                    (Callout::Grpc(c), Answer::Grpc(r)) => v.on_grpc_response(c, r),
+                    _ => Ok(()),
+                };
                 v.take_calls()
             };
             dispatch(&ctx, &vm, more);
         });
     }
+}
+
+enum Answer {
+    Http(CallResponse),
+    Grpc(Result<Bytes, (u32, Bytes)>),
+}
+
+/// gRPC status codes the host reports itself.
+const GRPC_DEADLINE_EXCEEDED: u32 = 4;
+const GRPC_INTERNAL: u32 = 13;
+const GRPC_UNAVAILABLE: u32 = 14;
+
+/// A unary gRPC call over HTTP/2 to the call's cluster: the response message, or the status.
+async fn send_grpc(ctx: &Rc<WorkerCtx>, call: &GrpcCall) -> Result<Bytes, (u32, Bytes)> {
+    let fail = |code: u32, msg: &str| (code, Bytes::from(msg.to_owned()));
+    let live = ctx.shared.live.load_full();
+    let cluster =
+        resolve(&live, &call.upstream).ok_or_else(|| fail(GRPC_UNAVAILABLE, "unknown upstream"))?;
+    let path = format!("/{}/{}", call.service, call.method);
+    let proto = crate::upstream::pool::Proto::Http2;
+    let uri = crate::http::target_uri(proto, &cluster.host, &path)
+        .ok_or_else(|| fail(GRPC_INTERNAL, "bad service or method name"))?;
+    let mut req = Request::post(uri).version(http::Version::HTTP_2);
+    for (k, v) in &call.metadata {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_bytes(v),
+        ) {
+            req = req.header(k, v);
+        }
+    }
+    req = req
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .header(http::header::TE, "trailers")
+        .header("x-envoy-internal", "true");
+    if !call.timeout.is_zero() {
+        req = req.header("grpc-timeout", format!("{}m", call.timeout.as_millis()));
+    }
+    let mut framed = Vec::with_capacity(5 + call.message.len());
+    framed.push(0);
+    framed.extend_from_slice(&(call.message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&call.message);
+    let req = req
+        .body(body::full(framed))
+        .map_err(|e| fail(GRPC_INTERNAL, &e.to_string()))?;
+    let ep = cluster
+        .pick(None)
+        .ok_or_else(|| fail(GRPC_UNAVAILABLE, "no healthy upstream"))?;
+    let _active = ClusterState::start(&ep);
+    let exchange = async {
+        let resp = ctx
+            .pools
+            .send(ep.addr, proto, req, &cluster.circuit)
+            .await
+            .map_err(|e| fail(GRPC_UNAVAILABLE, &e.to_string()))?;
+        let (parts, body) = resp.into_parts();
+        let collected = http_body_util::Limited::new(body, MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| fail(GRPC_INTERNAL, &e.to_string()))?;
+        let trailers = collected.trailers().cloned().unwrap_or_default();
+        let data = collected.to_bytes();
+        // The status is in the trailers, or in the headers of a trailers-only answer.
+        let status_of = |h: &http::HeaderMap| -> Option<(u32, Bytes)> {
+            let code = h.get("grpc-status")?.to_str().ok()?.parse().ok()?;
+            let msg = h
+                .get("grpc-message")
+                .map_or_else(Bytes::new, |v| Bytes::copy_from_slice(v.as_bytes()));
+            Some((code, msg))
+        };
+        let (code, msg) = status_of(&trailers)
+            .or_else(|| status_of(&parts.headers))
+            .ok_or_else(|| fail(GRPC_INTERNAL, "no grpc-status"))?;
+        if code != 0 {
+            return Err((code, msg));
+        }
+        if data.len() < 5 {
+            return Err(fail(GRPC_INTERNAL, "no response message"));
+        }
+        let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+        data.get(5..5 + len)
+            .map(|m| data.slice_ref(m))
+            .ok_or_else(|| fail(GRPC_INTERNAL, "truncated response message"))
+    };
+    if call.timeout.is_zero() {
+        return exchange.await;
+    }
+    tokio::time::timeout(call.timeout, exchange)
+        .await
+        .map_err(|_| fail(GRPC_DEADLINE_EXCEEDED, "deadline exceeded"))?
 }
 
 /// Why a callout got no answer from its upstream; the plugin gets the reply Envoy's async

@@ -1,8 +1,8 @@
 //! A real upstream HTTP server (HTTP/1.1 and h2c) on loopback that echoes what it received.
 //!
-//! Paths steer it: `/status/NNN`, `/delay/MS`, `/big/BYTES` (streamed response), `/grpc`
-//! (gRPC framing with trailers), `/ws` (WebSocket-style upgrade, echoes bytes). Any other path
-//! answers 200 with a JSON description of the request. Request bodies are counted as they
+//! Paths steer it: `/status/NNN`, `/delay/MS`, `/big/BYTES` (streamed response), `/grpc` or
+//! any `application/grpc` request (gRPC framing with trailers), `/ws` (WebSocket-style upgrade,
+//! echoes bytes). Any other path answers 200 with a JSON description of the request. Request bodies are counted as they
 //! stream, never buffered. `/reset` drops the request without an answer (HTTP/1.1: the
 //! connection closes; HTTP/2: the stream is reset).
 //!
@@ -276,7 +276,11 @@ async fn handle(
         let total: u64 = len.parse().unwrap_or(0);
         return Ok(big(total, &name));
     }
-    if p == "/grpc" {
+    let grpc_request = parts
+        .headers
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if p == "/grpc" || grpc_request {
         return Ok(grpc(n, trailers.is_some(), &name));
     }
     let headers: serde_json::Map<String, Value> = parts

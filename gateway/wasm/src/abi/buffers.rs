@@ -18,6 +18,7 @@ fn buffer(st: &mut VmState, t: BufferType) -> Result<Bytes, Status> {
             .as_ref()
             .map(|r| r.body.clone())
             .ok_or(Status::NotFound)?,
+        BufferType::GrpcReceiveBuffer => st.grpc_message.clone().ok_or(Status::NotFound)?,
         BufferType::RequestBody => {
             Bytes::copy_from_slice(&st.stream().ok_or(Status::NotFound)?.request_body)
         }

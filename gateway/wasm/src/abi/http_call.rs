@@ -8,13 +8,13 @@ use bytes::Bytes;
 use wasmtime::{Caller, Linker};
 
 use super::{decode_pairs, read, write_u32, Status};
-use crate::context::HttpCall;
+use crate::context::{Callout, HttpCall};
 use crate::state::VmState;
 
 /// At most this many callouts may be waiting per VM.
-const MAX_PENDING: usize = 1024;
+pub(super) const MAX_PENDING: usize = 1024;
 
-fn owned(pairs: Vec<(&[u8], &[u8])>) -> Vec<(String, Bytes)> {
+pub(super) fn owned(pairs: Vec<(&[u8], &[u8])>) -> Vec<(String, Bytes)> {
     pairs
         .into_iter()
         .map(|(k, v)| {
@@ -63,7 +63,7 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
                 }
                 let token = st.next_token;
                 st.next_token = st.next_token.wrapping_add(1).max(1);
-                st.calls.push(HttpCall {
+                st.calls.push(Callout::Http(HttpCall {
                     token,
                     context_id: st.effective,
                     upstream,
@@ -71,7 +71,7 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
                     body: Bytes::from(body),
                     trailers,
                     timeout: Duration::from_millis(u64::from(timeout_ms as u32)),
-                });
+                }));
                 write_u32(&mut c, token_ptr, token)
             })();
             r.map_or_else(Status::code, |()| Status::Ok.code())

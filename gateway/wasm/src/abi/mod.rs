@@ -42,6 +42,8 @@ pub enum Status {
     Empty = 7,
     /// Shared data changed since its cas was read.
     CasMismatch = 8,
+    /// The host failed.
+    InternalFailure = 10,
     /// Not available in this context or on this host.
     Unimplemented = 12,
 }
