@@ -334,19 +334,8 @@ impl PluginVm {
     ) -> Result<Action, VmFailure> {
         let n = crate::abi::request_header_count(&head) as i32;
         self.stream(id)?.request = Some(head);
-        let Some(f) = self.ex.request_headers.clone() else {
-            return Ok(Action::Continue);
-        };
-        let r = match f {
-            HeadersFn::V1(f) => self.call(id.0, "proxy_on_request_headers", f, (id.0 as i32, n))?,
-            HeadersFn::V2(f) => self.call(
-                id.0,
-                "proxy_on_request_headers",
-                f,
-                (id.0 as i32, n, end_of_stream as i32),
-            )?,
-        };
-        self.action("proxy_on_request_headers", r)
+        let f = self.ex.request_headers.clone();
+        self.headers(id, f, "proxy_on_request_headers", n, end_of_stream)
     }
 
     /// Runs `proxy_on_response_headers` on `head` (see [`PluginVm::on_request_headers`]).
@@ -362,72 +351,59 @@ impl PluginVm {
             s.info.response_code = Some(head.status.as_u16());
             s.response = Some(head);
         }
-        let Some(f) = self.ex.response_headers.clone() else {
-            return Ok(Action::Continue);
-        };
+        let f = self.ex.response_headers.clone();
+        self.headers(id, f, "proxy_on_response_headers", n, end_of_stream)
+    }
+
+    fn headers(
+        &mut self,
+        id: StreamId,
+        f: Option<HeadersFn>,
+        callback: &'static str,
+        n: i32,
+        end_of_stream: bool,
+    ) -> Result<Action, VmFailure> {
         let r = match f {
-            HeadersFn::V1(f) => {
-                self.call(id.0, "proxy_on_response_headers", f, (id.0 as i32, n))?
+            None => return Ok(Action::Continue),
+            Some(HeadersFn::V1(f)) => self.call(id.0, callback, f, (id.0 as i32, n))?,
+            Some(HeadersFn::V2(f)) => {
+                self.call(id.0, callback, f, (id.0 as i32, n, end_of_stream as i32))?
             }
-            HeadersFn::V2(f) => self.call(
-                id.0,
-                "proxy_on_response_headers",
-                f,
-                (id.0 as i32, n, end_of_stream as i32),
-            )?,
         };
-        self.action("proxy_on_response_headers", r)
+        self.action(callback, r)
     }
 
-    /// Runs `proxy_on_request_body` with `chunk` added to what the plugin buffered so far.
-    /// On `Continue` take the whole buffered body with [`PluginVm::take_request_body`].
-    pub fn on_request_body(
+    /// Runs `proxy_on_request_body` (or, for the `response`, `proxy_on_response_body`) with
+    /// `chunk` added to what the plugin buffered so far. On `Continue` take the whole buffered
+    /// body with [`PluginVm::take_body`].
+    pub fn on_body(
         &mut self,
         id: StreamId,
+        response: bool,
         chunk: Bytes,
         end_of_stream: bool,
     ) -> Result<Action, VmFailure> {
         let size = {
             let s = self.stream(id)?;
-            s.info.request_body_size += chunk.len() as u64;
-            append(&mut s.request_body, chunk);
-            s.request_body.len() as i32
+            let (buf, seen) = if response {
+                (&mut s.response_body, &mut s.info.response_body_size)
+            } else {
+                (&mut s.request_body, &mut s.info.request_body_size)
+            };
+            *seen += chunk.len() as u64;
+            append(buf, chunk);
+            buf.len() as i32
         };
-        let Some(f) = self.ex.request_body.clone() else {
+        let (f, callback) = if response {
+            (self.ex.response_body.clone(), "proxy_on_response_body")
+        } else {
+            (self.ex.request_body.clone(), "proxy_on_request_body")
+        };
+        let Some(f) = f else {
             return Ok(Action::Continue);
         };
-        let r = self.call(
-            id.0,
-            "proxy_on_request_body",
-            f,
-            (id.0 as i32, size, end_of_stream as i32),
-        )?;
-        self.action("proxy_on_request_body", r)
-    }
-
-    /// Runs `proxy_on_response_body` (see [`PluginVm::on_request_body`]).
-    pub fn on_response_body(
-        &mut self,
-        id: StreamId,
-        chunk: Bytes,
-        end_of_stream: bool,
-    ) -> Result<Action, VmFailure> {
-        let size = {
-            let s = self.stream(id)?;
-            s.info.response_body_size += chunk.len() as u64;
-            append(&mut s.response_body, chunk);
-            s.response_body.len() as i32
-        };
-        let Some(f) = self.ex.response_body.clone() else {
-            return Ok(Action::Continue);
-        };
-        let r = self.call(
-            id.0,
-            "proxy_on_response_body",
-            f,
-            (id.0 as i32, size, end_of_stream as i32),
-        )?;
-        self.action("proxy_on_response_body", r)
+        let r = self.call(id.0, callback, f, (id.0 as i32, size, end_of_stream as i32))?;
+        self.action(callback, r)
     }
 
     /// Runs `proxy_on_request_trailers`; take them back with [`PluginVm::take_request_trailers`].
@@ -485,22 +461,19 @@ impl PluginVm {
             .take()
     }
 
-    /// The request body the plugin buffered (as it left it).
-    pub fn take_request_body(&mut self, id: StreamId) -> Bytes {
+    /// The request (or `response`) body the plugin buffered, as it left it.
+    pub fn take_body(&mut self, id: StreamId, response: bool) -> Bytes {
         self.store
             .data_mut()
             .streams
             .get_mut(&id.0)
-            .map_or_else(Bytes::new, |s| s.request_body.split().freeze())
-    }
-
-    /// The response body the plugin buffered.
-    pub fn take_response_body(&mut self, id: StreamId) -> Bytes {
-        self.store
-            .data_mut()
-            .streams
-            .get_mut(&id.0)
-            .map_or_else(Bytes::new, |s| s.response_body.split().freeze())
+            .map_or_else(Bytes::new, |s| {
+                if response {
+                    s.response_body.split().freeze()
+                } else {
+                    s.request_body.split().freeze()
+                }
+            })
     }
 
     /// Request trailers, back from the plugin.

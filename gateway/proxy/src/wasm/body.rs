@@ -59,25 +59,12 @@ impl FilteredBody {
             if !e.active.get() {
                 continue;
             }
-            let r = {
-                let vm_rc = e.vm();
-                let mut vm = vm_rc.borrow_mut();
-                if self.response {
-                    vm.on_response_body(e.id(), chunk, end)
-                } else {
-                    vm.on_request_body(e.id(), chunk, end)
-                }
-            };
+            let r = e
+                .vm()
+                .borrow_mut()
+                .on_body(e.id(), self.response, chunk, end);
             self.chain.dispatch(e);
-            let take = |response| {
-                let vm_rc = e.vm();
-                let mut vm = vm_rc.borrow_mut();
-                if response {
-                    vm.take_response_body(e.id())
-                } else {
-                    vm.take_request_body(e.id())
-                }
-            };
+            let take = |response| e.vm().borrow_mut().take_body(e.id(), response);
             match r {
                 Ok(Action::Continue) => chunk = take(self.response),
                 Ok(Action::Pause) if end => {
@@ -114,11 +101,7 @@ impl FilteredBody {
             let r = {
                 let vm_rc = e.vm();
                 let mut vm = vm_rc.borrow_mut();
-                let held = if self.response {
-                    vm.take_response_body(e.id())
-                } else {
-                    vm.take_request_body(e.id())
-                };
+                let held = vm.take_body(e.id(), self.response);
                 if !held.is_empty() {
                     self.out.push_back(Frame::data(held));
                 }
@@ -174,15 +157,7 @@ impl HttpBody for FilteredBody {
                     return Poll::Pending;
                 };
                 this.waiting = None;
-                let chunk = {
-                    let vm_rc = e.vm();
-                    let mut vm = vm_rc.borrow_mut();
-                    if this.response {
-                        vm.take_response_body(e.id())
-                    } else {
-                        vm.take_request_body(e.id())
-                    }
-                };
+                let chunk = e.vm().borrow_mut().take_body(e.id(), this.response);
                 match r {
                     Resume::Continue => {}
                     Resume::Failed(f) if this.chain.failed(e, &f).is_none() => {}

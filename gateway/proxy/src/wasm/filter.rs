@@ -164,8 +164,19 @@ impl Chain {
         }
     }
 
-    /// Waits until a paused entry goes on.
-    async fn resumed(&self, e: &Entry, response: bool) -> Resume {
+    /// What a headers callback came to: a reply the plugin sent, the failure, or (after a
+    /// pause, once the plugin resumes) going on.
+    async fn settle(&self, e: &Entry, r: Result<Action, VmFailure>, response: bool) -> Resume {
+        let paused = match r {
+            Err(f) => return Resume::Failed(f),
+            Ok(a) => a == Action::Pause,
+        };
+        if let Some(lr) = e.vm().borrow_mut().take_local_response(e.id()) {
+            return Resume::LocalResponse(lr);
+        }
+        if !paused {
+            return Resume::Continue;
+        }
         std::future::poll_fn(|cx| e.vm().borrow_mut().poll_resume(e.id(), response, cx)).await
     }
 
@@ -188,20 +199,7 @@ impl Chain {
                     .borrow_mut()
                     .on_request_headers(e.id(), head, end_of_stream);
                 self.dispatch(e);
-                let r = match r {
-                    Ok(Action::Pause) if e.vm().borrow().failed().is_none() => {
-                        let local = e.vm().borrow_mut().take_local_response(e.id());
-                        match local {
-                            Some(lr) => Resume::LocalResponse(lr),
-                            None => self.resumed(e, false).await,
-                        }
-                    }
-                    Ok(_) => match e.vm().borrow_mut().take_local_response(e.id()) {
-                        Some(lr) => Resume::LocalResponse(lr),
-                        None => Resume::Continue,
-                    },
-                    Err(f) => Resume::Failed(f),
-                };
+                let r = self.settle(e, r, false).await;
                 let back = e.vm().borrow_mut().take_request(e.id());
                 match r {
                     Resume::Continue => {}
@@ -258,20 +256,7 @@ impl Chain {
                 .borrow_mut()
                 .on_response_headers(e.id(), head, end_of_stream);
             self.dispatch(e);
-            let r = match r {
-                Ok(Action::Pause) if e.vm().borrow().failed().is_none() => {
-                    let local = e.vm().borrow_mut().take_local_response(e.id());
-                    match local {
-                        Some(lr) => Resume::LocalResponse(lr),
-                        None => self.resumed(e, true).await,
-                    }
-                }
-                Ok(_) => match e.vm().borrow_mut().take_local_response(e.id()) {
-                    Some(lr) => Resume::LocalResponse(lr),
-                    None => Resume::Continue,
-                },
-                Err(f) => Resume::Failed(f),
-            };
+            let r = self.settle(e, r, true).await;
             let back = e.vm().borrow_mut().take_response(e.id());
             match r {
                 Resume::Continue => {}
