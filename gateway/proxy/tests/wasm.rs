@@ -25,6 +25,15 @@ fn config(up: &Upstream, callout: &Upstream, plugins: &str) -> String {
     y
 }
 
+/// `dead.test`: a service whose one endpoint is a loopback port nothing listens on.
+fn dead_service(protocol: &str) -> String {
+    let port = support::free_port();
+    format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: dead, namespace: test}}\n\
+         spec:\n  hosts: [dead.test]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: 80, name: p, protocol: {protocol}}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{p: {port}}}}}]\n"
+    )
+}
+
 /// A WasmPlugin document in `istio-system` (applies to the gateway) with extra spec lines.
 fn plugin(name: &str, wasm: &std::path::Path, spec: &str) -> String {
     format!(
@@ -520,13 +529,7 @@ fn a_failed_callout_gets_envoys_synthetic_reply() {
         return;
     };
     let (up, co) = (Upstream::echo("up"), Upstream::echo("co"));
-    // `dead.test` has an endpoint on a port nothing listens on.
-    let mut cfg = config(&up, &co, &plugin("probe", &wasm, ""));
-    let dead = support::free_port();
-    cfg.push_str(&format!(
-        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: dead, namespace: test}}\n\
-         spec:\n  hosts: [dead.test]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {dead}}}}}]\n"
-    ));
+    let cfg = config(&up, &co, &plugin("probe", &wasm, "")) + &dead_service("HTTP");
     let gw = Gateway::start(&cfg);
     let r = Client::http1(gw.port).get_h(
         "app.example.com",
@@ -574,12 +577,7 @@ fn a_unary_grpc_callout_gets_its_message_or_its_status() {
         return;
     };
     let (up, co) = (Upstream::echo("up"), Upstream::echo("co"));
-    let mut cfg = config(&up, &co, &plugin("probe", &wasm, ""));
-    let dead = support::free_port();
-    cfg.push_str(&format!(
-        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: dead, namespace: test}}\n\
-         spec:\n  hosts: [dead.test]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: 80, name: grpc, protocol: GRPC}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{grpc: {dead}}}}}]\n"
-    ));
+    let cfg = config(&up, &co, &plugin("probe", &wasm, "")) + &dead_service("GRPC");
     let gw = Gateway::start(&cfg);
     let c = Client::http1(gw.port);
     let r = c.get_h(
