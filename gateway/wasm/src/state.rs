@@ -71,6 +71,8 @@ pub struct StreamData {
     pub(crate) info: StreamInfo,
     /// The request head as it went upstream, kept for `request.*` properties later on.
     pub(crate) sent_request: Option<Rc<RequestFacts>>,
+    /// The response headers as they went downstream, kept for `response.*` properties later on.
+    pub(crate) sent_response: Option<Rc<http::HeaderMap>>,
     /// A reply the plugin asked for with `proxy_send_local_response`.
     pub(crate) local_response: Option<LocalResponse>,
     /// The plugin resumed the request (`proxy_continue_stream(0)`) or the response.
@@ -82,6 +84,8 @@ pub struct StreamData {
     pub(crate) waker: Option<Waker>,
     /// Values the plugin set with `proxy_set_property` (filter state).
     pub(crate) filter_state: HashMap<Vec<u8>, Bytes>,
+    /// The exchange is over (on_log and after): `request.duration` is known.
+    pub(crate) ended: bool,
 }
 
 /// The request facts `request.*` properties read once the head has gone upstream.

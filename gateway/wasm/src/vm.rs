@@ -453,12 +453,13 @@ impl PluginVm {
 
     /// The response head, back from the plugin.
     pub fn take_response(&mut self, id: StreamId) -> Option<http::response::Parts> {
-        self.store
-            .data_mut()
-            .streams
-            .get_mut(&id.0)?
-            .response
-            .take()
+        let keep = self.plugin.module().reads_request;
+        let s = self.store.data_mut().streams.get_mut(&id.0)?;
+        let head = s.response.take()?;
+        if keep {
+            s.sent_response = Some(Rc::new(head.headers.clone()));
+        }
+        Some(head)
     }
 
     /// The request (or `response`) body the plugin buffered, as it left it.
@@ -552,6 +553,9 @@ impl PluginVm {
     /// Ends a stream: `proxy_on_log`, `proxy_on_done`, `proxy_on_delete`, in Envoy's order,
     /// then forgets its data. Safe on a failed VM (the callbacks are skipped).
     pub fn end_stream(&mut self, id: StreamId) {
+        if let Some(s) = self.store.data_mut().streams.get_mut(&id.0) {
+            s.ended = true;
+        }
         if self.failed.is_none() && self.store.data().streams.contains_key(&id.0) {
             if let Some(f) = self.ex.log.clone() {
                 let _ = self.call(id.0, "proxy_on_log", f, id.0 as i32);

@@ -25,6 +25,8 @@ pub(super) struct FilteredBody {
     waiting: Option<usize>,
     inner_done: bool,
     ended: bool,
+    /// The body of a local reply: handed over whole, with end_of_stream.
+    whole: bool,
 }
 
 /// Why a body stopped.
@@ -48,7 +50,14 @@ impl FilteredBody {
             waiting: None,
             inner_done: false,
             ended: false,
+            whole: false,
         }
+    }
+
+    /// Marks the body as a local reply's (see `whole`).
+    pub(super) fn whole(mut self, whole: bool) -> FilteredBody {
+        self.whole = whole;
+        self
     }
 
     /// Passes `chunk` through the plugins from position `from`; what comes out the far end is
@@ -182,8 +191,25 @@ impl HttpBody for FilteredBody {
                     let frame = match frame.into_data() {
                         Ok(data) => {
                             // As Envoy's HTTP/1 codec: data goes with end_of_stream false, and
-                            // the end of the body comes as an empty call of its own.
-                            if let Err(err) = this.run(0, data, false) {
+                            // the end of the body comes as an empty call of its own. A body
+                            // that ends with this frame ends now: whoever reads a body of known
+                            // length may never poll again once it has the last byte. A local
+                            // reply's body goes in one call with end_of_stream true, as Envoy
+                            // encodes it.
+                            let end = this.inner.is_end_stream();
+                            this.inner_done = end;
+                            let r = if end && this.whole {
+                                this.run(0, data, true)
+                            } else {
+                                this.run(0, data, false).and_then(|()| {
+                                    if end {
+                                        this.run(0, Bytes::new(), true)
+                                    } else {
+                                        Ok(())
+                                    }
+                                })
+                            };
+                            if let Err(err) = r {
                                 return Poll::Ready(Some(Err(err.into())));
                             }
                             continue;

@@ -223,15 +223,6 @@ async fn send(ctx: &Rc<WorkerCtx>, call: &HttpCall) -> Result<CallResponse, Call
     } else {
         call.timeout
     };
-    // As Envoy's async client: an internal request carrying its timeout.
-    headers.insert(
-        HeaderName::from_static("x-envoy-internal"),
-        HeaderValue::from_static("true"),
-    );
-    headers.insert(
-        HeaderName::from_static("x-envoy-expected-rq-timeout-ms"),
-        HeaderValue::from(timeout.as_millis() as u64),
-    );
     let proto = cluster.wire_protocol(http::Version::HTTP_11);
     let uri = crate::http::target_uri(proto, &authority, &path)
         .ok_or_else(|| unavailable("bad :path or :authority"))?;
@@ -240,6 +231,15 @@ async fn send(ctx: &Rc<WorkerCtx>, call: &HttpCall) -> Result<CallResponse, Call
     head.uri = uri;
     head.headers = headers;
     crate::http::set_protocol(&mut head.version, &mut head.headers, proto, &authority);
+    // As Envoy's async client: an internal request carrying its timeout (after the host).
+    head.headers.insert(
+        HeaderName::from_static("x-envoy-internal"),
+        HeaderValue::from_static("true"),
+    );
+    head.headers.insert(
+        HeaderName::from_static("x-envoy-expected-rq-timeout-ms"),
+        HeaderValue::from(timeout.as_millis() as u64),
+    );
     let body = if call.body.is_empty() {
         body::empty()
     } else {
@@ -250,6 +250,7 @@ async fn send(ctx: &Rc<WorkerCtx>, call: &HttpCall) -> Result<CallResponse, Call
         .pick(None)
         .ok_or_else(|| unavailable("no healthy upstream"))?;
     let _active = ClusterState::start(&ep);
+    let sent = std::time::Instant::now();
     let exchange = async {
         let resp = ctx
             .pools
@@ -271,6 +272,11 @@ async fn send(ctx: &Rc<WorkerCtx>, call: &HttpCall) -> Result<CallResponse, Call
         for (k, v) in &parts.headers {
             out.push((k.as_str().to_owned(), Bytes::copy_from_slice(v.as_bytes())));
         }
+        // As Envoy's router adds to every upstream response, callouts' included.
+        out.push((
+            "x-envoy-upstream-service-time".to_owned(),
+            Bytes::from(sent.elapsed().as_millis().to_string()),
+        ));
         Ok::<_, CallError>(CallResponse {
             headers: out,
             body,

@@ -77,6 +77,10 @@ fn fail_close() -> Reply {
     )
 }
 
+/// Marks a plugin's local reply: its body reaches the response phase in one piece.
+#[derive(Clone, Copy)]
+struct LocalReplyBody;
+
 /// The reply a plugin asked for.
 pub(super) fn local_reply(lr: LocalResponse) -> Reply {
     let mut r = Response::new(if lr.body.is_empty() {
@@ -93,12 +97,21 @@ pub(super) fn local_reply(lr: LocalResponse) -> Reply {
             r.headers_mut().append(k, v);
         }
     }
-    if !lr.body.is_empty() && !r.headers().contains_key(http::header::CONTENT_TYPE) {
+    // As Envoy: the plugin's headers, then content-length and (for a body without one)
+    // content-type, so the plugin's response phase sees them too.
+    if !lr.body.is_empty() {
         r.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain"),
+            http::header::CONTENT_LENGTH,
+            HeaderValue::from(lr.body.len()),
         );
+        if !r.headers().contains_key(http::header::CONTENT_TYPE) {
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain"),
+            );
+        }
     }
+    r.extensions_mut().insert(LocalReplyBody);
     // Envoy logs no response code details for a plugin's reply (the Rust SDK sends none).
     (r, "-")
 }
@@ -246,6 +259,7 @@ impl Chain {
     /// Runs the response through the plugins that saw the request, last to first.
     pub async fn response(self: &Rc<Self>, resp: Response<Body>) -> Response<Body> {
         let (mut head, body) = resp.into_parts();
+        let whole = head.extensions.remove::<LocalReplyBody>().is_some();
         let end_of_stream = http_body::Body::is_end_stream(&body);
         for e in self.entries[..self.reached.get()].iter().rev() {
             if !e.active.get() {
@@ -278,7 +292,7 @@ impl Chain {
         if http_body::Body::is_end_stream(&body) {
             return Response::from_parts(head, body);
         }
-        let filtered: Body = Box::pin(FilteredBody::new(body, self.clone(), true));
+        let filtered: Body = Box::pin(FilteredBody::new(body, self.clone(), true).whole(whole));
         Response::from_parts(head, filtered)
     }
 

@@ -76,6 +76,16 @@ impl Envoy {
             .unwrap_or(0)
     }
 
+    /// What Envoy logged so far (stderr, at `warning` and above).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("envoy.log")).unwrap_or_default()
+    }
+
+    /// Starts Envoy with the translation of `dump` plus its WasmPlugins ([`wasm_filters`]).
+    pub fn start_with_plugins(bin: &PathBuf, dump: &Value) -> Envoy {
+        Self::start_edited(bin, dump, |c| add_wasm_filters(c, dump))
+    }
+
     /// Starts Envoy with the translation of `dump` (meshgate's `/config_dump`).
     pub fn start(bin: &PathBuf, dump: &Value) -> Envoy {
         Self::start_edited(bin, dump, |_| {})
@@ -139,6 +149,77 @@ impl Envoy {
             access_log,
             _dir: dir,
         }
+    }
+}
+
+/// Istio's Envoy HTTP filters for the WasmPlugins of meshgate's snapshot (`/config_dump`'s
+/// `plugins`, in their order): `envoy.filters.http.wasm` named `namespace.name`, `root_id` the
+/// `pluginName`, no `vm_id` (Istio leaves it empty), the dump's `configuration` string as a
+/// StringValue, `fail_open` for FAIL_OPEN, INLINE env as `key_values` and HOST env as
+/// `host_env_keys`. `file://` modules only (the tests load local files).
+pub fn wasm_filters(dump: &Value) -> Vec<Value> {
+    dump["plugins"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["pluginType"] != "NETWORK")
+        .map(|p| {
+            let name = p["name"].as_str().unwrap_or("").replacen('/', ".", 1);
+            let file = p["source"]["file"]
+                .as_str()
+                .unwrap_or_else(|| panic!("plugin {name}: only file:// modules translate"));
+            let mut key_values = serde_json::Map::new();
+            let mut host_keys = Vec::new();
+            for pair in p["env"].as_array().into_iter().flatten() {
+                match pair[1].get("inline") {
+                    Some(v) => {
+                        key_values.insert(pair[0].as_str().unwrap_or("").to_owned(), v.clone());
+                    }
+                    None => host_keys.push(pair[0].clone()),
+                }
+            }
+            let mut vm_config = json!({
+                "runtime": "envoy.wasm.runtime.v8",
+                "code": {"local": {"filename": file}},
+            });
+            if !key_values.is_empty() || !host_keys.is_empty() {
+                vm_config["environment_variables"] =
+                    json!({"key_values": key_values, "host_env_keys": host_keys});
+            }
+            json!({
+                "name": name,
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                    "config": {
+                        "name": name,
+                        "root_id": p["rootId"].as_str().unwrap_or(""),
+                        "vm_config": vm_config,
+                        "configuration": {
+                            "@type": "type.googleapis.com/google.protobuf.StringValue",
+                            "value": p["configuration"].as_str().unwrap_or(""),
+                        },
+                        "fail_open": p["failStrategy"] == "FAIL_OPEN",
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Inserts [`wasm_filters`] of `dump` before the router of a [`translate`]d config.
+pub fn add_wasm_filters(config: &mut Value, dump: &Value) {
+    let filters = config
+        .pointer_mut(
+            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+        )
+        .and_then(Value::as_array_mut)
+        .expect("translated config has http_filters");
+    let router = filters
+        .iter()
+        .position(|f| f["name"] == "envoy.filters.http.router")
+        .expect("router filter");
+    for (i, f) in wasm_filters(dump).into_iter().enumerate() {
+        filters.insert(router + i, f);
     }
 }
 

@@ -44,11 +44,29 @@ fn header(h: &HeaderMap, name: &[u8]) -> Option<Vec<u8>> {
     h.get(name).map(|v| v.as_bytes().to_vec())
 }
 
+/// Every value of header `name`, joined with `,` (as Envoy's `request.headers.NAME`).
+fn joined(h: &HeaderMap, name: &[u8]) -> Option<Vec<u8>> {
+    let name = std::str::from_utf8(name).ok()?;
+    let mut values = h.get_all(name).iter();
+    let mut out = values.next()?.as_bytes().to_vec();
+    for v in values {
+        out.push(b',');
+        out.extend_from_slice(v.as_bytes());
+    }
+    Some(out)
+}
+
+/// The header map as pairs, one per name with its values joined (as Envoy's
+/// `request.headers`).
 fn map(h: &HeaderMap) -> Vec<u8> {
-    let pairs: Vec<(&[u8], &[u8])> = h
-        .iter()
-        .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))
+    let joined: Vec<(&[u8], Vec<u8>)> = h
+        .keys()
+        .map(|k| {
+            let name = k.as_str().as_bytes();
+            (name, joined(h, name).unwrap_or_default())
+        })
         .collect();
+    let pairs: Vec<(&[u8], &[u8])> = joined.iter().map(|(k, v)| (*k, v.as_slice())).collect();
     encode_pairs(&pairs)
 }
 
@@ -60,7 +78,8 @@ fn request(s: &StreamData, rest: &[&[u8]]) -> Option<Vec<u8>> {
             let t = info.start?.duration_since(UNIX_EPOCH).ok()?;
             return Some(int(t.as_nanos() as i64));
         }
-        (b"duration", None) => {
+        // As Envoy: known once the exchange is over.
+        (b"duration", None) if s.ended => {
             let d = SystemTime::now().duration_since(info.start?).ok()?;
             return Some(int(d.as_nanos() as i64));
         }
@@ -83,7 +102,7 @@ fn request(s: &StreamData, rest: &[&[u8]]) -> Option<Vec<u8>> {
         (b"useragent", None) => header(headers, b"user-agent")?,
         (b"id", None) => header(headers, b"x-request-id")?,
         (b"headers", None) => map(headers),
-        (b"headers", Some(name)) if rest.len() == 2 => header(headers, name)?,
+        (b"headers", Some(name)) if rest.len() == 2 => joined(headers, name)?,
         (b"total_size", None) => {
             let h: usize = headers
                 .iter()
@@ -95,18 +114,52 @@ fn request(s: &StreamData, rest: &[&[u8]]) -> Option<Vec<u8>> {
     })
 }
 
+/// Envoy's response flags as its `response.flags` bitmask (`ResponseFlag`, in its order).
+fn flag_bits(flags: &str) -> i64 {
+    const CODES: [&str; 27] = [
+        "LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "UAEX", "RLSE",
+        "DC", "URX", "SI", "IH", "DPE", "UMSDR", "RFCF", "NFCF", "DT", "UPE", "NC", "OM", "DF",
+    ];
+    flags
+        .split(',')
+        .filter_map(|f| CODES.iter().position(|c| *c == f.trim()))
+        .fold(0, |bits, i| bits | (1 << i))
+}
+
+/// Envoy's gRPC status for an HTTP status without `grpc-status` (`httpToGrpcStatus`).
+fn http_to_grpc(code: u16) -> i64 {
+    match code {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    }
+}
+
 fn response(s: &StreamData, rest: &[&[u8]]) -> Option<Vec<u8>> {
     let info = &s.info;
+    // The head while the plugin holds it, or the copy kept once it went downstream.
+    let headers = || {
+        s.response
+            .as_ref()
+            .map(|r| &r.headers)
+            .or(s.sent_response.as_deref())
+    };
     Some(match (*rest.first()?, rest.get(1)) {
         (b"code", None) => int(i64::from(info.response_code?)),
         (b"code_details", None) => text(info.response_code_details?),
+        (b"flags", None) => int(info.response_flags.map_or(0, flag_bits)),
         (b"size", None) => int(info.response_body_size as i64),
-        (b"headers", None) => map(&s.response.as_ref()?.headers),
-        (b"headers", Some(name)) if rest.len() == 2 => header(&s.response.as_ref()?.headers, name)?,
+        (b"headers", None) => map(headers()?),
+        (b"headers", Some(name)) if rest.len() == 2 => joined(headers()?, name)?,
         (b"grpc_status", None) => {
-            let h = &s.response.as_ref()?.headers;
-            let v = header(h, b"grpc-status")?;
-            int(std::str::from_utf8(&v).ok()?.parse().ok()?)
+            let h = headers()?;
+            match header(h, b"grpc-status") {
+                Some(v) => int(std::str::from_utf8(&v).ok()?.parse().ok()?),
+                None => int(http_to_grpc(info.response_code?)),
+            }
         }
         _ => return None,
     })
