@@ -93,11 +93,12 @@ pub fn forwarded(h: &mut HeaderMap, client: IpAddr, scheme: &str) {
         _ => None,
     };
     h.insert(xff, joined.unwrap_or_else(|| ip.clone()));
-    h.insert(HeaderName::from_static("x-envoy-external-address"), ip);
+    // Envoy's order: x-forwarded-proto, then x-envoy-external-address.
     h.insert(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
     );
+    h.insert(HeaderName::from_static("x-envoy-external-address"), ip);
 }
 
 /// The client address as a header value. Clients come back (keep-alive, connection reuse),
