@@ -92,9 +92,16 @@ class Proc:
     def __init__(self, name, argv, port, cpu, cwd=None, h2_port=None):
         self.name, self.port, self.h2_port = name, port, h2_port or port
         start = time.time()
-        self.p = subprocess.Popen(["taskset", "-c", cpu] + argv, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, cwd=cwd, start_new_session=True)
-        self.startup = wait_port(port) - start
+        self.log = tempfile.TemporaryFile()
+        self.p = subprocess.Popen(["taskset", "-c", cpu] + argv, stdout=self.log,
+                                  stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
+        try:
+            self.startup = wait_port(port) - start
+        except RuntimeError:
+            self.stop()
+            self.log.seek(0)
+            tail = self.log.read()[-2000:].decode(errors="replace")
+            raise RuntimeError(f"{name} did not open port {port}; its output ends:\n{tail}")
         time.sleep(0.3)
 
     @property
@@ -331,8 +338,17 @@ def main():
             order = order[1:] + order[:1]
             results["direct"].append({"rps_h1": wrk(up_port, a.seconds), "rps_h2": h2load(up_h2, a.seconds)})
             for name in order:
-                port = free_port()
-                p = starters[name](tmp, port, up_port)
+                # A port handed out by free_port can be taken before the proxy binds it (rare):
+                # start again on fresh ports rather than lose the run.
+                for attempt in range(3):
+                    port = free_port()
+                    try:
+                        p = starters[name](tmp, port, up_port)
+                        break
+                    except RuntimeError as e:
+                        print(f"retrying {name}: {e}", file=sys.stderr)
+                        if attempt == 2:
+                            raise
                 try:
                     # One request first, so lazily created state (a plugin's VM) is counted.
                     subprocess.run(["curl", "-s", "-o", "/dev/null", "-H", f"host: {HOST}",

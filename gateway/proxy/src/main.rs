@@ -24,6 +24,8 @@ enum Command {
     Run(cli::run::RunArgs),
     /// The coffee-shop demo: gateway plus demo services on loopback, no setup.
     Demo(cli::demo::DemoArgs),
+    /// Show a running gateway's config: `plugins` (the WasmPlugin pipeline of every route).
+    ProxyConfig(cli::proxy_config::ProxyConfigArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
         Command::ConfigDump(a) => cli::config_dump::run(&a),
         Command::Run(a) => cli::run::run(&a),
         Command::Demo(a) => cli::demo::run(&a),
+        Command::ProxyConfig(a) => cli::proxy_config::run(&a),
     };
     match result {
         Ok(code) => code,

@@ -457,6 +457,32 @@ fn a_route_scoped_plugin_runs_only_on_its_routes_and_the_pipeline_is_dumped() {
         "{dump}"
     );
     assert!(!pipeline(1).contains("istio-system/scoped"), "{dump}");
+
+    // The same, as `meshgate proxy-config plugins` prints it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshgate"))
+        .args([
+            "proxy-config",
+            "plugins",
+            "--admin",
+            &format!("127.0.0.1:{}", gw.admin),
+        ])
+        .output()
+        .expect("meshgate runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let scoped_route = text
+        .split("route ")
+        .find(|s| s.starts_with("scoped"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        scoped_route.contains("1. istio-system/scoped  UNSPECIFIED_PHASE  sha256:"),
+        "{text}"
+    );
+    assert!(
+        scoped_route.contains("loaded") && scoped_route.contains("2. [router]"),
+        "{text}"
+    );
+    assert!(text.contains("1 WasmPlugin(s)"), "{text}");
 }
 
 #[test]

@@ -407,3 +407,47 @@ fn every_valid_corpus_wasm_plugin_compiles() {
     );
     assert!(built >= 7, "only {built} plugins compiled");
 }
+
+#[test]
+fn limit_annotations_override_the_runtime_defaults() {
+    let with = |annotations: &str| {
+        format!("---\napiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata:\n  name: p\n  namespace: istio-system\n  annotations: {{{annotations}}}\nspec:\n  url: oci://r/x:1\n")
+    };
+    let s = snapshot(&with(
+        "plugins.meshgate.io/memory-limit: 32Mi, plugins.meshgate.io/callback-deadline: 250ms",
+    ));
+    assert_eq!(s.plugins[0].memory_limit, Some(32 << 20));
+    assert_eq!(
+        s.plugins[0].callback_deadline,
+        Some(std::time::Duration::from_millis(250))
+    );
+    assert_eq!(
+        snapshot(&with("plugins.meshgate.io/memory-limit: '2G'")).plugins[0].memory_limit,
+        Some(2_000_000_000)
+    );
+    let none = snapshot(&with("a: b"));
+    assert_eq!(
+        (
+            none.plugins[0].memory_limit,
+            none.plugins[0].callback_deadline
+        ),
+        (None, None)
+    );
+    for bad in [
+        "plugins.meshgate.io/memory-limit: lots",
+        "plugins.meshgate.io/memory-limit: 1Ki",
+        "plugins.meshgate.io/callback-deadline: '0s'",
+        "plugins.meshgate.io/callback-deadline: soon",
+    ] {
+        // A bad value is a config error at file:line (the last good config keeps serving).
+        let errors = compile(&load(&with(bad)).set, &CompileOptions::default())
+            .err()
+            .unwrap_or_else(|| panic!("{bad}: compiled"));
+        assert!(
+            errors.iter().any(|d| d.line > 0
+                && d.field
+                    .starts_with("metadata.annotations[plugins.meshgate.io/")),
+            "{bad}: {errors:?}"
+        );
+    }
+}

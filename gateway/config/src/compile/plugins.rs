@@ -19,7 +19,8 @@ use crate::model::wasm_plugin::{
 use crate::model::WasmPlugin;
 use crate::resource::{Resource, ResourceSet};
 use crate::snapshot::plugin::{
-    hex, EnvValue, Phase, Plugin, PluginSource, PluginType, ROUTES_ANNOTATION,
+    hex, EnvValue, Phase, Plugin, PluginSource, PluginType, CALLBACK_DEADLINE_ANNOTATION,
+    MEMORY_LIMIT_ANNOTATION, ROUTES_ANNOTATION,
 };
 
 /// The workload label that makes a proxy a Kubernetes Gateway API gateway (its value is the
@@ -252,6 +253,32 @@ fn build(res: &Resource, spec: &WasmPlugin, ports: Vec<u32>) -> Result<Plugin, I
             u16::try_from(p).map_err(|_| issue("spec.match", format!("port {p} out of range")))
         })
         .collect::<Result<Vec<u16>, Issue>>()?;
+    let annotation = |name: &str| res.meta.annotations.get(name).map(|v| v.trim());
+    let annotation_field = |name: &str| format!("metadata.annotations[{name}]");
+    let memory_limit = annotation(MEMORY_LIMIT_ANNOTATION)
+        .map(|v| {
+            parse_quantity(v).filter(|b| *b >= 1 << 16).ok_or_else(|| {
+                issue(
+                    &annotation_field(MEMORY_LIMIT_ANNOTATION),
+                    format!("{v:?} is not a memory size of at least 64Ki (e.g. 32Mi)"),
+                )
+            })
+        })
+        .transpose()?;
+    let callback_deadline = annotation(CALLBACK_DEADLINE_ANNOTATION)
+        .map(|v| {
+            crate::model::common::Duration::parse(v)
+                .ok()
+                .and_then(|d| d.to_std())
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    issue(
+                        &annotation_field(CALLBACK_DEADLINE_ANNOTATION),
+                        format!("{v:?} is not a positive duration (e.g. 50ms)"),
+                    )
+                })
+        })
+        .transpose()?;
     let source = plugin_source(&spec.url);
     let root_id = spec.plugin_name.clone().unwrap_or_default();
     let code = match &sha256 {
@@ -294,7 +321,28 @@ fn build(res: &Resource, spec: &WasmPlugin, ports: Vec<u32>) -> Result<Plugin, I
             SpecType::Http | SpecType::UnspecifiedPluginType => PluginType::Http,
         },
         routes: route_names(res),
+        memory_limit,
+        callback_deadline,
     })
+}
+
+/// A Kubernetes memory quantity in bytes: digits with an optional binary (`Ki`, `Mi`, `Gi`)
+/// or decimal (`k`, `M`, `G`) suffix.
+fn parse_quantity(v: &str) -> Option<u64> {
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let scale: u64 = match unit {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(scale)
 }
 
 /// The names in the routes annotation (trimmed, empty items dropped).

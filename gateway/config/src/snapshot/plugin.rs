@@ -139,11 +139,26 @@ pub struct Plugin {
     /// HTTP route names it runs on (annotation [`ROUTES_ANNOTATION`]); empty: every route.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<String>,
+    /// Cap on each VM's memory, in bytes (annotation [`MEMORY_LIMIT_ANNOTATION`]); `None`: the
+    /// runtime's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<u64>,
+    /// CPU deadline of each callback (annotation [`CALLBACK_DEADLINE_ANNOTATION`]); `None`: the
+    /// runtime's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_deadline: Option<std::time::Duration>,
 }
 
 /// meshgate extension: a comma-separated list of VirtualService HTTP route `name`s on the
 /// WasmPlugin limits it to those routes.
 pub const ROUTES_ANNOTATION: &str = "plugins.meshgate.io/routes";
+
+/// meshgate extension: the plugin's VM memory cap, a Kubernetes quantity (`32Mi`, `1Gi`,
+/// `500000`).
+pub const MEMORY_LIMIT_ANNOTATION: &str = "plugins.meshgate.io/memory-limit";
+
+/// meshgate extension: the CPU deadline of each plugin callback, a duration (`50ms`, `1s`).
+pub const CALLBACK_DEADLINE_ANNOTATION: &str = "plugins.meshgate.io/callback-deadline";
 
 impl Plugin {
     /// True when the plugin runs on a request to listener `port` that matched the route named

@@ -145,6 +145,12 @@ impl Runtime {
 fn config_of(spec: &PluginSpec) -> PluginConfig {
     let mut cfg = PluginConfig::new(spec.name.replacen('/', ".", 1));
     cfg.root_id = spec.root_id.clone();
+    if let Some(m) = spec.memory_limit {
+        cfg.memory_limit = usize::try_from(m).unwrap_or(usize::MAX);
+    }
+    if let Some(d) = spec.callback_deadline {
+        cfg.callback_deadline = d;
+    }
     cfg.configuration = Bytes::copy_from_slice(spec.configuration.as_bytes());
     cfg.env = spec
         .env

@@ -11,7 +11,8 @@ use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use wasmtime::{Caller, Linker};
 
 use super::{
-    decode_pairs, encode_pairs, finish, hand_over, read, write_u32, HostError, MapType, Status,
+    decode_pairs, encode_pairs, finish, hand_over, memory, read, slice, write_u32, HostError,
+    MapType, Status,
 };
 use crate::state::VmState;
 
@@ -116,6 +117,47 @@ fn pairs(st: &mut VmState, t: MapType) -> Result<Pairs, Status> {
         )),
         _ => Err(Status::NotFound),
     }
+}
+
+/// The value of `key` in map `t` (repeated headers joined with `,`, as Envoy joins them),
+/// looked up directly for a regular header rather than by listing the map.
+fn value_of(st: &mut VmState, t: MapType, key: &[u8]) -> Result<Option<Vec<u8>>, Status> {
+    let direct = |h: &HeaderMap| -> Option<Vec<u8>> {
+        let name = HeaderName::from_bytes(key).ok()?;
+        let mut it = h.get_all(name).iter();
+        let mut out = it.next()?.as_bytes().to_vec();
+        for v in it {
+            out.push(b',');
+            out.extend_from_slice(v.as_bytes());
+        }
+        Some(out)
+    };
+    if key.first() != Some(&b':') && !key.eq_ignore_ascii_case(b"host") {
+        if let Some(s) = st.stream() {
+            let h = match t {
+                MapType::RequestHeaders => s.request.as_ref().map(|h| &h.headers),
+                MapType::ResponseHeaders => s.response.as_ref().map(|h| &h.headers),
+                _ => None,
+            };
+            if let Some(h) = h {
+                return Ok(direct(h));
+            }
+        }
+    }
+    let list = pairs(st, t)?;
+    let mut found: Option<Vec<u8>> = None;
+    for (k, v) in &list {
+        if k.as_ref().eq_ignore_ascii_case(key) {
+            match &mut found {
+                None => found = Some(v.clone()),
+                Some(f) => {
+                    f.push(b',');
+                    f.extend_from_slice(v);
+                }
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// What a write does to a map.
@@ -323,20 +365,8 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
          -> wasmtime::Result<i32> {
             let r = (|| -> Result<(), HostError> {
                 let t = map_type(t)?;
-                let key = read(&mut c, kp, kl)?.to_ascii_lowercase();
-                let list = pairs(c.data_mut(), t)?;
-                let mut found: Option<Vec<u8>> = None;
-                for (k, v) in &list {
-                    if k.as_ref() == key.as_slice() {
-                        match &mut found {
-                            None => found = Some(v.clone()),
-                            Some(f) => {
-                                f.push(b',');
-                                f.extend_from_slice(v);
-                            }
-                        }
-                    }
-                }
+                let key = read(&mut c, kp, kl)?;
+                let found = value_of(c.data_mut(), t, &key)?;
                 let v = found.ok_or(Status::NotFound)?;
                 hand_over(&mut c, &v, ret_ptr, ret_size)
             })();
@@ -349,9 +379,11 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         |mut c: Caller<'_, VmState>, t: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> i32 {
             let r = (|| {
                 let t = map_type(t)?;
-                let k = read(&mut c, kp, kl)?.to_ascii_lowercase();
-                let v = read(&mut c, vp, vl)?;
-                edit(c.data_mut(), t, Edit::Add(&k, &v))
+                let mem = memory(&mut c).ok_or(Status::InvalidMemoryAccess)?;
+                let (data, st) = mem.data_and_store_mut(&mut c);
+                let k = slice(data, kp, kl).ok_or(Status::InvalidMemoryAccess)?;
+                let v = slice(data, vp, vl).ok_or(Status::InvalidMemoryAccess)?;
+                edit(st, t, Edit::Add(k, v))
             })();
             r.map_or_else(Status::code, |()| Status::Ok.code())
         },
@@ -362,9 +394,11 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         |mut c: Caller<'_, VmState>, t: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> i32 {
             let r = (|| {
                 let t = map_type(t)?;
-                let k = read(&mut c, kp, kl)?.to_ascii_lowercase();
-                let v = read(&mut c, vp, vl)?;
-                edit(c.data_mut(), t, Edit::Replace(&k, &v))
+                let mem = memory(&mut c).ok_or(Status::InvalidMemoryAccess)?;
+                let (data, st) = mem.data_and_store_mut(&mut c);
+                let k = slice(data, kp, kl).ok_or(Status::InvalidMemoryAccess)?;
+                let v = slice(data, vp, vl).ok_or(Status::InvalidMemoryAccess)?;
+                edit(st, t, Edit::Replace(k, v))
             })();
             r.map_or_else(Status::code, |()| Status::Ok.code())
         },
@@ -375,8 +409,10 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         |mut c: Caller<'_, VmState>, t: i32, kp: i32, kl: i32| -> i32 {
             let r = (|| {
                 let t = map_type(t)?;
-                let k = read(&mut c, kp, kl)?.to_ascii_lowercase();
-                edit(c.data_mut(), t, Edit::Remove(&k))
+                let mem = memory(&mut c).ok_or(Status::InvalidMemoryAccess)?;
+                let (data, st) = mem.data_and_store_mut(&mut c);
+                let k = slice(data, kp, kl).ok_or(Status::InvalidMemoryAccess)?;
+                edit(st, t, Edit::Remove(k))
             })();
             r.map_or_else(Status::code, |()| Status::Ok.code())
         },
