@@ -112,6 +112,8 @@ pub struct ProxySettings {
     pub node: Node,
     /// Where compiled wasm modules are cached across restarts (`None`: memory only).
     pub wasm_cache: Option<std::path::PathBuf>,
+    /// The gateway as plugins see it (`xds.node.*`).
+    pub wasm_node: crate::wasm::node::NodeIdentity,
 }
 
 /// Process-wide shared state.
@@ -133,7 +135,8 @@ pub struct Shared {
 impl Shared {
     /// Shared state starting at `snapshot`.
     pub fn new(snapshot: Snapshot, settings: ProxySettings) -> Arc<Self> {
-        let wasm = crate::wasm::Runtime::new(settings.wasm_cache.clone());
+        let wasm =
+            crate::wasm::Runtime::new(settings.wasm_cache.clone(), settings.wasm_node.clone());
         let live = Live::new(Arc::new(snapshot), None, &settings.node, &wasm);
         Arc::new(Shared {
             wasm,

@@ -175,6 +175,11 @@ pub fn serve(
                 .transpose()?,
             node: Node::new(&a.locality, labels.clone()),
             wasm_cache: wasm_cache_dir(a.wasm_cache.as_deref()),
+            wasm_node: meshgate::wasm::node::NodeIdentity::from_env(
+                &a.namespace,
+                &a.domain_suffix,
+                &labels,
+            ),
         },
     );
     shared.metrics.set_identity(Identity {

@@ -42,15 +42,23 @@ impl LoadedPlugin {
 pub struct Runtime {
     engine: OnceLock<Result<Arc<Engine>, String>>,
     cache_dir: Option<PathBuf>,
+    node: super::node::NodeIdentity,
 }
 
 impl Runtime {
-    /// A runtime caching compiled modules in `cache_dir` (`None`: in memory only).
-    pub fn new(cache_dir: Option<PathBuf>) -> Runtime {
+    /// A runtime caching compiled modules in `cache_dir` (`None`: in memory only), for a
+    /// gateway whose node identity plugins see is `node`.
+    pub fn new(cache_dir: Option<PathBuf>, node: super::node::NodeIdentity) -> Runtime {
         Runtime {
             engine: OnceLock::new(),
             cache_dir,
+            node,
         }
+    }
+
+    /// The node identity plugins see.
+    pub fn node(&self) -> &super::node::NodeIdentity {
+        &self.node
     }
 
     /// The engine, if one was created.

@@ -7,6 +7,7 @@ mod callout;
 pub mod dump;
 pub mod filter;
 pub mod loader;
+pub mod node;
 pub mod stats;
 pub mod vms;
 

@@ -50,16 +50,7 @@ impl Host for ProxyHost {
     }
 
     fn node_property(&self, path: &[&[u8]]) -> Option<Vec<u8>> {
-        let node = &self.shared.settings.node;
-        match path {
-            [b"metadata", b"LABELS", name] => {
-                let name = std::str::from_utf8(name).ok()?;
-                node.labels.get(name).map(|v| v.as_bytes().to_vec())
-            }
-            [b"locality", b"region"] => Some(node.locality.region.as_bytes().to_vec()),
-            [b"locality", b"zone"] => Some(node.locality.zone.as_bytes().to_vec()),
-            _ => None,
-        }
+        self.shared.wasm.node().property(path)
     }
 }
 
