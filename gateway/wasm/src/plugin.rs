@@ -102,8 +102,20 @@ pub struct Latency {
 
 impl Latency {
     pub(crate) fn record(&self, callback: &str, d: std::time::Duration) {
-        let Some(i) = CALLBACKS.iter().position(|c| *c == callback) else {
-            return;
+        let i = match callback {
+            "proxy_on_request_headers" => 0,
+            "proxy_on_request_body" => 1,
+            "proxy_on_request_trailers" => 2,
+            "proxy_on_response_headers" => 3,
+            "proxy_on_response_body" => 4,
+            "proxy_on_response_trailers" => 5,
+            "proxy_on_log" => 6,
+            "proxy_on_done" => 7,
+            "proxy_on_http_call_response" => 8,
+            "proxy_on_tick" => 9,
+            "proxy_on_queue_ready" => 10,
+            "proxy_on_context_create" => 11,
+            _ => return,
         };
         let us = d.as_micros() as u64;
         let b = LATENCY_BOUNDS_US
@@ -178,5 +190,27 @@ impl Plugin {
     /// Its VMs' counters.
     pub fn stats(&self) -> &PluginStats {
         &self.0.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_callback_with_latency_has_its_own_histogram() {
+        let l = Latency::default();
+        for (i, c) in CALLBACKS.iter().enumerate() {
+            for _ in 0..=i {
+                l.record(c, std::time::Duration::from_micros(3));
+            }
+        }
+        let snap = l.snapshot();
+        assert_eq!(snap.len(), CALLBACKS.len());
+        for (i, (name, counts, sum)) in snap.iter().enumerate() {
+            assert_eq!(*name, CALLBACKS[i]);
+            assert_eq!(counts.iter().sum::<u64>(), i as u64 + 1, "{name}");
+            assert_eq!(*sum, 3 * (i as u64 + 1));
+        }
     }
 }

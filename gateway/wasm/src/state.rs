@@ -25,7 +25,7 @@ pub struct VmState {
     pub(crate) plugin: Arc<PluginShared>,
     pub(crate) host: Rc<dyn Host>,
     /// `proxy_on_memory_allocate` or `malloc`.
-    pub(crate) alloc: Option<TypedFunc<i32, i32>>,
+    pub(crate) alloc: Option<Rc<TypedFunc<i32, i32>>>,
     pub(crate) memory: Option<Memory>,
     /// The root context's id.
     pub(crate) root_id: u32,
