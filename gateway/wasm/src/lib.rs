@@ -26,4 +26,4 @@ pub use metrics::{Metric, MetricKind, MetricRegistry, HISTOGRAM_BOUNDS};
 pub use plugin::{Latency, Plugin, PluginConfig, PluginStats, CALLBACKS, LATENCY_BOUNDS_US};
 pub use shared::Inbox;
 pub use shared::SharedState;
-pub use vm::{PluginVm, Resume, StreamId};
+pub use vm::{PluginVm, Resume, StreamId, LATENCY_SAMPLE};

@@ -5,6 +5,7 @@
 //! the plugin may touch them and takes them back when the stream moves on.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Waker;
@@ -31,7 +32,7 @@ pub struct VmState {
     pub(crate) root_id: u32,
     /// The context host calls act on (the callback's, or what `proxy_set_effective_context` set).
     pub(crate) effective: u32,
-    pub(crate) streams: HashMap<u32, StreamData>,
+    pub(crate) streams: HashMap<u32, StreamData, BuildHasherDefault<IdHasher>>,
     /// The root context's tick period; `None` when ticks are off.
     pub(crate) tick_period: Option<Duration>,
     pub(crate) tick_waker: Option<Waker>,
@@ -112,11 +113,34 @@ impl VmState {
     }
 }
 
+/// Hashes the VM's context ids (small sequential integers) as themselves: the stream map is
+/// looked up several times per callback.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u32(&mut self, v: u32) {
+        self.0 = u64::from(v);
+    }
+}
+
 /// The VM's resource limits: its memory cap, and whether the guest ran into it.
 #[derive(Debug)]
 pub struct Limits {
     pub(crate) memory: usize,
     pub(crate) hit: bool,
+    /// The memory grew since the VM last looked (so its size is read only then).
+    pub(crate) grew: bool,
 }
 
 impl wasmtime::ResourceLimiter for Limits {
@@ -132,6 +156,7 @@ impl wasmtime::ResourceLimiter for Limits {
             self.hit = true;
             return Ok(false);
         }
+        self.grew = true;
         Ok(true)
     }
 

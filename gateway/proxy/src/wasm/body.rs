@@ -19,9 +19,10 @@ pub(super) struct FilteredBody {
     inner: Body,
     chain: Rc<Chain>,
     response: bool,
-    order: Vec<usize>,
+    /// How many entries the body goes through (in its direction).
+    len: usize,
     out: VecDeque<Frame<Bytes>>,
-    /// A paused plugin holds the end of the body: (position in `order`, data so far).
+    /// A paused plugin holds the end of the body: its position on the body's way.
     waiting: Option<usize>,
     inner_done: bool,
     ended: bool,
@@ -40,12 +41,12 @@ enum BodyError {
 
 impl FilteredBody {
     pub(super) fn new(inner: Body, chain: Rc<Chain>, response: bool) -> FilteredBody {
-        let order = chain.order(response);
+        let len = chain.body_len(response);
         FilteredBody {
             inner,
             chain,
             response,
-            order,
+            len,
             out: VecDeque::new(),
             waiting: None,
             inner_done: false,
@@ -63,8 +64,8 @@ impl FilteredBody {
     /// Passes `chunk` through the plugins from position `from`; what comes out the far end is
     /// queued. Stops at a plugin that pauses (at the end of the body: waits for it).
     fn run(&mut self, from: usize, mut chunk: Bytes, end: bool) -> Result<(), BodyError> {
-        for pos in from..self.order.len() {
-            let e = &self.chain.entries[self.order[pos]];
+        for pos in from..self.len {
+            let e = self.chain.entry_at(self.response, pos);
             if !e.active.get() {
                 continue;
             }
@@ -102,8 +103,8 @@ impl FilteredBody {
 
     /// Trailers through the plugins (data they still hold goes out first).
     fn trailers(&mut self, mut trailers: http::HeaderMap) -> Result<(), BodyError> {
-        for pos in 0..self.order.len() {
-            let e = &self.chain.entries[self.order[pos]];
+        for pos in 0..self.len {
+            let e = self.chain.entry_at(self.response, pos);
             if !e.active.get() {
                 continue;
             }
@@ -160,7 +161,7 @@ impl HttpBody for FilteredBody {
                 return Poll::Ready(Some(Ok(f)));
             }
             if let Some(pos) = this.waiting {
-                let e = &this.chain.entries[this.order[pos]];
+                let e = this.chain.entry_at(this.response, pos);
                 let r = e.vm().borrow_mut().poll_resume(e.id(), this.response, cx);
                 let Poll::Ready(r) = r else {
                     return Poll::Pending;

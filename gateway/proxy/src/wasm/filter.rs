@@ -304,12 +304,22 @@ impl Chain {
         Box::pin(FilteredBody::new(body, self.clone(), false))
     }
 
-    /// The entries a body goes through, in its direction.
-    pub(super) fn order(&self, response: bool) -> Vec<usize> {
+    /// How many entries a body goes through in its direction.
+    pub(super) fn body_len(&self, response: bool) -> usize {
         if response {
-            (0..self.reached.get()).rev().collect()
+            self.reached.get()
         } else {
-            (0..self.entries.len()).collect()
+            self.entries.len()
+        }
+    }
+
+    /// The entry at `pos` of a body's way: front to back for the request, back to front
+    /// (through those that saw the request) for the response.
+    pub(super) fn entry_at(&self, response: bool, pos: usize) -> &Entry {
+        if response {
+            &self.entries[self.reached.get() - 1 - pos]
+        } else {
+            &self.entries[pos]
         }
     }
 

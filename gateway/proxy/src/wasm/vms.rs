@@ -6,7 +6,6 @@
 //! config swap that keeps a plugin keeps its VMs.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
@@ -30,10 +29,10 @@ struct Slot {
     last_failure: Option<(Instant, String)>,
 }
 
-/// This worker's VMs.
+/// This worker's VMs, by loaded plugin (a short list: a scan beats hashing).
 #[derive(Default)]
 pub struct WorkerVms {
-    slots: RefCell<HashMap<usize, Slot>>,
+    slots: RefCell<Vec<(usize, Slot)>>,
 }
 
 /// How long a plugin whose VM failed to start waits before the next try.
@@ -60,11 +59,19 @@ impl WorkerVms {
         let plugin = loaded.plugin.as_ref().map_err(Clone::clone)?;
         let key = Arc::as_ptr(loaded) as usize;
         let mut slots = self.slots.borrow_mut();
-        let slot = slots.entry(key).or_insert(Slot {
-            vm: None,
-            driver: None,
-            last_failure: None,
-        });
+        let at = match slots.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                let empty = Slot {
+                    vm: None,
+                    driver: None,
+                    last_failure: None,
+                };
+                slots.push((key, empty));
+                slots.len() - 1
+            }
+        };
+        let slot = &mut slots[at].1;
         if let Some(vm) = &slot.vm {
             if vm.borrow().failed().is_none() {
                 return Ok(vm.clone());
@@ -98,7 +105,7 @@ impl WorkerVms {
     /// Drops the VMs of plugins no longer loaded (`keep`: the current loaded plugins).
     pub fn retain(&self, keep: &[Arc<LoadedPlugin>]) {
         let keys: Vec<usize> = keep.iter().map(|l| Arc::as_ptr(l) as usize).collect();
-        self.slots.borrow_mut().retain(|k, slot| {
+        self.slots.borrow_mut().retain_mut(|(k, slot)| {
             let kept = keys.contains(k);
             if !kept {
                 if let Some(d) = slot.driver.take() {
@@ -113,8 +120,8 @@ impl WorkerVms {
     pub fn memory(&self) -> Vec<(String, usize)> {
         self.slots
             .borrow()
-            .values()
-            .filter_map(|s| s.vm.as_ref())
+            .iter()
+            .filter_map(|(_, s)| s.vm.as_ref())
             .map(|vm| {
                 let vm = vm.borrow();
                 (vm.plugin().config().name.clone(), vm.memory_size())
