@@ -670,3 +670,40 @@ fn a_unary_grpc_callout_gets_its_message_or_its_status() {
     assert_eq!(r.status, 500);
     assert_eq!(&r.body[..], b"ParseFailure");
 }
+
+#[test]
+fn a_grpc_stream_sends_the_plugins_messages_and_delivers_the_answer() {
+    let Some(wasm) = plugins::path("abi-probe") else {
+        return;
+    };
+    let (up, co) = (Upstream::echo("up"), Upstream::echo("co"));
+    let gw = Gateway::start(&config(&up, &co, &plugin("probe", &wasm, "")));
+    let r = Client::http1(gw.port).get_h(
+        "app.example.com",
+        "/",
+        &[
+            ("x-probe", "grpc-stream"),
+            ("x-probe-cluster", "outbound|80||callout.test"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let call = co.last();
+    assert_eq!(call.path, "/test.Echo/Chat");
+    assert_eq!(call.version, "HTTP/2.0");
+    assert_eq!(
+        call.headers.get("x-probe-md").map(|v| v.as_bytes()),
+        Some(&b"s"[..])
+    );
+    assert_eq!(call.body_bytes, 16, "two framed messages: `one`, `two`");
+    let seen = up.last();
+    let got = seen
+        .headers
+        .get("x-grpc-stream")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    // The echo upstream answers one message and trailers (grpc-status, grpc-message).
+    assert_eq!(
+        got.as_deref(),
+        Some("initial:3:true;message:received=16 trailers=false;trailers:2;close:0"),
+        "{seen:?}"
+    );
+}

@@ -80,13 +80,56 @@ pub struct GrpcCall {
     pub timeout: Duration,
 }
 
-/// A callout of either kind, for the host to send.
+/// A gRPC stream the plugin opened with `proxy_grpc_stream`.
+#[derive(Debug, Clone)]
+pub struct GrpcStreamOpen {
+    /// The token the plugin got back.
+    pub token: u32,
+    /// The upstream: an Istio cluster name or a host.
+    pub upstream: String,
+    /// Fully qualified service name.
+    pub service: String,
+    /// Method name.
+    pub method: String,
+    /// Initial metadata.
+    pub metadata: Vec<(String, Bytes)>,
+}
+
+/// A callout, or a step of an open gRPC stream, for the host to carry out.
 #[derive(Debug, Clone)]
 pub enum Callout {
     /// `proxy_http_call`.
     Http(HttpCall),
     /// `proxy_grpc_call`.
     Grpc(GrpcCall),
+    /// `proxy_grpc_stream`.
+    GrpcStream(GrpcStreamOpen),
+    /// `proxy_grpc_send`: a message on an open stream (`end_stream`: the last one).
+    GrpcSend {
+        /// The stream.
+        token: u32,
+        /// The serialized message.
+        message: Bytes,
+        /// Half-close after it.
+        end_stream: bool,
+    },
+    /// `proxy_grpc_close` on a stream: no more messages from the plugin.
+    GrpcHalfClose(u32),
+    /// `proxy_grpc_cancel` on a stream: drop it.
+    GrpcCancel(u32),
+}
+
+/// What an open gRPC stream brings back to the plugin.
+#[derive(Debug, Clone)]
+pub enum GrpcEvent {
+    /// The response headers.
+    InitialMetadata(Vec<(String, Bytes)>),
+    /// One response message.
+    Message(Bytes),
+    /// The trailers.
+    TrailingMetadata(Vec<(String, Bytes)>),
+    /// The end: gRPC status code and message.
+    Close(u32, Bytes),
 }
 
 /// What came back for a callout.

@@ -17,7 +17,9 @@ mod state;
 mod vm;
 
 pub use abi::{BufferType, LogLevel, MapType, Status};
-pub use context::{Action, CallResponse, Callout, GrpcCall, HttpCall, LocalResponse};
+pub use context::{
+    Action, CallResponse, Callout, GrpcCall, GrpcEvent, GrpcStreamOpen, HttpCall, LocalResponse,
+};
 pub use engine::{hex, AbiVersion};
 pub use engine::{CompiledModule, Engine, EngineOptions};
 pub use error::{VmFailure, WasmError};

@@ -42,6 +42,10 @@ pub struct VmState {
     pub(crate) cancelled: Vec<u32>,
     /// The message of the gRPC answer being delivered to `proxy_on_grpc_receive`.
     pub(crate) grpc_message: Option<Bytes>,
+    /// The metadata being delivered to `proxy_on_grpc_receive_initial/trailing_metadata`.
+    pub(crate) grpc_metadata: Option<Vec<(String, Bytes)>>,
+    /// gRPC streams the plugin has open.
+    pub(crate) grpc_streams: Vec<u32>,
     pub(crate) next_token: u32,
     /// The response of the callout being delivered to `proxy_on_http_call_response`.
     pub(crate) call_response: Option<CallResponse>,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use wasmtime::{Store, Trap, TypedFunc, WasmParams, WasmResults};
 
-use crate::context::{Action, CallResponse, Callout, GrpcCall, HttpCall, LocalResponse};
+use crate::context::{Action, CallResponse, Callout, GrpcCall, GrpcEvent, HttpCall, LocalResponse};
 use crate::engine::AbiVersion;
 use crate::error::{VmFailure, WasmError};
 use crate::host::{Host, StreamInfo};
@@ -65,6 +65,8 @@ struct Exports {
     queue_ready: Option<F2>,
     grpc_receive: Option<F3>,
     grpc_close: Option<F3>,
+    grpc_initial_metadata: Option<F3>,
+    grpc_trailing_metadata: Option<F3>,
 }
 
 /// How a paused stream went on.
@@ -150,6 +152,8 @@ impl PluginVm {
             calls: Vec::new(),
             cancelled: Vec::new(),
             grpc_message: None,
+            grpc_metadata: None,
+            grpc_streams: Vec::new(),
             next_token: 1,
             call_response: None,
             metrics: Vec::new(),
@@ -200,6 +204,16 @@ impl PluginVm {
             queue_ready: export(&instance, &mut store, "proxy_on_queue_ready")?,
             grpc_receive: export(&instance, &mut store, "proxy_on_grpc_receive")?,
             grpc_close: export(&instance, &mut store, "proxy_on_grpc_close")?,
+            grpc_initial_metadata: export(
+                &instance,
+                &mut store,
+                "proxy_on_grpc_receive_initial_metadata",
+            )?,
+            grpc_trailing_metadata: export(
+                &instance,
+                &mut store,
+                "proxy_on_grpc_receive_trailing_metadata",
+            )?,
         };
         let alloc = match export::<i32, i32>(&instance, &mut store, "proxy_on_memory_allocate")? {
             Some(f) => Some(f),
@@ -666,6 +680,59 @@ impl PluginVm {
                     f,
                     (root as i32, call.token as i32, code as i32),
                 )
+            }
+        }
+    }
+
+    /// Delivers what an open gRPC stream brought back. After `Close` the stream is gone.
+    pub fn on_grpc_stream(&mut self, token: u32, event: GrpcEvent) -> Result<(), VmFailure> {
+        let st = self.store.data_mut();
+        let Some(i) = st.grpc_streams.iter().position(|t| *t == token) else {
+            return Ok(());
+        };
+        let root = st.root_id;
+        let args = |n: usize| (root as i32, token as i32, n as i32);
+        match event {
+            GrpcEvent::InitialMetadata(md) | GrpcEvent::TrailingMetadata(md) if md.is_empty() => {
+                Ok(())
+            }
+            GrpcEvent::InitialMetadata(md) => {
+                let Some(f) = self.ex.grpc_initial_metadata.clone() else {
+                    return Ok(());
+                };
+                let n = md.len();
+                self.store.data_mut().grpc_metadata = Some(md);
+                let r = self.call(root, "proxy_on_grpc_receive_initial_metadata", f, args(n));
+                self.store.data_mut().grpc_metadata = None;
+                r
+            }
+            GrpcEvent::TrailingMetadata(md) => {
+                let Some(f) = self.ex.grpc_trailing_metadata.clone() else {
+                    return Ok(());
+                };
+                let n = md.len();
+                self.store.data_mut().grpc_metadata = Some(md);
+                let r = self.call(root, "proxy_on_grpc_receive_trailing_metadata", f, args(n));
+                self.store.data_mut().grpc_metadata = None;
+                r
+            }
+            GrpcEvent::Message(m) => {
+                let Some(f) = self.ex.grpc_receive.clone() else {
+                    return Ok(());
+                };
+                let n = m.len();
+                self.store.data_mut().grpc_message = Some(m);
+                let r = self.call(root, "proxy_on_grpc_receive", f, args(n));
+                self.store.data_mut().grpc_message = None;
+                r
+            }
+            GrpcEvent::Close(code, message) => {
+                st.grpc_streams.swap_remove(i);
+                let Some(f) = self.ex.grpc_close.clone() else {
+                    return Ok(());
+                };
+                self.store.data_mut().status = (code, message);
+                self.call(root, "proxy_on_grpc_close", f, args(code as usize))
             }
         }
     }

@@ -174,6 +174,7 @@ impl RootContext for Root {
             events: vec![
                 json!({"cb": "context_create", "ctx": context_id, "root": self.context_id}),
             ],
+            stream_seen: Vec::new(),
         }))
     }
 
@@ -193,6 +194,8 @@ struct Probe {
     /// properties-log: what the paths gave in on_http_response_headers.
     at_response: Value,
     events: Vec<Value>,
+    /// grpc-stream: what the stream brought back, reported at its close.
+    stream_seen: Vec<String>,
 }
 
 /// `{path: hex | null | {"status": n}}` for `a.b.c,d.e` (paths split at `.`).
@@ -292,6 +295,7 @@ impl Probe {
             }
             "callout" => self.callout(),
             "grpc" => self.grpc(),
+            "grpc-stream" => self.grpc_stream(),
             "metrics" => self.metrics(),
             "shared" => self.shared(),
             "queue" => self.queue(),
@@ -393,6 +397,24 @@ impl Probe {
             Duration::from_secs(5),
         ) {
             Ok(_) => Action::Pause,
+            Err(status) => {
+                let body = format!("{status:?}");
+                self.send_http_response(500, vec![], Some(body.as_bytes()));
+                Action::Pause
+            }
+        }
+    }
+
+    /// A gRPC stream (`test.Echo/Chat`) to the cluster in `x-probe-cluster`: sends `one` and
+    /// `two` (then half-closes); what comes back is reported as request headers at the close.
+    fn grpc_stream(&self) -> Action {
+        let cluster = self.header("x-probe-cluster").unwrap_or_default();
+        match self.open_grpc_stream(&cluster, "test.Echo", "Chat", vec![("x-probe-md", b"s")]) {
+            Ok(token) => {
+                self.send_grpc_stream_message(token, Some(b"one"), false);
+                self.send_grpc_stream_message(token, Some(b"two"), true);
+                Action::Pause
+            }
             Err(status) => {
                 let body = format!("{status:?}");
                 self.send_http_response(500, vec![], Some(body.as_bytes()));
@@ -553,6 +575,30 @@ impl Probe {
 }
 
 impl Context for Probe {
+    fn on_grpc_stream_initial_metadata(&mut self, _token: u32, n: u32) {
+        let has = self
+            .get_grpc_stream_initial_metadata_value("content-type")
+            .is_some();
+        self.stream_seen.push(format!("initial:{n}:{has}"));
+    }
+
+    fn on_grpc_stream_message(&mut self, _token: u32, size: usize) {
+        let m = self.get_grpc_stream_message(0, size).unwrap_or_default();
+        self.stream_seen
+            .push(format!("message:{}", String::from_utf8_lossy(&m)));
+    }
+
+    fn on_grpc_stream_trailing_metadata(&mut self, _token: u32, n: u32) {
+        self.stream_seen.push(format!("trailers:{n}"));
+    }
+
+    fn on_grpc_stream_close(&mut self, _token: u32, status: u32) {
+        self.stream_seen.push(format!("close:{status}"));
+        let seen = self.stream_seen.join(";");
+        self.add_http_request_header("x-grpc-stream", &seen);
+        self.resume_http_request();
+    }
+
     fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
         self.event(
             "grpc_call_response",

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request};
 use http_body_util::BodyExt;
-use meshgate_wasm::{CallResponse, Callout, GrpcCall, HttpCall};
+use meshgate_wasm::{CallResponse, Callout, GrpcCall, GrpcEvent, GrpcStreamOpen, HttpCall};
 
 use super::vms::SharedVm;
 use crate::body;
@@ -37,6 +37,32 @@ pub(super) fn resolve(live: &Live, upstream: &str) -> Option<Arc<ClusterState>> 
 /// Sends each of `calls` on its own task; the answer goes back to the VM (if it still runs).
 pub(super) fn dispatch(ctx: &Rc<WorkerCtx>, vm: &SharedVm, calls: Vec<Callout>) {
     for call in calls {
+        let call = match call {
+            Callout::GrpcStream(open) => {
+                grpc_stream(ctx, vm, open);
+                continue;
+            }
+            Callout::GrpcSend {
+                token,
+                message,
+                end_stream,
+            } => {
+                stream_step(vm, token, Some(message), end_stream);
+                continue;
+            }
+            Callout::GrpcHalfClose(token) => {
+                stream_step(vm, token, None, true);
+                continue;
+            }
+            Callout::GrpcCancel(token) => {
+                let key = (Rc::as_ptr(vm) as usize, token);
+                if let Some((_, task)) = STREAMS.with(|s| s.borrow_mut().remove(&key)) {
+                    task.abort();
+                }
+                continue;
+            }
+            other => other,
+        };
         let ctx = ctx.clone();
         let weak = Rc::downgrade(vm);
         tokio::task::spawn_local(async move {
@@ -49,6 +75,7 @@ pub(super) fn dispatch(ctx: &Rc<WorkerCtx>, vm: &SharedVm, calls: Vec<Callout>) 
                     }
                 }),
                 Callout::Grpc(c) => Answer::Grpc(send_grpc(&ctx, c).await),
+                _ => return,
             };
             let Some(vm) = weak.upgrade() else {
                 return;
@@ -65,6 +92,185 @@ pub(super) fn dispatch(ctx: &Rc<WorkerCtx>, vm: &SharedVm, calls: Vec<Callout>) 
             dispatch(&ctx, &vm, more);
         });
     }
+}
+
+/// A gRPC stream's request side: where the plugin's messages go (`None` once half-closed),
+/// and the task reading the response.
+type StreamSide = (
+    Option<tokio::sync::mpsc::UnboundedSender<Bytes>>,
+    tokio::task::AbortHandle,
+);
+
+thread_local! {
+    /// This worker's open gRPC streams, by VM and token.
+    static STREAMS: std::cell::RefCell<std::collections::HashMap<(usize, u32), StreamSide>> =
+        std::cell::RefCell::default();
+}
+
+/// Queues a message on an open stream (length-prefixed), and/or half-closes it.
+fn stream_step(vm: &SharedVm, token: u32, message: Option<Bytes>, end_stream: bool) {
+    let key = (Rc::as_ptr(vm) as usize, token);
+    STREAMS.with(|s| {
+        let mut s = s.borrow_mut();
+        let Some((tx, _)) = s.get_mut(&key) else {
+            return;
+        };
+        if let (Some(m), Some(sender)) = (message, tx.as_ref()) {
+            let _ = sender.send(frame(&m));
+        }
+        if end_stream {
+            *tx = None;
+        }
+    });
+}
+
+/// A gRPC message with its 5-byte prefix.
+fn frame(message: &[u8]) -> Bytes {
+    let mut framed = Vec::with_capacity(5 + message.len());
+    framed.push(0);
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    Bytes::from(framed)
+}
+
+/// A request body fed by the plugin's `proxy_grpc_send`s; it ends when the plugin half-closes.
+struct Fed(tokio::sync::mpsc::UnboundedReceiver<Bytes>);
+
+impl http_body::Body for Fed {
+    type Data = Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|m| m.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+/// Opens a gRPC stream: the request streams what the plugin sends; the response is delivered
+/// as initial metadata, one event per message, trailing metadata and the close.
+fn grpc_stream(ctx: &Rc<WorkerCtx>, vm: &SharedVm, open: GrpcStreamOpen) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let weak = Rc::downgrade(vm);
+    let ctx2 = ctx.clone();
+    let token = open.token;
+    let key = (Rc::as_ptr(vm) as usize, token);
+    let task = tokio::task::spawn_local(async move {
+        let deliver = |event: GrpcEvent| {
+            let Some(vm) = weak.upgrade() else {
+                return false;
+            };
+            let more = {
+                let mut v = vm.borrow_mut();
+                let ok = v.on_grpc_stream(token, event).is_ok();
+                (ok, v.take_calls())
+            };
+            dispatch(&ctx2, &vm, more.1);
+            more.0
+        };
+        let close = match open_stream(&ctx2, &open, rx, &deliver).await {
+            Ok(status) => status,
+            Err(status) => status,
+        };
+        STREAMS.with(|s| s.borrow_mut().remove(&key));
+        deliver(GrpcEvent::Close(close.0, close.1));
+    });
+    STREAMS.with(|s| s.borrow_mut().insert(key, (Some(tx), task.abort_handle())));
+}
+
+/// Runs one gRPC stream to its end; the status it closed with.
+async fn open_stream(
+    ctx: &Rc<WorkerCtx>,
+    open: &GrpcStreamOpen,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
+    deliver: &impl Fn(GrpcEvent) -> bool,
+) -> Result<(u32, Bytes), (u32, Bytes)> {
+    let fail = |code: u32, msg: &str| (code, Bytes::from(msg.to_owned()));
+    let live = ctx.shared.live.load_full();
+    let cluster =
+        resolve(&live, &open.upstream).ok_or_else(|| fail(GRPC_UNAVAILABLE, "unknown upstream"))?;
+    let proto = crate::upstream::pool::Proto::Http2;
+    let path = format!("/{}/{}", open.service, open.method);
+    let uri = crate::http::target_uri(proto, &cluster.host, &path)
+        .ok_or_else(|| fail(GRPC_INTERNAL, "bad service or method name"))?;
+    let mut req = Request::post(uri).version(http::Version::HTTP_2);
+    for (k, v) in &open.metadata {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_bytes(v),
+        ) {
+            req = req.header(k, v);
+        }
+    }
+    let req = req
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .header(http::header::TE, "trailers")
+        .header("x-envoy-internal", "true")
+        .body(crate::body::boxed(Fed(rx)))
+        .map_err(|e| fail(GRPC_INTERNAL, &e.to_string()))?;
+    let ep = cluster
+        .pick(None)
+        .ok_or_else(|| fail(GRPC_UNAVAILABLE, "no healthy upstream"))?;
+    let _active = ClusterState::start(&ep);
+    let resp = ctx
+        .pools
+        .send(ep.addr, proto, req, &cluster.circuit)
+        .await
+        .map_err(|e| fail(GRPC_UNAVAILABLE, &e.to_string()))?;
+    let (parts, mut body) = resp.into_parts();
+    let status_of = |h: &http::HeaderMap| -> Option<(u32, Bytes)> {
+        let code = h.get("grpc-status")?.to_str().ok()?.parse().ok()?;
+        let msg = h
+            .get("grpc-message")
+            .map_or_else(Bytes::new, |v| Bytes::copy_from_slice(v.as_bytes()));
+        Some((code, msg))
+    };
+    let pairs = |h: &http::HeaderMap| -> Vec<(String, Bytes)> {
+        h.iter()
+            .map(|(k, v)| (k.as_str().to_owned(), Bytes::copy_from_slice(v.as_bytes())))
+            .collect()
+    };
+    if let Some(status) = status_of(&parts.headers) {
+        // A trailers-only answer.
+        return Ok(status);
+    }
+    if !deliver(GrpcEvent::InitialMetadata(pairs(&parts.headers))) {
+        return Err(fail(GRPC_INTERNAL, "the plugin failed"));
+    }
+    let mut pending = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| fail(GRPC_UNAVAILABLE, &e.to_string()))?;
+        match frame.into_data() {
+            Ok(data) => {
+                pending.extend_from_slice(&data);
+                while pending.len() >= 5 {
+                    let len = u32::from_be_bytes([pending[1], pending[2], pending[3], pending[4]])
+                        as usize;
+                    if len > MAX_RESPONSE_BYTES {
+                        return Err(fail(GRPC_INTERNAL, "message too large"));
+                    }
+                    if pending.len() < 5 + len {
+                        break;
+                    }
+                    let msg = pending.split_to(5 + len).freeze().slice(5..);
+                    if !deliver(GrpcEvent::Message(msg)) {
+                        return Err(fail(GRPC_INTERNAL, "the plugin failed"));
+                    }
+                }
+            }
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    deliver(GrpcEvent::TrailingMetadata(pairs(&trailers)));
+                    return status_of(&trailers)
+                        .ok_or_else(|| fail(GRPC_INTERNAL, "no grpc-status"));
+                }
+            }
+        }
+    }
+    Err(fail(GRPC_INTERNAL, "the stream ended without a status"))
 }
 
 enum Answer {
@@ -103,12 +309,8 @@ async fn send_grpc(ctx: &Rc<WorkerCtx>, call: &GrpcCall) -> Result<Bytes, (u32, 
     if !call.timeout.is_zero() {
         req = req.header("grpc-timeout", format!("{}m", call.timeout.as_millis()));
     }
-    let mut framed = Vec::with_capacity(5 + call.message.len());
-    framed.push(0);
-    framed.extend_from_slice(&(call.message.len() as u32).to_be_bytes());
-    framed.extend_from_slice(&call.message);
     let req = req
-        .body(body::full(framed))
+        .body(body::full(frame(&call.message)))
         .map_err(|e| fail(GRPC_INTERNAL, &e.to_string()))?;
     let ep = cluster
         .pick(None)

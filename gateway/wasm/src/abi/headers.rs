@@ -81,6 +81,13 @@ fn plain_pairs(headers: &HeaderMap) -> Pairs {
 
 /// The pairs of map `t`, or `NotFound` when it is not available in this context.
 fn pairs(st: &mut VmState, t: MapType) -> Result<Pairs, Status> {
+    if let MapType::GrpcInitialMetadata | MapType::GrpcTrailingMetadata = t {
+        let md = st.grpc_metadata.as_ref().ok_or(Status::NotFound)?;
+        return Ok(md
+            .iter()
+            .map(|(k, v)| (Cow::Owned(k.as_bytes().to_vec()), v.to_vec()))
+            .collect());
+    }
     if let MapType::HttpCallResponseHeaders | MapType::HttpCallResponseTrailers = t {
         let r = st.call_response.as_ref().ok_or(Status::NotFound)?;
         let list = if t == MapType::HttpCallResponseHeaders {
