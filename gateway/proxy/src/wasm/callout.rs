@@ -124,6 +124,15 @@ fn stream_step(vm: &SharedVm, token: u32, message: Option<Bytes>, end_stream: bo
     });
 }
 
+/// The gRPC status in `h` (trailers, or the headers of a trailers-only answer).
+fn status_of(h: &http::HeaderMap) -> Option<(u32, Bytes)> {
+    let code = h.get("grpc-status")?.to_str().ok()?.parse().ok()?;
+    let msg = h
+        .get("grpc-message")
+        .map_or_else(Bytes::new, |v| Bytes::copy_from_slice(v.as_bytes()));
+    Some((code, msg))
+}
+
 /// A gRPC message with its 5-byte prefix.
 fn frame(message: &[u8]) -> Bytes {
     let mut framed = Vec::with_capacity(5 + message.len());
@@ -221,13 +230,6 @@ async fn open_stream(
         .await
         .map_err(|e| fail(GRPC_UNAVAILABLE, &e.to_string()))?;
     let (parts, mut body) = resp.into_parts();
-    let status_of = |h: &http::HeaderMap| -> Option<(u32, Bytes)> {
-        let code = h.get("grpc-status")?.to_str().ok()?.parse().ok()?;
-        let msg = h
-            .get("grpc-message")
-            .map_or_else(Bytes::new, |v| Bytes::copy_from_slice(v.as_bytes()));
-        Some((code, msg))
-    };
     let pairs = |h: &http::HeaderMap| -> Vec<(String, Bytes)> {
         h.iter()
             .map(|(k, v)| (k.as_str().to_owned(), Bytes::copy_from_slice(v.as_bytes())))
@@ -330,13 +332,6 @@ async fn send_grpc(ctx: &Rc<WorkerCtx>, call: &GrpcCall) -> Result<Bytes, (u32, 
         let trailers = collected.trailers().cloned().unwrap_or_default();
         let data = collected.to_bytes();
         // The status is in the trailers, or in the headers of a trailers-only answer.
-        let status_of = |h: &http::HeaderMap| -> Option<(u32, Bytes)> {
-            let code = h.get("grpc-status")?.to_str().ok()?.parse().ok()?;
-            let msg = h
-                .get("grpc-message")
-                .map_or_else(Bytes::new, |v| Bytes::copy_from_slice(v.as_bytes()));
-            Some((code, msg))
-        };
         let (code, msg) = status_of(&trailers)
             .or_else(|| status_of(&parts.headers))
             .ok_or_else(|| fail(GRPC_INTERNAL, "no grpc-status"))?;

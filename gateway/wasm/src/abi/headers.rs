@@ -322,6 +322,34 @@ fn set_all(st: &mut VmState, t: MapType, new: &[(&[u8], &[u8])]) -> Result<(), S
     Ok(())
 }
 
+/// `proxy_add_header_map_value` (or, `replace`, `proxy_replace_header_map_value`): the key and
+/// value are read in place from guest memory.
+fn write_value(
+    c: &mut Caller<'_, VmState>,
+    t: i32,
+    key: (i32, i32),
+    value: (i32, i32),
+    replace: bool,
+) -> i32 {
+    let r = (|| {
+        let t = map_type(t)?;
+        let mem = memory(c).ok_or(Status::InvalidMemoryAccess)?;
+        let (data, st) = mem.data_and_store_mut(&mut *c);
+        let k = slice(data, key.0, key.1).ok_or(Status::InvalidMemoryAccess)?;
+        let v = slice(data, value.0, value.1).ok_or(Status::InvalidMemoryAccess)?;
+        edit(
+            st,
+            t,
+            if replace {
+                Edit::Replace(k, v)
+            } else {
+                Edit::Add(k, v)
+            },
+        )
+    })();
+    r.map_or_else(Status::code, |()| Status::Ok.code())
+}
+
 fn map_type(t: i32) -> Result<MapType, Status> {
     MapType::from_i32(t).ok_or(Status::BadArgument)
 }
@@ -384,30 +412,14 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         "env",
         "proxy_add_header_map_value",
         |mut c: Caller<'_, VmState>, t: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> i32 {
-            let r = (|| {
-                let t = map_type(t)?;
-                let mem = memory(&mut c).ok_or(Status::InvalidMemoryAccess)?;
-                let (data, st) = mem.data_and_store_mut(&mut c);
-                let k = slice(data, kp, kl).ok_or(Status::InvalidMemoryAccess)?;
-                let v = slice(data, vp, vl).ok_or(Status::InvalidMemoryAccess)?;
-                edit(st, t, Edit::Add(k, v))
-            })();
-            r.map_or_else(Status::code, |()| Status::Ok.code())
+            write_value(&mut c, t, (kp, kl), (vp, vl), false)
         },
     )?;
     l.func_wrap(
         "env",
         "proxy_replace_header_map_value",
         |mut c: Caller<'_, VmState>, t: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> i32 {
-            let r = (|| {
-                let t = map_type(t)?;
-                let mem = memory(&mut c).ok_or(Status::InvalidMemoryAccess)?;
-                let (data, st) = mem.data_and_store_mut(&mut c);
-                let k = slice(data, kp, kl).ok_or(Status::InvalidMemoryAccess)?;
-                let v = slice(data, vp, vl).ok_or(Status::InvalidMemoryAccess)?;
-                edit(st, t, Edit::Replace(k, v))
-            })();
-            r.map_or_else(Status::code, |()| Status::Ok.code())
+            write_value(&mut c, t, (kp, kl), (vp, vl), true)
         },
     )?;
     l.func_wrap(
