@@ -11,9 +11,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use wasmtime::{Store, Trap, TypedFunc, WasmParams, WasmResults};
+use wasmtime::{Store, Trap, WasmParams, WasmResults};
 
-use crate::context::{Action, CallResponse, Callout, GrpcCall, GrpcEvent, HttpCall, LocalResponse};
+use crate::context::{Action, Callout, LocalResponse};
 use crate::engine::AbiVersion;
 use crate::error::{VmFailure, WasmError};
 use crate::host::{Host, StreamInfo};
@@ -21,53 +21,17 @@ use crate::plugin::{Plugin, PluginStats};
 use crate::shared::Inbox;
 use crate::state::{Limits, RequestFacts, StreamData, VmState};
 
+mod events;
+mod exports;
+
+use exports::{export, Exports, HeadersFn, F};
+
 /// One callback in this many is timed for the latency histograms.
 pub const LATENCY_SAMPLE: u32 = 4;
 
 /// A stream's context in a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct StreamId(pub u32);
-
-// Exports are kept behind `Rc`: cloning a `TypedFunc` clones its registered type, which costs
-// more than the call itself on the request path.
-type F<P, R> = Rc<TypedFunc<P, R>>;
-type F1 = F<i32, ()>;
-type F2 = F<(i32, i32), ()>;
-type F1R = F<i32, i32>;
-type F2R = F<(i32, i32), i32>;
-type F3R = F<(i32, i32, i32), i32>;
-type F3 = F<(i32, i32, i32), ()>;
-type F5 = F<(i32, i32, i32, i32, i32), ()>;
-
-/// Header callbacks take `end_of_stream` from ABI 0.2.0 on.
-#[derive(Clone)]
-enum HeadersFn {
-    V1(F2R),
-    V2(F3R),
-}
-
-#[derive(Default)]
-struct Exports {
-    context_create: Option<F2>,
-    vm_start: Option<F2R>,
-    configure: Option<F2R>,
-    request_headers: Option<HeadersFn>,
-    request_body: Option<F3R>,
-    request_trailers: Option<F2R>,
-    response_headers: Option<HeadersFn>,
-    response_body: Option<F3R>,
-    response_trailers: Option<F2R>,
-    done: Option<F1R>,
-    log: Option<F1>,
-    delete: Option<F1>,
-    tick: Option<F1>,
-    http_call_response: Option<F5>,
-    queue_ready: Option<F2>,
-    grpc_receive: Option<F3>,
-    grpc_close: Option<F3>,
-    grpc_initial_metadata: Option<F3>,
-    grpc_trailing_metadata: Option<F3>,
-}
 
 /// How a paused stream went on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,20 +74,6 @@ impl std::fmt::Debug for PluginVm {
             .field("plugin", &self.plugin.config().name)
             .field("failed", &self.failed)
             .finish_non_exhaustive()
-    }
-}
-
-fn export<P: WasmParams, R: WasmResults>(
-    instance: &wasmtime::Instance,
-    store: &mut Store<VmState>,
-    name: &'static str,
-) -> Result<Option<F<P, R>>, WasmError> {
-    match instance.get_func(&mut *store, name) {
-        None => Ok(None),
-        Some(f) => f
-            .typed::<P, R>(&*store)
-            .map(|f| Some(Rc::new(f)))
-            .map_err(|_| WasmError::BadExport(name)),
     }
 }
 
@@ -178,43 +128,11 @@ impl PluginVm {
                 return Err(fail(classify("instantiate", e, limits, cfg.start_deadline)));
             }
         };
-        let v1 = shared.module.abi == AbiVersion::V0_1_0;
-        let headers = |store: &mut Store<VmState>, name| -> Result<Option<HeadersFn>, WasmError> {
-            Ok(if v1 {
-                export::<(i32, i32), i32>(&instance, store, name)?.map(HeadersFn::V1)
-            } else {
-                export::<(i32, i32, i32), i32>(&instance, store, name)?.map(HeadersFn::V2)
-            })
-        };
-        let ex = Exports {
-            context_create: export(&instance, &mut store, "proxy_on_context_create")?,
-            vm_start: export(&instance, &mut store, "proxy_on_vm_start")?,
-            configure: export(&instance, &mut store, "proxy_on_configure")?,
-            request_headers: headers(&mut store, "proxy_on_request_headers")?,
-            request_body: export(&instance, &mut store, "proxy_on_request_body")?,
-            request_trailers: export(&instance, &mut store, "proxy_on_request_trailers")?,
-            response_headers: headers(&mut store, "proxy_on_response_headers")?,
-            response_body: export(&instance, &mut store, "proxy_on_response_body")?,
-            response_trailers: export(&instance, &mut store, "proxy_on_response_trailers")?,
-            done: export(&instance, &mut store, "proxy_on_done")?,
-            log: export(&instance, &mut store, "proxy_on_log")?,
-            delete: export(&instance, &mut store, "proxy_on_delete")?,
-            tick: export(&instance, &mut store, "proxy_on_tick")?,
-            http_call_response: export(&instance, &mut store, "proxy_on_http_call_response")?,
-            queue_ready: export(&instance, &mut store, "proxy_on_queue_ready")?,
-            grpc_receive: export(&instance, &mut store, "proxy_on_grpc_receive")?,
-            grpc_close: export(&instance, &mut store, "proxy_on_grpc_close")?,
-            grpc_initial_metadata: export(
-                &instance,
-                &mut store,
-                "proxy_on_grpc_receive_initial_metadata",
-            )?,
-            grpc_trailing_metadata: export(
-                &instance,
-                &mut store,
-                "proxy_on_grpc_receive_trailing_metadata",
-            )?,
-        };
+        let ex = Exports::lookup(
+            &instance,
+            &mut store,
+            shared.module.abi == AbiVersion::V0_1_0,
+        )?;
         let alloc = match export::<i32, i32>(&instance, &mut store, "proxy_on_memory_allocate")? {
             Some(f) => Some(f),
             None => export::<i32, i32>(&instance, &mut store, "malloc")?,
@@ -593,157 +511,6 @@ impl PluginVm {
             }
         }
         self.store.data_mut().streams.remove(&id.0);
-    }
-
-    /// Runs the root context's `proxy_on_tick`.
-    pub fn on_tick(&mut self) -> Result<(), VmFailure> {
-        let root = self.store.data().root_id;
-        match self.ex.tick.clone() {
-            Some(f) => self.call(root, "proxy_on_tick", f, root as i32),
-            None => Ok(()),
-        }
-    }
-
-    /// Delivers a callout's response (`None`: it failed) to the context that sent it. A stream
-    /// that has ended meanwhile gets nothing, as in Envoy.
-    pub fn on_http_call_response(
-        &mut self,
-        call: &HttpCall,
-        response: Option<CallResponse>,
-    ) -> Result<(), VmFailure> {
-        let ctx = call.context_id;
-        let st = self.store.data_mut();
-        if ctx != st.root_id && !st.streams.contains_key(&ctx) {
-            return Ok(());
-        }
-        let Some(f) = self.ex.http_call_response.clone() else {
-            return Ok(());
-        };
-        let (h, b, t) = response.as_ref().map_or((0, 0, 0), |r| {
-            (
-                r.headers.len() as i32,
-                r.body.len() as i32,
-                r.trailers.len() as i32,
-            )
-        });
-        st.call_response = Some(response.unwrap_or_default());
-        // As Envoy: the callback runs on the root context (which owns the callout); SDKs find
-        // the stream by token and switch to it with `proxy_set_effective_context`.
-        let root = st.root_id;
-        let r = self.call(
-            root,
-            "proxy_on_http_call_response",
-            f,
-            (root as i32, call.token as i32, h, b, t),
-        );
-        self.store.data_mut().call_response = None;
-        r
-    }
-
-    /// Delivers a unary gRPC callout's answer: the response message, or the status (code and
-    /// message) it closed with. Nothing is delivered for a call the plugin cancelled.
-    pub fn on_grpc_response(
-        &mut self,
-        call: &GrpcCall,
-        response: Result<Bytes, (u32, Bytes)>,
-    ) -> Result<(), VmFailure> {
-        let st = self.store.data_mut();
-        if let Some(i) = st.cancelled.iter().position(|t| *t == call.token) {
-            st.cancelled.swap_remove(i);
-            return Ok(());
-        }
-        let root = st.root_id;
-        match response {
-            Ok(message) => {
-                let Some(f) = self.ex.grpc_receive.clone() else {
-                    return Ok(());
-                };
-                let size = message.len() as i32;
-                self.store.data_mut().grpc_message = Some(message);
-                let r = self.call(
-                    root,
-                    "proxy_on_grpc_receive",
-                    f,
-                    (root as i32, call.token as i32, size),
-                );
-                self.store.data_mut().grpc_message = None;
-                r
-            }
-            Err((code, message)) => {
-                let Some(f) = self.ex.grpc_close.clone() else {
-                    return Ok(());
-                };
-                self.store.data_mut().status = (code, message);
-                self.call(
-                    root,
-                    "proxy_on_grpc_close",
-                    f,
-                    (root as i32, call.token as i32, code as i32),
-                )
-            }
-        }
-    }
-
-    /// Delivers what an open gRPC stream brought back. After `Close` the stream is gone.
-    pub fn on_grpc_stream(&mut self, token: u32, event: GrpcEvent) -> Result<(), VmFailure> {
-        let st = self.store.data_mut();
-        let Some(i) = st.grpc_streams.iter().position(|t| *t == token) else {
-            return Ok(());
-        };
-        let root = st.root_id;
-        let args = |n: usize| (root as i32, token as i32, n as i32);
-        match event {
-            GrpcEvent::InitialMetadata(md) | GrpcEvent::TrailingMetadata(md) if md.is_empty() => {
-                Ok(())
-            }
-            GrpcEvent::InitialMetadata(md) => {
-                let Some(f) = self.ex.grpc_initial_metadata.clone() else {
-                    return Ok(());
-                };
-                let n = md.len();
-                self.store.data_mut().grpc_metadata = Some(md);
-                let r = self.call(root, "proxy_on_grpc_receive_initial_metadata", f, args(n));
-                self.store.data_mut().grpc_metadata = None;
-                r
-            }
-            GrpcEvent::TrailingMetadata(md) => {
-                let Some(f) = self.ex.grpc_trailing_metadata.clone() else {
-                    return Ok(());
-                };
-                let n = md.len();
-                self.store.data_mut().grpc_metadata = Some(md);
-                let r = self.call(root, "proxy_on_grpc_receive_trailing_metadata", f, args(n));
-                self.store.data_mut().grpc_metadata = None;
-                r
-            }
-            GrpcEvent::Message(m) => {
-                let Some(f) = self.ex.grpc_receive.clone() else {
-                    return Ok(());
-                };
-                let n = m.len();
-                self.store.data_mut().grpc_message = Some(m);
-                let r = self.call(root, "proxy_on_grpc_receive", f, args(n));
-                self.store.data_mut().grpc_message = None;
-                r
-            }
-            GrpcEvent::Close(code, message) => {
-                st.grpc_streams.swap_remove(i);
-                let Some(f) = self.ex.grpc_close.clone() else {
-                    return Ok(());
-                };
-                self.store.data_mut().status = (code, message);
-                self.call(root, "proxy_on_grpc_close", f, args(code as usize))
-            }
-        }
-    }
-
-    /// Tells the root context that queue `queue` has data.
-    pub fn on_queue_ready(&mut self, queue: u32) -> Result<(), VmFailure> {
-        let root = self.store.data().root_id;
-        match self.ex.queue_ready.clone() {
-            Some(f) => self.call(root, "proxy_on_queue_ready", f, (root as i32, queue as i32)),
-            None => Ok(()),
-        }
     }
 
     fn check(&self) -> Result<(), VmFailure> {
