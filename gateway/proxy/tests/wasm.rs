@@ -707,3 +707,64 @@ fn a_grpc_stream_sends_the_plugins_messages_and_delivers_the_answer() {
         "{seen:?}"
     );
 }
+
+#[test]
+fn a_config_swap_keeps_an_unchanged_plugins_vms_and_reloads_a_changed_one() {
+    let Some(wasm) = plugins::path("abi-probe") else {
+        return;
+    };
+    let (up, co) = (Upstream::echo("up"), Upstream::echo("co"));
+    let with = |v: u32, extra: &str| {
+        config(
+            &up,
+            &co,
+            &plugin("probe", &wasm, &format!("  pluginConfig: {{v: {v}}}\n")),
+        ) + extra
+    };
+    let gw = Gateway::start_with(&with(1, ""), &["--concurrency", "1"]);
+    let c = Client::http1(gw.port);
+    let config_seen = || {
+        let r = c.get_h("app.example.com", "/", &[("x-probe", "config")]);
+        String::from_utf8_lossy(&r.body).into_owned()
+    };
+    assert!(config_seen().contains(r#"{\"v\":1}"#), "{}", config_seen());
+    let starts = || {
+        metric(
+            &stats(&gw),
+            "meshgate_wasm_plugin_vm_starts_total{plugin=\"istio-system/probe\"}",
+        )
+    };
+    assert_eq!(starts(), Some(1.0));
+
+    // An unrelated change: the plugin, its module and its VM stay.
+    let extra = "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: more, namespace: test}\n\
+                 spec:\n  hosts: [more.test]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  endpoints: [{address: 127.0.0.1}]\n";
+    gw.rewrite_config(&with(1, extra));
+    let admin = Client::http1(gw.admin);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !admin
+        .get("admin", "/config_dump")
+        .json()
+        .to_string()
+        .contains("more.test")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the swap never happened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(config_seen().contains(r#"{\"v\":1}"#));
+    assert_eq!(starts(), Some(1.0), "the unchanged plugin kept its VM");
+
+    // A changed pluginConfig: a new plugin, whose VM sees the new configuration.
+    gw.rewrite_config(&with(2, extra));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !config_seen().contains(r#"{\"v\":2}"#) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new config never reached the plugin"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
