@@ -29,10 +29,20 @@ struct Slot {
     last_failure: Option<(Instant, String)>,
 }
 
-/// This worker's VMs, by loaded plugin (a short list: a scan beats hashing).
+/// This worker's VMs, by loaded plugin (a short list: a scan beats hashing). A slot holds its
+/// plugin weakly: once a config swap drops the plugin, the next lookup drops the slot and its VM
+/// (and, while the slot exists, no other plugin can take the dropped one's address).
 #[derive(Default)]
 pub struct WorkerVms {
-    slots: RefCell<Vec<(usize, Slot)>>,
+    slots: RefCell<Vec<(std::sync::Weak<LoadedPlugin>, Slot)>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(d) = self.driver.take() {
+            d.abort();
+        }
+    }
 }
 
 /// How long a plugin whose VM failed to start waits before the next try.
@@ -57,9 +67,12 @@ impl WorkerVms {
     /// The VM of `loaded` on this worker, started or replaced as needed.
     pub fn get(&self, ctx: &Rc<WorkerCtx>, loaded: &Arc<LoadedPlugin>) -> Result<SharedVm, String> {
         let plugin = loaded.plugin.as_ref().map_err(Clone::clone)?;
-        let key = Arc::as_ptr(loaded) as usize;
         let mut slots = self.slots.borrow_mut();
-        let at = match slots.iter().position(|(k, _)| *k == key) {
+        slots.retain(|(p, _)| p.strong_count() > 0);
+        let at = match slots
+            .iter()
+            .position(|(p, _)| std::ptr::eq(p.as_ptr(), Arc::as_ptr(loaded)))
+        {
             Some(i) => i,
             None => {
                 let empty = Slot {
@@ -67,7 +80,7 @@ impl WorkerVms {
                     driver: None,
                     last_failure: None,
                 };
-                slots.push((key, empty));
+                slots.push((Arc::downgrade(loaded), empty));
                 slots.len() - 1
             }
         };
@@ -100,33 +113,6 @@ impl WorkerVms {
                 Err(e)
             }
         }
-    }
-
-    /// Drops the VMs of plugins no longer loaded (`keep`: the current loaded plugins).
-    pub fn retain(&self, keep: &[Arc<LoadedPlugin>]) {
-        let keys: Vec<usize> = keep.iter().map(|l| Arc::as_ptr(l) as usize).collect();
-        self.slots.borrow_mut().retain_mut(|(k, slot)| {
-            let kept = keys.contains(k);
-            if !kept {
-                if let Some(d) = slot.driver.take() {
-                    d.abort();
-                }
-            }
-            kept
-        });
-    }
-
-    /// Linear memory of this worker's live VMs, by plugin name.
-    pub fn memory(&self) -> Vec<(String, usize)> {
-        self.slots
-            .borrow()
-            .iter()
-            .filter_map(|(_, s)| s.vm.as_ref())
-            .map(|vm| {
-                let vm = vm.borrow();
-                (vm.plugin().config().name.clone(), vm.memory_size())
-            })
-            .collect()
     }
 }
 
