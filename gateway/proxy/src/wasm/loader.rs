@@ -92,13 +92,19 @@ impl Runtime {
         specs: &[Arc<PluginSpec>],
         previous: &[Arc<LoadedPlugin>],
     ) -> Vec<Arc<LoadedPlugin>> {
-        specs
+        // Each spec is serialized once to compare it with the previous snapshot's plugins.
+        let previous: Vec<(Option<String>, &Arc<LoadedPlugin>)> = previous
+            .iter()
+            .map(|p| (serde_json::to_string(&*p.spec).ok(), p))
+            .collect();
+        let loaded: Vec<Arc<LoadedPlugin>> = specs
             .iter()
             .map(|spec| {
-                let same = |p: &&Arc<LoadedPlugin>| {
-                    serde_json::to_string(&*p.spec).ok() == serde_json::to_string(&**spec).ok()
-                };
-                let old = previous.iter().find(same);
+                let text = serde_json::to_string(&**spec).ok();
+                let old = previous
+                    .iter()
+                    .find(|(t, _)| t.is_some() && *t == text)
+                    .map(|(_, p)| *p);
                 // A pinned digest or a remote module: an unchanged spec means unchanged bytes.
                 if let Some(old) = old {
                     if old.plugin.is_ok()
@@ -107,14 +113,17 @@ impl Runtime {
                         return old.clone();
                     }
                 }
-                let bytes = fetch(&spec.source);
-                let digest = bytes.as_ref().ok().map(|b| Sha256::digest(b).into());
+                let fetched = fetch(&spec.source).map(|b| {
+                    let d: [u8; 32] = Sha256::digest(&b).into();
+                    (b, d)
+                });
+                let digest = fetched.as_ref().ok().map(|(_, d)| *d);
                 if let (Some(old), Some(d)) = (old, digest) {
                     if old.digest == Some(d) && old.plugin.is_ok() {
                         return old.clone();
                     }
                 }
-                let plugin = bytes.and_then(|b| self.build(spec, &b));
+                let plugin = fetched.and_then(|(b, d)| self.build(spec, &b, d));
                 if let Err(e) = &plugin {
                     tracing::warn!(plugin = %spec.name, source = %spec.source, error = %e, "WasmPlugin not loaded");
                 }
@@ -124,11 +133,16 @@ impl Runtime {
                     plugin,
                 })
             })
-            .collect()
+            .collect();
+        // Compiled modules no plugin uses any more are forgotten.
+        if let Some(engine) = self.engine_if_started() {
+            let keep: Vec<[u8; 32]> = loaded.iter().filter_map(|p| p.digest).collect();
+            engine.retain_modules(&keep);
+        }
+        loaded
     }
 
-    fn build(&self, spec: &PluginSpec, bytes: &[u8]) -> Result<Plugin, String> {
-        let digest: [u8; 32] = Sha256::digest(bytes).into();
+    fn build(&self, spec: &PluginSpec, bytes: &[u8], digest: [u8; 32]) -> Result<Plugin, String> {
         match spec.sha256 {
             Some(want) if want != digest => {
                 return Err(format!(
