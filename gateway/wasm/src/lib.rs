@@ -16,7 +16,7 @@ mod shared;
 mod state;
 mod vm;
 
-pub use abi::{BufferType, LogLevel, MapType, Status};
+pub use abi::{encode_pairs, BufferType, LogLevel, MapType, Status};
 pub use context::{
     Action, CallResponse, Callout, GrpcCall, GrpcEvent, GrpcStreamOpen, HttpCall, LocalResponse,
 };

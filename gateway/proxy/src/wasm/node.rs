@@ -61,26 +61,15 @@ impl NodeIdentity {
         match path {
             [b"id"] => text(&self.id),
             [b"cluster"] => text(&self.cluster),
-            [b"metadata", b"LABELS"] => Some(pairs(&self.labels)),
+            [b"metadata", b"LABELS"] => {
+                let pairs: Vec<(&[u8], &[u8])> = (self.labels.iter())
+                    .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+                    .collect();
+                Some(meshgate_wasm::encode_pairs(&pairs))
+            }
             [b"metadata", b"LABELS", k] => self.labels.get(&key(k)?).and_then(|v| text(v)),
             [b"metadata", k] => self.metadata.get(&key(k)?).and_then(|v| text(v)),
             _ => None,
         }
     }
-}
-
-/// The proxy-wasm pair encoding of a string map.
-fn pairs(map: &BTreeMap<String, String>) -> Vec<u8> {
-    let mut out = (map.len() as u32).to_le_bytes().to_vec();
-    for (k, v) in map {
-        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    }
-    for (k, v) in map {
-        out.extend_from_slice(k.as_bytes());
-        out.push(0);
-        out.extend_from_slice(v.as_bytes());
-        out.push(0);
-    }
-    out
 }

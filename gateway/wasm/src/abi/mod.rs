@@ -294,8 +294,9 @@ fn decode_pairs(bytes: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
     Some(out)
 }
 
-/// Encodes pairs the ABI's way (see [`decode_pairs`]).
-pub(crate) fn encode_pairs(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+/// Encodes pairs the ABI's way: a u32 count, a (key length, value length) pair of u32 per
+/// entry, then each key and value followed by a NUL (little-endian throughout).
+pub fn encode_pairs(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
     let bytes: usize = pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
     let mut out = Vec::with_capacity(4 + pairs.len() * 8 + bytes);
     out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
