@@ -105,27 +105,25 @@ impl PluginVm {
         };
         let root = st.root_id;
         let args = |n: usize| (root as i32, token as i32, n as i32);
+        let initial = matches!(event, GrpcEvent::InitialMetadata(_));
         match event {
             GrpcEvent::InitialMetadata(md) | GrpcEvent::TrailingMetadata(md) if md.is_empty() => {
                 Ok(())
             }
-            GrpcEvent::InitialMetadata(md) => {
-                let Some(f) = self.ex.grpc_initial_metadata.clone() else {
+            GrpcEvent::InitialMetadata(md) | GrpcEvent::TrailingMetadata(md) => {
+                let (f, callback) = if initial {
+                    let f = self.ex.grpc_initial_metadata.clone();
+                    (f, "proxy_on_grpc_receive_initial_metadata")
+                } else {
+                    let f = self.ex.grpc_trailing_metadata.clone();
+                    (f, "proxy_on_grpc_receive_trailing_metadata")
+                };
+                let Some(f) = f else {
                     return Ok(());
                 };
                 let n = md.len();
                 self.store.data_mut().grpc_metadata = Some(md);
-                let r = self.call(root, "proxy_on_grpc_receive_initial_metadata", f, args(n));
-                self.store.data_mut().grpc_metadata = None;
-                r
-            }
-            GrpcEvent::TrailingMetadata(md) => {
-                let Some(f) = self.ex.grpc_trailing_metadata.clone() else {
-                    return Ok(());
-                };
-                let n = md.len();
-                self.store.data_mut().grpc_metadata = Some(md);
-                let r = self.call(root, "proxy_on_grpc_receive_trailing_metadata", f, args(n));
+                let r = self.call(root, callback, f, args(n));
                 self.store.data_mut().grpc_metadata = None;
                 r
             }
