@@ -73,19 +73,14 @@ impl Live {
     }
 
     /// The loaded plugins a request on `port` that matched route `route` runs through.
-    pub fn plugins_for(
-        &self,
-        route: Option<&str>,
+    pub fn plugins_for<'a>(
+        &'a self,
+        route: Option<&'a str>,
         port: u16,
-    ) -> Vec<Arc<crate::wasm::LoadedPlugin>> {
-        if self.plugins.is_empty() {
-            return Vec::new();
-        }
+    ) -> impl Iterator<Item = &'a Arc<crate::wasm::LoadedPlugin>> + 'a {
         self.plugins
             .iter()
-            .filter(|p| p.spec.applies(route, port))
-            .cloned()
-            .collect()
+            .filter(move |p| p.spec.applies(route, port))
     }
 
     /// The listener on a listening port.

@@ -189,10 +189,13 @@ async fn route_and_forward(
     // WasmPlugins run on the routed request, before CORS, faults and the router's action; the
     // route is chosen again after them, since they may have changed what it matched on (as
     // Envoy clears its route cache when a plugin edits request headers).
-    let plugins = live.plugins_for(Some(&route.name), conn.local_port);
+    // No allocation when no plugin applies: the list is walked, not collected.
+    let mut plugins = live
+        .plugins_for(Some(&route.name), conn.local_port)
+        .peekable();
     let mut chain = None;
-    let mut path = path.into_owned();
-    let req = if plugins.is_empty() {
+    let mut path = path;
+    let req = if plugins.peek().is_none() {
         req.map(body::boxed)
     } else {
         let info = meshgate_wasm::StreamInfo {
@@ -207,7 +210,7 @@ async fn route_and_forward(
             },
             ..Default::default()
         };
-        let c = match crate::wasm::filter::Chain::open(ctx, &plugins, &info) {
+        let c = match crate::wasm::filter::Chain::open(ctx, plugins, &info) {
             Ok(c) => c,
             Err((r, details)) => return (r, Outcome::local("-", details)),
         };
@@ -235,11 +238,11 @@ async fn route_and_forward(
                 )
             }
         }
-        path = view.path.to_owned();
+        path = view.path.to_owned().into();
         chain = Some(c);
         req
     };
-    let path = path.as_str();
+    let path: &str = &path;
     if let Some(e) = entry.as_mut() {
         e.route = Some(route.name.clone());
         // Envoy logs the cluster the route chose and the authority after a rewrite, even

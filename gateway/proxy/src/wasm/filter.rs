@@ -121,12 +121,12 @@ impl Chain {
     #[allow(clippy::result_large_err)]
     /// Opens a context for the request in each plugin's VM on this worker. A plugin that is
     /// not loaded or whose VM cannot start is skipped (FAIL_OPEN) or stops the request.
-    pub fn open(
+    pub fn open<'a>(
         ctx: &Rc<WorkerCtx>,
-        plugins: &[Arc<LoadedPlugin>],
+        plugins: impl Iterator<Item = &'a Arc<LoadedPlugin>>,
         info: &StreamInfo,
     ) -> Result<Rc<Chain>, Reply> {
-        let mut entries = Vec::with_capacity(plugins.len());
+        let mut entries = Vec::with_capacity(plugins.size_hint().0.max(1));
         for loaded in plugins {
             let opened = ctx.vms.get(ctx, loaded).and_then(|vm| {
                 let id = vm.borrow_mut().create_stream(info.clone());
@@ -153,11 +153,6 @@ impl Chain {
             reached: Cell::new(0),
             info: info.clone(),
         }))
-    }
-
-    /// Whether no plugin takes part.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     /// Sends the callouts the entry's VM queued.
