@@ -8,8 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use wasmtime::{Caller, Linker};
 
-use super::http_call::{owned, MAX_PENDING};
-use super::{decode_pairs, read, write_u32, Status};
+use super::http_call::MAX_PENDING;
+use super::{decode_pairs, owned, read, write_u32, Status};
 use crate::context::{Callout, GrpcCall, GrpcStreamOpen};
 use crate::state::VmState;
 

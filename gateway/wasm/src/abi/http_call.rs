@@ -7,24 +7,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use wasmtime::{Caller, Linker};
 
-use super::{decode_pairs, read, write_u32, Status};
+use super::{decode_pairs, owned, read, write_u32, Status};
 use crate::context::{Callout, HttpCall};
 use crate::state::VmState;
 
 /// At most this many callouts may be waiting per VM.
 pub(super) const MAX_PENDING: usize = 1024;
-
-pub(super) fn owned(pairs: Vec<(&[u8], &[u8])>) -> Vec<(String, Bytes)> {
-    pairs
-        .into_iter()
-        .map(|(k, v)| {
-            (
-                String::from_utf8_lossy(k).into_owned(),
-                Bytes::copy_from_slice(v),
-            )
-        })
-        .collect()
-}
 
 pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
     l.func_wrap(

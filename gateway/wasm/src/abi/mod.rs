@@ -18,6 +18,7 @@ mod stream;
 mod time;
 mod wasi;
 
+use bytes::Bytes;
 use wasmtime::{Caller, Linker};
 
 use crate::state::VmState;
@@ -292,6 +293,19 @@ fn decode_pairs(bytes: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
         out.push((key, value));
     }
     Some(out)
+}
+
+/// Decoded pairs as owned names and values.
+pub(super) fn owned(pairs: Vec<(&[u8], &[u8])>) -> Vec<(String, Bytes)> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(k).into_owned(),
+                Bytes::copy_from_slice(v),
+            )
+        })
+        .collect()
 }
 
 /// Encodes pairs the ABI's way: a u32 count, a (key length, value length) pair of u32 per

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use wasmtime::{Caller, Linker};
 
-use super::{decode_pairs, finish, hand_over, read, write_u32, HostError, Status};
+use super::{decode_pairs, finish, hand_over, owned, read, write_u32, HostError, Status};
 use crate::context::LocalResponse;
 use crate::state::VmState;
 
@@ -85,15 +85,7 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
                 if !(100..=999).contains(&status) {
                     return Err(Status::BadArgument);
                 }
-                let headers = pairs
-                    .into_iter()
-                    .map(|(k, v)| {
-                        (
-                            String::from_utf8_lossy(k).into_owned(),
-                            Bytes::copy_from_slice(v),
-                        )
-                    })
-                    .collect();
+                let headers = owned(pairs);
                 let reply = LocalResponse {
                     status: status as u16,
                     details: String::from_utf8_lossy(&details).into_owned(),
