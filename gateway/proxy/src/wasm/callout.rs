@@ -124,6 +124,13 @@ fn stream_step(vm: &SharedVm, token: u32, message: Option<Bytes>, end_stream: bo
     });
 }
 
+/// A header map as the owned pairs a plugin is handed.
+fn pairs(h: &http::HeaderMap) -> Vec<(String, Bytes)> {
+    h.iter()
+        .map(|(k, v)| (k.as_str().to_owned(), Bytes::copy_from_slice(v.as_bytes())))
+        .collect()
+}
+
 /// The gRPC status in `h` (trailers, or the headers of a trailers-only answer).
 fn status_of(h: &http::HeaderMap) -> Option<(u32, Bytes)> {
     let code = h.get("grpc-status")?.to_str().ok()?.parse().ok()?;
@@ -230,11 +237,6 @@ async fn open_stream(
         .await
         .map_err(|e| fail(GRPC_UNAVAILABLE, &e.to_string()))?;
     let (parts, mut body) = resp.into_parts();
-    let pairs = |h: &http::HeaderMap| -> Vec<(String, Bytes)> {
-        h.iter()
-            .map(|(k, v)| (k.as_str().to_owned(), Bytes::copy_from_slice(v.as_bytes())))
-            .collect()
-    };
     if let Some(status) = status_of(&parts.headers) {
         // A trailers-only answer.
         return Ok(status);
@@ -466,9 +468,7 @@ async fn send(ctx: &Rc<WorkerCtx>, call: &HttpCall) -> Result<CallResponse, Call
             ":status".to_owned(),
             Bytes::copy_from_slice(parts.status.as_str().as_bytes()),
         ));
-        for (k, v) in &parts.headers {
-            out.push((k.as_str().to_owned(), Bytes::copy_from_slice(v.as_bytes())));
-        }
+        out.extend(pairs(&parts.headers));
         // As Envoy's router adds to every upstream response, callouts' included.
         out.push((
             "x-envoy-upstream-service-time".to_owned(),
@@ -477,10 +477,7 @@ async fn send(ctx: &Rc<WorkerCtx>, call: &HttpCall) -> Result<CallResponse, Call
         Ok::<_, CallError>(CallResponse {
             headers: out,
             body,
-            trailers: trailers
-                .iter()
-                .map(|(k, v)| (k.as_str().to_owned(), Bytes::copy_from_slice(v.as_bytes())))
-                .collect(),
+            trailers: pairs(&trailers),
         })
     };
     tokio::time::timeout(timeout, exchange)
