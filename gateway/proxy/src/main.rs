@@ -26,6 +26,8 @@ enum Command {
     Demo(cli::demo::DemoArgs),
     /// Show a running gateway's config: `plugins` (the WasmPlugin pipeline of every route).
     ProxyConfig(cli::proxy_config::ProxyConfigArgs),
+    /// Build, test, publish, fetch and inspect proxy-wasm plugins.
+    Plugin(cli::plugin::PluginArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         Command::Run(a) => cli::run::run(&a),
         Command::Demo(a) => cli::demo::run(&a),
         Command::ProxyConfig(a) => cli::proxy_config::run(&a),
+        Command::Plugin(a) => cli::plugin::run(&a),
     };
     match result {
         Ok(code) => code,

@@ -2,6 +2,7 @@
 
 pub mod config_dump;
 pub mod demo;
+pub mod plugin;
 pub mod proxy_config;
 pub mod run;
 pub mod validate;
