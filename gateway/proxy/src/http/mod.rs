@@ -89,9 +89,13 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_header_list_size((MAX_HEADER_BYTES) as u32)
         .max_concurrent_streams(1024);
+    // The request future is boxed: hyper runs each HTTP/2 stream as a task of its own, and a
+    // task's future is moved whole at every change of the task's stage, so it must be small.
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
-        async move { Ok::<_, std::convert::Infallible>(proxy::handle(req, info, ctx).await) }
+        Box::pin(
+            async move { Ok::<_, std::convert::Infallible>(proxy::handle(req, info, ctx).await) },
+        )
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
     tokio::pin!(conn);
