@@ -170,7 +170,7 @@ pub(super) async fn forward(
     let ms = u64::try_from(sent.elapsed().as_millis()).unwrap_or(u64::MAX);
     parts.headers.insert(
         HeaderName::from_static("x-envoy-upstream-service-time"),
-        HeaderValue::from(ms),
+        millis_value(ms),
     );
     vars.upstream = attempts.last_host.get();
     router::apply_headers(&mut parts.headers, &route.response_headers, &vars, false);
@@ -196,6 +196,33 @@ pub(super) async fn forward(
         upstream_host: attempts.last_host.get(),
     };
     (resp, outcome)
+}
+
+/// `ms` as a header value. Service times are mostly small numbers, so the worker keeps the
+/// values below 1000 once made: a response then takes a reference, not an allocation.
+fn millis_value(ms: u64) -> HeaderValue {
+    const CACHED: u64 = 1000;
+    thread_local! {
+        static SMALL: std::cell::RefCell<Vec<Option<HeaderValue>>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    if ms >= CACHED {
+        return HeaderValue::from(ms);
+    }
+    let i = ms as usize;
+    SMALL.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() <= i {
+            s.resize(i + 1, None);
+        }
+        s[i].get_or_insert_with(|| {
+            // Shared bytes, so each clone is a reference count.
+            let v = HeaderValue::from(ms);
+            let _ = v.clone();
+            v
+        })
+        .clone()
+    })
 }
 
 /// The request target for `proto`: the origin form for HTTP/1.1, the absolute form with
@@ -281,7 +308,14 @@ fn upstream_request(
                     && parts.uri.authority().is_some_and(|a| a.as_str() == host)
             }
         };
-    if !same_target {
+    if !same_target && rewritten.is_none() && proto == Proto::Http1 {
+        // The origin form of the client's own target: its bytes are shared, not copied.
+        if let Some(pq) = parts.uri.path_and_query().cloned() {
+            parts.uri = Uri::from(pq);
+        } else {
+            parts.uri = Uri::from_static("/");
+        }
+    } else if !same_target {
         let path = rewritten
             .as_deref()
             .unwrap_or_else(|| router::path_and_query(&parts.uri));

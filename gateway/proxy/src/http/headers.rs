@@ -19,13 +19,23 @@ const HOP_BY_HOP: [&str; 7] = [
 /// Removes hop-by-hop headers (and any listed in `Connection`). `keep_upgrade` keeps
 /// `connection: upgrade` + `upgrade` for a WebSocket-style handshake.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    // Most heads carry none (HTTP/2 forbids them): one look at the names decides.
+    if !keep_upgrade && !h.keys().any(|k| HOP_BY_HOP.contains(&k.as_str())) {
+        return;
+    }
+    // Names listed in `Connection` beyond the fixed set (`keep-alive` and `close` are the usual
+    // tokens and need no parsing).
     let listed: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+        .map(str::trim)
+        .filter(|t| {
+            !t.eq_ignore_ascii_case("close")
+                && !HOP_BY_HOP.iter().any(|n| t.eq_ignore_ascii_case(n))
+        })
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for n in listed {
         h.remove(n);
@@ -176,6 +186,7 @@ mod tests {
         h.insert("x-keep", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h, false);
         assert!(h.get("x-secret").is_none() && h.get("keep-alive").is_none());
+        assert!(h.get("connection").is_none());
         assert_eq!(h.get("te").map(|v| v.as_bytes()), Some(&b"trailers"[..]));
         assert!(h.get("x-keep").is_some());
     }
