@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderValue;
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use meshgate_config::snapshot::retry::RetryPolicy;
@@ -291,7 +291,7 @@ fn attempt_request(
     };
     head.as_mut()?
         .headers
-        .insert(HeaderName::from_static("x-envoy-attempt-count"), count);
+        .insert(super::names::X_ENVOY_ATTEMPT_COUNT, count);
     if last {
         return head.take().map(|p| Request::from_parts(p, body));
     }
@@ -367,7 +367,7 @@ fn failure(
 /// The gRPC status a response carries in its headers (a trailers-only gRPC answer).
 fn grpc_status(r: &Response<Body>) -> Option<u32> {
     r.headers()
-        .get("grpc-status")
+        .get(super::names::GRPC_STATUS)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
 }

@@ -8,7 +8,7 @@
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
@@ -97,7 +97,7 @@ pub(super) async fn forward(
     if let Some(t) = expected {
         let ms = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
         parts.headers.insert(
-            HeaderName::from_static("x-envoy-expected-rq-timeout-ms"),
+            super::names::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS,
             HeaderValue::from(ms),
         );
     }
@@ -145,7 +145,7 @@ pub(super) async fn forward(
             let mut reply = local_reply::owned(f.status, f.body);
             if f.overloaded {
                 reply.headers_mut().insert(
-                    HeaderName::from_static("x-envoy-overloaded"),
+                    super::names::X_ENVOY_OVERLOADED,
                     HeaderValue::from_static("true"),
                 );
             }
@@ -169,7 +169,7 @@ pub(super) async fn forward(
     headers::strip_hop_by_hop(&mut parts.headers, switching && upgrade);
     let ms = u64::try_from(sent.elapsed().as_millis()).unwrap_or(u64::MAX);
     parts.headers.insert(
-        HeaderName::from_static("x-envoy-upstream-service-time"),
+        super::names::X_ENVOY_UPSTREAM_SERVICE_TIME,
         millis_value(ms),
     );
     vars.upstream = attempts.last_host.get();
@@ -284,17 +284,13 @@ fn upstream_request(
     // Envoy records what the client asked for when a rewrite changes it.
     if fwd.authority_rewrite.is_some() {
         if let Ok(v) = HeaderValue::from_str(authority) {
-            parts
-                .headers
-                .insert(HeaderName::from_static("x-envoy-original-host"), v);
+            parts.headers.insert(super::names::X_ENVOY_ORIGINAL_HOST, v);
         }
     }
     let rewritten = fwd.path_rewrite.as_ref().map(|rw| {
         let old = router::path_and_query(&parts.uri);
         if let Ok(v) = HeaderValue::from_str(old) {
-            parts
-                .headers
-                .insert(HeaderName::from_static("x-envoy-original-path"), v);
+            parts.headers.insert(super::names::X_ENVOY_ORIGINAL_PATH, v);
         }
         router::rewrite_path(old, rw, matched_prefix)
     });

@@ -6,39 +6,50 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Connection-specific headers that never cross a proxy (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "te",
-    "proxy-authenticate",
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    super::names::KEEP_ALIVE,
+    super::names::PROXY_CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
+    header::PROXY_AUTHENTICATE,
 ];
 
 /// Removes hop-by-hop headers (and any listed in `Connection`). `keep_upgrade` keeps
 /// `connection: upgrade` + `upgrade` for a WebSocket-style handshake.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    // Most heads carry none (HTTP/2 forbids them): one look at the names decides.
-    if !keep_upgrade && !h.keys().any(|k| HOP_BY_HOP.contains(&k.as_str())) {
+    // One look at the names finds which hop-by-hop headers are there: most heads carry none
+    // (HTTP/2 forbids them) or only `connection`, and only those present are removed.
+    let mut present = 0u8;
+    for k in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 && !keep_upgrade {
         return;
     }
-    // Names listed in `Connection` beyond the fixed set (`keep-alive` and `close` are the usual
-    // tokens and need no parsing).
-    let listed: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| {
-            !t.eq_ignore_ascii_case("close")
-                && !HOP_BY_HOP.iter().any(|n| t.eq_ignore_ascii_case(n))
-        })
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for n in listed {
-        h.remove(n);
+    if present & 1 != 0 {
+        // Names listed in `Connection` beyond the fixed set (`keep-alive` and `close` are the
+        // usual tokens and need no parsing).
+        let listed: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| {
+                !t.eq_ignore_ascii_case("close")
+                    && !HOP_BY_HOP
+                        .iter()
+                        .any(|n| t.eq_ignore_ascii_case(n.as_str()))
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for n in listed {
+            h.remove(n);
+        }
     }
     let te_trailers = h
         .get(header::TE)
@@ -47,8 +58,10 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
             v.split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         });
-    for n in HOP_BY_HOP {
-        if keep_upgrade && (n == "upgrade" || n == "connection") {
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) == 0
+            || (keep_upgrade && (n == header::UPGRADE || n == header::CONNECTION))
+        {
             continue;
         }
         h.remove(n);
@@ -94,7 +107,7 @@ pub fn strip_internal(h: &mut HeaderMap) {
 /// Appends the client address to `x-forwarded-for`, sets `x-forwarded-proto` and
 /// `x-envoy-external-address` (every client of a gateway is external to the mesh).
 pub fn forwarded(h: &mut HeaderMap, client: IpAddr, scheme: &str) {
-    let xff = HeaderName::from_static("x-forwarded-for");
+    let xff = super::names::X_FORWARDED_FOR;
     let ip = client_value(client);
     let joined = match h.get(&xff).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.is_empty() => {
@@ -105,10 +118,10 @@ pub fn forwarded(h: &mut HeaderMap, client: IpAddr, scheme: &str) {
     h.insert(xff, joined.unwrap_or_else(|| ip.clone()));
     // Envoy's order: x-forwarded-proto, then x-envoy-external-address.
     h.insert(
-        HeaderName::from_static("x-forwarded-proto"),
+        super::names::X_FORWARDED_PROTO,
         HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
     );
-    h.insert(HeaderName::from_static("x-envoy-external-address"), ip);
+    h.insert(super::names::X_ENVOY_EXTERNAL_ADDRESS, ip);
 }
 
 /// The client address as a header value. Clients come back (keep-alive, connection reuse),
@@ -141,7 +154,7 @@ fn client_value(ip: IpAddr) -> HeaderValue {
 /// (clients of a gateway are external, and Envoy regenerates external request ids unless
 /// `preserve_external_request_id` is set, which Istio leaves off).
 pub fn request_id(h: &mut HeaderMap, preserve: bool) {
-    let name = HeaderName::from_static("x-request-id");
+    let name = super::names::X_REQUEST_ID;
     if preserve && h.contains_key(&name) {
         return;
     }

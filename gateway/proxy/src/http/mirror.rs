@@ -63,11 +63,11 @@ pub fn send(
     head.headers = main.headers.clone();
     // As Envoy's shadow (an internal request of its async client): first attempt, internal.
     head.headers.insert(
-        http::header::HeaderName::from_static("x-envoy-attempt-count"),
+        super::names::X_ENVOY_ATTEMPT_COUNT,
         HeaderValue::from_static("1"),
     );
     head.headers.insert(
-        http::header::HeaderName::from_static("x-envoy-internal"),
+        super::names::X_ENVOY_INTERNAL,
         HeaderValue::from_static("true"),
     );
     set_protocol(&mut head.version, &mut head.headers, proto, &shadow);

@@ -15,6 +15,7 @@ pub fn protocol_name(v: ::http::Version) -> &'static str {
 }
 pub mod fault;
 mod forward;
+mod names;
 pub(crate) use forward::{set_protocol, target_uri};
 pub mod headers;
 pub mod local_reply;
