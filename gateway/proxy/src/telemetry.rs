@@ -187,7 +187,9 @@ pub struct RequestKey {
 /// A worker's cache of label handles.
 #[derive(Default)]
 pub struct LocalMetrics {
-    handles: RefCell<HashMap<RequestKey, (prometheus::IntCounter, prometheus::Histogram)>>,
+    handles: RefCell<
+        HashMap<RequestKey, (prometheus::IntCounter, prometheus::Histogram), crate::live::FastHash>,
+    >,
 }
 
 impl LocalMetrics {

@@ -83,16 +83,24 @@ impl RouteTable {
         } else {
             authority
         };
-        if let Some(i) = self.exact.get(host) {
-            return Some(*i);
+        // Empty tables are skipped: a gateway with only `*` hosts hashes nothing per request.
+        if !self.exact.is_empty() {
+            if let Some(i) = self.exact.get(host) {
+                return Some(*i);
+            }
         }
         let host = strip_port(host);
-        if let Some(i) = self.exact.get(host) {
-            return Some(*i);
+        if !self.exact.is_empty() {
+            if let Some(i) = self.exact.get(host) {
+                return Some(*i);
+            }
         }
         // Longest wildcard suffix first: `.b.example.com`, then `.example.com`, then `.com`.
         let mut from = 0;
-        while let Some(dot) = host[from..].find('.') {
+        while let Some(dot) = (!self.wildcard.is_empty())
+            .then(|| host[from..].find('.'))
+            .flatten()
+        {
             let suffix = &host[from + dot..];
             // `*.example.com` does not match `example.com` itself, only names with a label
             // before the suffix, so the suffix must start after at least one character.
