@@ -31,3 +31,5 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 (cd plugins && cargo clippy --target wasm32-wasip1 --locked --quiet -- -D warnings)
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== sdk unit tests (host)"
+(cd plugins && cargo test -p meshgate-sdk --locked)
