@@ -450,32 +450,11 @@ mod tests {
     }
 
     fn wat_module() -> Vec<u8> {
-        // The binary of: (module (import "env" "proxy_log" (func (param i32 i32 i32)
-        // (result i32))) (func (export "proxy_abi_version_0_2_0"))), written out by hand.
-        let mut m = b"\0asm\x01\0\0\0".to_vec();
-        // type section: (i32 i32 i32) -> i32, () -> ()
-        m.extend([1, 10, 2, 0x60, 3, 0x7f, 0x7f, 0x7f, 1, 0x7f, 0x60, 0, 0]);
-        // import section
-        let mut imp = vec![1, 3];
-        imp.extend(b"env");
-        imp.push(9);
-        imp.extend(b"proxy_log");
-        imp.extend([0, 0]);
-        m.push(2);
-        m.push(imp.len() as u8);
-        m.extend(imp);
-        // function section: one function of type 1
-        m.extend([3, 2, 1, 1]);
-        // export section
-        let name = b"proxy_abi_version_0_2_0";
-        let mut exp = vec![1, name.len() as u8];
-        exp.extend(name);
-        exp.extend([0, 1]);
-        m.push(7);
-        m.push(exp.len() as u8);
-        m.extend(exp);
-        // code section: one empty body
-        m.extend([10, 4, 1, 2, 0, 0x0b]);
-        m
+        wat::parse_str(
+            r#"(module
+                 (import "env" "proxy_log" (func (param i32 i32 i32) (result i32)))
+                 (func (export "proxy_abi_version_0_2_0")))"#,
+        )
+        .expect("wat")
     }
 }
