@@ -63,6 +63,7 @@ fn inspect_reports_the_test_plugins_as_loadable_on_meshgate_and_envoy() {
     let t = text(&out.stdout);
     assert!(t.contains("abi:     proxy-wasm 0.2.1"), "{t}");
     assert!(t.contains("env.proxy_log"), "{t}");
+    assert!(t.contains("support: meshgate provides "), "{t}");
 }
 
 #[test]

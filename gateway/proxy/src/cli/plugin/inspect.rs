@@ -365,6 +365,18 @@ fn inspect(path: &Path, as_json: bool) -> anyhow::Result<(String, bool)> {
                 writeln!(w, "  {name} ({size} bytes)")?;
             }
         }
+        let on_envoy = facts
+            .imports
+            .iter()
+            .filter(|i| i.kind == "func" && envoy_supports(abi, &i.module, &i.name))
+            .count();
+        writeln!(
+            w,
+            "support: meshgate provides {} of {} imports, Envoy {}",
+            facts.imports.len() - unsupported.len(),
+            facts.imports.len(),
+            on_envoy
+        )?;
         if !unsupported.is_empty() {
             writeln!(
                 w,
