@@ -212,6 +212,38 @@ impl Engine {
         }))
     }
 
+    /// A plugin running `module` with `config` whose shared data, queues and metrics are its
+    /// own rather than the engine's (for tests and tools that run plugins side by side and
+    /// read what each did; the gateway uses [`Engine::plugin`]).
+    pub fn isolated_plugin(&self, config: PluginConfig, module: CompiledModule) -> Plugin {
+        Plugin(Arc::new(PluginShared {
+            config,
+            module,
+            shared: Arc::default(),
+            metrics: Arc::default(),
+            stats: PluginStats::default(),
+            epoch_tick: self.epoch_tick,
+        }))
+    }
+
+    /// Every function the host gives modules, as (import module, name) pairs sorted by
+    /// both: read off the linker itself, so it is what a module can actually import.
+    pub fn host_functions(&self) -> Result<Vec<(String, String)>, WasmError> {
+        // The linker lists its definitions against a store, so one VM of an empty module is
+        // started to provide it.
+        let module = self.load(br#"(module (func (export "proxy_abi_version_0_2_1")))"#)?;
+        let plugin = self.isolated_plugin(PluginConfig::new("host-functions"), module);
+        let mut vm = crate::vm::PluginVm::start(&plugin, std::rc::Rc::new(crate::host::NoHost))?;
+        let mut out: Vec<(String, String)> = self
+            .linker
+            .iter(vm.store_mut())
+            .map(|(m, n, _)| (m.to_owned(), n.to_owned()))
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     /// Forgets modules no plugin uses any more (`keep`: digests still in use).
     pub fn retain_modules(&self, keep: &[[u8; 32]]) {
         self.lock_modules().retain(|d, _| keep.contains(d));

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::abi::LogLevel;
+
 /// What the gateway provides to its VMs.
 pub trait Host {
     /// Whether a callout may be sent to `upstream`: an Istio cluster name
@@ -16,6 +18,14 @@ pub trait Host {
     /// segments after `node`. Encoded as Envoy encodes it.
     fn node_property(&self, _path: &[&[u8]]) -> Option<Vec<u8>> {
         None
+    }
+    /// Sees every line the guest logs (`proxy_log`, and WASI stdout/stderr lines), after it
+    /// went to the gateway's log. The gateway ignores it; the SDK testkit captures lines here.
+    fn log(&self, _level: LogLevel, _message: &str) {}
+    /// The wall clock the guest reads (`proxy_get_current_time_nanoseconds`, WASI clocks).
+    /// The gateway's is the system clock; the testkit's can be moved by the test.
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
     }
 }
 

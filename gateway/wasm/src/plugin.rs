@@ -191,6 +191,16 @@ impl Plugin {
     pub fn stats(&self) -> &PluginStats {
         &self.0.stats
     }
+
+    /// The shared data and queues its VMs use.
+    pub fn shared_state(&self) -> &Arc<SharedState> {
+        &self.0.shared
+    }
+
+    /// The registry its metrics are defined in.
+    pub fn metrics(&self) -> &Arc<MetricRegistry> {
+        &self.0.metrics
+    }
 }
 
 #[cfg(test)]

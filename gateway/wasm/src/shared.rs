@@ -67,15 +67,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl SharedState {
-    /// The value of `key` and its cas.
-    pub(crate) fn get(&self, vm: &str, key: &[u8]) -> Option<(Bytes, u32)> {
+    /// The value of `key` in `vm`'s namespace and its cas.
+    pub fn get(&self, vm: &str, key: &[u8]) -> Option<(Bytes, u32)> {
         lock(&self.data)
             .get(&(vm.to_owned(), key.to_vec()))
             .cloned()
     }
 
-    /// Sets `key`; a non-zero `cas` must match the current one. Every set moves the cas on.
-    pub(crate) fn set(&self, vm: &str, key: &[u8], value: &[u8], cas: u32) -> Status {
+    /// Sets `key` in `vm`'s namespace; a non-zero `cas` must match the current one. Every set
+    /// moves the cas on.
+    pub fn set(&self, vm: &str, key: &[u8], value: &[u8], cas: u32) -> Status {
         let mut data = lock(&self.data);
         let entry = data.entry((vm.to_owned(), key.to_vec()));
         match entry {
@@ -116,7 +117,7 @@ impl SharedState {
     }
 
     /// The id of queue `name` of `vm`.
-    pub(crate) fn resolve_queue(&self, vm: &str, name: &[u8]) -> Option<u32> {
+    pub fn resolve_queue(&self, vm: &str, name: &[u8]) -> Option<u32> {
         lock(&self.queues)
             .by_name
             .get(&(vm.to_owned(), name.to_vec()))
@@ -124,7 +125,7 @@ impl SharedState {
     }
 
     /// Appends to queue `id` and tells its owner.
-    pub(crate) fn enqueue(&self, id: u32, value: &[u8]) -> Status {
+    pub fn enqueue(&self, id: u32, value: &[u8]) -> Status {
         let mut q = lock(&self.queues);
         let Some(queue) = id.checked_sub(1).and_then(|i| q.list.get_mut(i as usize)) else {
             return Status::NotFound;
@@ -141,7 +142,7 @@ impl SharedState {
     }
 
     /// Takes the oldest item of queue `id`.
-    pub(crate) fn dequeue(&self, id: u32) -> Result<Bytes, Status> {
+    pub fn dequeue(&self, id: u32) -> Result<Bytes, Status> {
         let mut q = lock(&self.queues);
         let queue = id
             .checked_sub(1)

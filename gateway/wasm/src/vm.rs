@@ -201,6 +201,10 @@ impl PluginVm {
         Ok(vm)
     }
 
+    pub(crate) fn store_mut(&mut self) -> &mut Store<VmState> {
+        &mut self.store
+    }
+
     /// The plugin this VM runs.
     pub fn plugin(&self) -> &Plugin {
         &self.plugin

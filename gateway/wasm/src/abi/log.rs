@@ -3,7 +3,7 @@
 
 use wasmtime::{Caller, Linker};
 
-use super::{read, write_u32, Status};
+use super::{read, write_u32, LogLevel, Status};
 use crate::state::VmState;
 
 /// The level the gateway logs wasm lines at, in the ABI's numbering.
@@ -19,9 +19,10 @@ fn current_level() -> u32 {
     }
 }
 
-/// Writes one guest log line at ABI `level`.
+/// Writes one guest log line at ABI `level` (0..=5; above is critical).
 pub(crate) fn emit(st: &VmState, level: i32, msg: &str) {
     let cfg = &st.plugin.config;
+    st.host.log(LogLevel::from_abi(level), msg);
     // Envoy's prefix: `wasm log <plugin name> <root id> <vm id>: <message>`.
     let (name, root, vm) = (&cfg.name, &cfg.root_id, &cfg.vm_id);
     match level {

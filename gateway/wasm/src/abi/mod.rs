@@ -72,6 +72,20 @@ pub enum LogLevel {
     Critical,
 }
 
+impl LogLevel {
+    /// The level the ABI numbers `v` (0 trace ... 5 critical; out of range: critical).
+    pub fn from_abi(v: i32) -> LogLevel {
+        match v {
+            i32::MIN..=0 => LogLevel::Trace,
+            1 => LogLevel::Debug,
+            2 => LogLevel::Info,
+            3 => LogLevel::Warn,
+            4 => LogLevel::Error,
+            _ => LogLevel::Critical,
+        }
+    }
+}
+
 /// The header maps a guest can address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MapType {

@@ -1,7 +1,7 @@
 //! `proxy_get_current_time_nanoseconds` and `proxy_set_tick_period_milliseconds` (the root
 //! context's timer; the filter's VM driver calls `proxy_on_tick`).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use wasmtime::{Caller, Linker};
 
@@ -13,7 +13,10 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_current_time_nanoseconds",
         |mut c: Caller<'_, VmState>, ret: i32| -> i32 {
-            let now = SystemTime::now()
+            let now = c
+                .data()
+                .host
+                .now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64);
             match write(&mut c, ret, &now.to_le_bytes()) {

@@ -2,7 +2,7 @@
 //! sockets, no arguments; the environment is the plugin's `vmConfig.env` only; stdout and
 //! stderr become log lines (info and error) of the gateway; `proc_exit` stops the VM.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use wasmtime::{Caller, Linker};
 
@@ -138,7 +138,10 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         |mut c: Caller<'_, VmState>, id: i32, _precision: i64, ret: i32| -> i32 {
             let now = match id {
                 // Realtime, and the monotonic and CPU clocks (read off the same wall clock).
-                0..=3 => SystemTime::now()
+                0..=3 => c
+                    .data()
+                    .host
+                    .now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos() as u64),
                 _ => return EINVAL,
