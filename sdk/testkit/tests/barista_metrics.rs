@@ -28,8 +28,14 @@ fn post<'h>(h: &'h Harness, path: &str, eos: bool) -> Stream<'h> {
 }
 
 fn counts(h: &Harness) -> [u64; 5] {
-    ["total", "espresso_total", "latte_total", "other_total", "unknown_total"]
-        .map(|n| h.counter(&format!("barista_orders_{n}")).expect(n))
+    [
+        "total",
+        "espresso_total",
+        "latte_total",
+        "other_total",
+        "unknown_total",
+    ]
+    .map(|n| h.counter(&format!("barista_orders_{n}")).expect(n))
 }
 
 #[test]
@@ -37,9 +43,15 @@ fn an_order_in_the_body_is_counted_once_the_whole_body_is_buffered() {
     let h = plugin!(CONFIG);
     let mut s = post(&h, "/orders", false);
     // The first part is held back: the drink may be in what follows.
-    assert!(s.request_body(&b"{\"size\": 2, \"dri"[..], false).unwrap().is_paused());
+    assert!(s
+        .request_body(&b"{\"size\": 2, \"dri"[..], false)
+        .unwrap()
+        .is_paused());
     assert_eq!(counts(&h), [0, 0, 0, 0, 0]);
-    assert!(s.request_body(&b"nk\": \"Espresso\"}"[..], true).unwrap().is_continue());
+    assert!(s
+        .request_body(&b"nk\": \"Espresso\"}"[..], true)
+        .unwrap()
+        .is_continue());
     assert_eq!(counts(&h), [1, 1, 0, 0, 0]);
     // All of it went upstream, unchanged.
     assert_eq!(
@@ -54,7 +66,10 @@ fn the_query_names_the_drink_without_reading_the_body() {
     let h = plugin!(CONFIG);
     let mut s = post(&h, "/orders?drink=latte", false);
     assert_eq!(counts(&h), [1, 0, 1, 0, 0]);
-    assert!(s.request_body(&b"{\"drink\": \"espresso\"}"[..], true).unwrap().is_continue());
+    assert!(s
+        .request_body(&b"{\"drink\": \"espresso\"}"[..], true)
+        .unwrap()
+        .is_continue());
     assert_eq!(counts(&h), [1, 0, 1, 0, 0], "counted once, by the query");
     let mut s = post(&h, "/orders/7?drink=mocha", true);
     assert_eq!(counts(&h), [2, 0, 1, 1, 0]);
@@ -90,7 +105,10 @@ fn other_drinks_unreadable_bodies_and_non_orders() {
 fn a_body_over_the_limit_goes_on_unread() {
     let h = plugin!(CONFIG);
     let mut s = post(&h, "/orders", false);
-    let long = format!("{{\"drink\": \"espresso\", \"note\": \"{}\"}}", "x".repeat(80));
+    let long = format!(
+        "{{\"drink\": \"espresso\", \"note\": \"{}\"}}",
+        "x".repeat(80)
+    );
     assert!(s.request_body(long.clone(), false).unwrap().is_continue());
     assert_eq!(counts(&h), [1, 0, 0, 0, 1]);
     assert!(s.request_body(&b""[..], true).unwrap().is_continue());
@@ -102,7 +120,10 @@ fn a_body_over_the_limit_goes_on_unread() {
 fn a_body_ended_by_trailers_is_read_there() {
     let h = plugin!(CONFIG);
     let mut s = post(&h, "/orders", false);
-    assert!(s.request_body(&b"{\"drink\":\"latte\"}"[..], false).unwrap().is_paused());
+    assert!(s
+        .request_body(&b"{\"drink\":\"latte\"}"[..], false)
+        .unwrap()
+        .is_paused());
     assert!(s.request_trailers(&[("x-t", "1")]).unwrap().is_continue());
     assert_eq!(counts(&h), [1, 0, 1, 0, 0]);
 }
@@ -112,15 +133,26 @@ fn the_latency_histogram_follows_the_host_clock() {
     let h = plugin!(CONFIG);
     let mut s = post(&h, "/orders?drink=espresso", true);
     h.advance(Duration::from_millis(250)).unwrap();
-    assert!(s.response_headers(&[(":status", "201")], true).unwrap().is_continue());
+    assert!(s
+        .response_headers(&[(":status", "201")], true)
+        .unwrap()
+        .is_continue());
     s.end().unwrap();
-    let hist = h.histogram("barista_order_duration_milliseconds").expect("histogram");
+    let hist = h
+        .histogram("barista_order_duration_milliseconds")
+        .expect("histogram");
     assert_eq!((hist.count, hist.sum), (1, 250));
     // A request that is no order records nothing.
     let mut s = h.stream();
-    s.request_headers(&[(":method", "GET"), (":path", "/menu")], true).unwrap();
+    s.request_headers(&[(":method", "GET"), (":path", "/menu")], true)
+        .unwrap();
     s.response_headers(&[(":status", "200")], true).unwrap();
-    assert_eq!(h.histogram("barista_order_duration_milliseconds").unwrap().count, 1);
+    assert_eq!(
+        h.histogram("barista_order_duration_milliseconds")
+            .unwrap()
+            .count,
+        1
+    );
     // Without latency: no histogram at all.
     let h = plugin!(r#"{"latency": false, "metricPrefix": "cafe"}"#);
     assert!(h.histogram("cafe_order_duration_milliseconds").is_none());

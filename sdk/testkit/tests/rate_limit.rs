@@ -30,7 +30,8 @@ fn user(h: &Harness, name: &str) -> Option<LocalReply> {
     request(h, &[(":authority", "shop"), ("x-user", name)])
 }
 
-const PER_USER: &str = r#"{"capacity": 2, "tokensPerSecond": 1, "key": {"type": "header", "name": "x-user"}}"#;
+const PER_USER: &str =
+    r#"{"capacity": 2, "tokensPerSecond": 1, "key": {"type": "header", "name": "x-user"}}"#;
 
 #[test]
 fn each_key_has_its_bucket_and_an_empty_one_answers_429() {
@@ -56,9 +57,15 @@ fn tokens_come_back_with_the_clock_up_to_the_capacity() {
     let h = plugin!(r#"{"capacity": 2, "tokensPerSecond": 0.5, "key": {"type": "global"}}"#);
     assert!(request(&h, &[]).is_none());
     assert!(request(&h, &[]).is_none());
-    assert_eq!(request(&h, &[]).unwrap().headers.get("retry-after"), Some("2"));
+    assert_eq!(
+        request(&h, &[]).unwrap().headers.get("retry-after"),
+        Some("2")
+    );
     h.advance(Duration::from_millis(1500)).unwrap();
-    assert_eq!(request(&h, &[]).unwrap().headers.get("retry-after"), Some("1"));
+    assert_eq!(
+        request(&h, &[]).unwrap().headers.get("retry-after"),
+        Some("1")
+    );
     h.advance(Duration::from_millis(500)).unwrap();
     assert!(request(&h, &[]).is_none(), "one token after 2 s");
     assert!(request(&h, &[]).is_some());
@@ -77,7 +84,10 @@ fn allowed_responses_carry_the_remaining_quota() {
         .request_headers(&[("x-user", "alice")], true)
         .unwrap()
         .is_continue());
-    assert!(s.response_headers(&[(":status", "200")], true).unwrap().is_continue());
+    assert!(s
+        .response_headers(&[(":status", "200")], true)
+        .unwrap()
+        .is_continue());
     let resp = s.forwarded_response();
     assert_eq!(resp.get("x-ratelimit-limit"), Some("2"));
     assert_eq!(resp.get("x-ratelimit-remaining"), Some("1"));
@@ -122,12 +132,19 @@ fn keys_from_the_client_address_and_the_authority() {
             protocol: "HTTP/1.1",
             ..StreamInfo::default()
         });
-        let limited = s.request_headers(&[], true).unwrap().local_reply().is_some();
+        let limited = s
+            .request_headers(&[], true)
+            .unwrap()
+            .local_reply()
+            .is_some();
         s.end().unwrap();
         limited
     };
     assert!(!from([10, 0, 0, 1], 1000));
-    assert!(from([10, 0, 0, 1], 2000), "same address, other port: same bucket");
+    assert!(
+        from([10, 0, 0, 1], 2000),
+        "same address, other port: same bucket"
+    );
     assert!(!from([10, 0, 0, 2], 1000));
     assert!(h.shared_data("rate-limit/rate-limit/k:10.0.0.1").is_some());
 
@@ -149,7 +166,11 @@ fn requests_without_the_key_share_a_bucket_or_go_unlimited() {
     for _ in 0..5 {
         assert!(request(&h, &[]).is_none());
     }
-    assert_eq!(h.counter("rate_limit_allowed_total"), Some(0), "not limited, not counted");
+    assert_eq!(
+        h.counter("rate_limit_allowed_total"),
+        Some(0),
+        "not limited, not counted"
+    );
 }
 
 #[test]
@@ -161,7 +182,10 @@ fn bad_configurations_are_refused_with_a_reason() {
         (r#"{"capacity": 0}"#, "capacity"),
         (r#"{"tokensPerSecond": 0}"#, "tokensPerSecond"),
         (r#"{"tokensPerSecond": -1}"#, "tokensPerSecond"),
-        (r#"{"key": {"type": "header", "name": "X-User"}}"#, "lowercase"),
+        (
+            r#"{"key": {"type": "header", "name": "X-User"}}"#,
+            "lowercase",
+        ),
         (r#"{"key": {"type": "cookie"}}"#, "unknown variant"),
         (r#"{"onError": "maybe"}"#, "unknown variant"),
         (r#"{"metricPrefix": "a-b"}"#, "metricPrefix"),
