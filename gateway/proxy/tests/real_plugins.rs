@@ -553,14 +553,15 @@ fn basic_auth_matches_envoy() {
     - {prefix: /admin, users: [alice]}
     - {prefix: /}
 "#;
-    let both = Both::start(&bin, &plugin("auth", &wasm, &config), &[]);
+    let both = Both::start(&bin, &plugin("auth", &wasm, config), &[]);
     let alice = format!("Basic {}", b64("alice:s3cret"));
     let bob = format!("Basic {}", b64("bob:hunter2"));
     let wrong = format!("Basic {}", b64("alice:hunter2"));
     let nobody = format!("Basic {}", b64("carol:s3cret"));
     let run = |c: &Client| {
         let mut d = Desc::new();
-        let cases: [(&str, &str, Vec<(&str, &str)>); 8] = [
+        type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
+        let cases: [Case; 8] = [
             ("no credentials", "/orders", vec![]),
             ("wrong password", "/orders", vec![("authorization", &wrong)]),
             ("unknown user", "/orders", vec![("authorization", &nobody)]),

@@ -45,12 +45,12 @@ fn an_order_in_the_body_is_counted_once_the_whole_body_is_buffered() {
     // The first part is held back: the drink may be in what follows.
     assert!(s
         .request_body(&b"{\"size\": 2, \"dri"[..], false)
-        .unwrap()
+        .expect("test step")
         .is_paused());
     assert_eq!(counts(&h), [0, 0, 0, 0, 0]);
     assert!(s
         .request_body(&b"nk\": \"Espresso\"}"[..], true)
-        .unwrap()
+        .expect("test step")
         .is_continue());
     assert_eq!(counts(&h), [1, 1, 0, 0, 0]);
     // All of it went upstream, unchanged.
@@ -58,7 +58,7 @@ fn an_order_in_the_body_is_counted_once_the_whole_body_is_buffered() {
         &s.forwarded_request_body()[..],
         b"{\"size\": 2, \"drink\": \"Espresso\"}"
     );
-    s.end().unwrap();
+    s.end().expect("test step");
 }
 
 #[test]
@@ -68,12 +68,12 @@ fn the_query_names_the_drink_without_reading_the_body() {
     assert_eq!(counts(&h), [1, 0, 1, 0, 0]);
     assert!(s
         .request_body(&b"{\"drink\": \"espresso\"}"[..], true)
-        .unwrap()
+        .expect("test step")
         .is_continue());
     assert_eq!(counts(&h), [1, 0, 1, 0, 0], "counted once, by the query");
     let mut s = post(&h, "/orders/7?drink=mocha", true);
     assert_eq!(counts(&h), [2, 0, 1, 1, 0]);
-    s.end().unwrap();
+    s.end().expect("test step");
 }
 
 #[test]
@@ -89,15 +89,15 @@ fn other_drinks_unreadable_bodies_and_non_orders() {
     ] {
         let mut s = h.stream();
         s.request_headers(&[(":method", method), (":path", path)], body.is_empty())
-            .unwrap();
+            .expect("test step");
         if !body.is_empty() {
-            assert!(s.request_body(body, true).unwrap().is_continue());
+            assert!(s.request_body(body, true).expect("test step").is_continue());
         }
-        s.end().unwrap();
+        s.end().expect("test step");
     }
     // A POST without a body and without a query: an order of an unknown drink.
     let mut s = post(&h, "/orders", true);
-    s.end().unwrap();
+    s.end().expect("test step");
     assert_eq!(counts(&h), [5, 0, 0, 1, 4]);
 }
 
@@ -109,9 +109,15 @@ fn a_body_over_the_limit_goes_on_unread() {
         "{{\"drink\": \"espresso\", \"note\": \"{}\"}}",
         "x".repeat(80)
     );
-    assert!(s.request_body(long.clone(), false).unwrap().is_continue());
+    assert!(s
+        .request_body(long.clone(), false)
+        .expect("test step")
+        .is_continue());
     assert_eq!(counts(&h), [1, 0, 0, 0, 1]);
-    assert!(s.request_body(&b""[..], true).unwrap().is_continue());
+    assert!(s
+        .request_body(&b""[..], true)
+        .expect("test step")
+        .is_continue());
     assert_eq!(counts(&h), [1, 0, 0, 0, 1]);
     assert_eq!(s.forwarded_request_body(), long.as_bytes());
 }
@@ -122,9 +128,12 @@ fn a_body_ended_by_trailers_is_read_there() {
     let mut s = post(&h, "/orders", false);
     assert!(s
         .request_body(&b"{\"drink\":\"latte\"}"[..], false)
-        .unwrap()
+        .expect("test step")
         .is_paused());
-    assert!(s.request_trailers(&[("x-t", "1")]).unwrap().is_continue());
+    assert!(s
+        .request_trailers(&[("x-t", "1")])
+        .expect("test step")
+        .is_continue());
     assert_eq!(counts(&h), [1, 0, 1, 0, 0]);
 }
 
@@ -132,12 +141,12 @@ fn a_body_ended_by_trailers_is_read_there() {
 fn the_latency_histogram_follows_the_host_clock() {
     let h = plugin!(CONFIG);
     let mut s = post(&h, "/orders?drink=espresso", true);
-    h.advance(Duration::from_millis(250)).unwrap();
+    h.advance(Duration::from_millis(250)).expect("test step");
     assert!(s
         .response_headers(&[(":status", "201")], true)
-        .unwrap()
+        .expect("test step")
         .is_continue());
-    s.end().unwrap();
+    s.end().expect("test step");
     let hist = h
         .histogram("barista_order_duration_milliseconds")
         .expect("histogram");
@@ -145,11 +154,12 @@ fn the_latency_histogram_follows_the_host_clock() {
     // A request that is no order records nothing.
     let mut s = h.stream();
     s.request_headers(&[(":method", "GET"), (":path", "/menu")], true)
-        .unwrap();
-    s.response_headers(&[(":status", "200")], true).unwrap();
+        .expect("test step");
+    s.response_headers(&[(":status", "200")], true)
+        .expect("test step");
     assert_eq!(
         h.histogram("barista_order_duration_milliseconds")
-            .unwrap()
+            .expect("test step")
             .count,
         1
     );
@@ -185,6 +195,6 @@ fn bad_configurations_are_refused_with_a_reason() {
     // No configuration at all: the defaults (espresso on POST /orders).
     let h = Harness::load(&p, "").expect("defaults");
     let mut s = post(&h, "/orders?drink=espresso", true);
-    s.end().unwrap();
+    s.end().expect("test step");
     assert_eq!(h.counter("barista_orders_espresso_total"), Some(1));
 }

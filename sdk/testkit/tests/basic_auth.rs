@@ -60,7 +60,7 @@ fn request(
             Ok(s.forwarded_request())
         }
     };
-    s.end().unwrap();
+    s.end().expect("test step");
     r
 }
 
@@ -145,16 +145,23 @@ fn rules_pick_the_paths_methods_and_users() {
     assert!(request(&h, "GET", "/orders", None).is_ok());
     // Covered by method.
     assert_eq!(
-        request(&h, "post", "/orders", None).unwrap_err().status,
+        request(&h, "post", "/orders", None)
+            .expect_err("denied")
+            .status,
         401
     );
     assert!(request(&h, "DELETE", "/orders/1", Some(&basic("bob:hunter2"))).is_ok());
     // /admin: alice only; bob is known but not admitted.
     assert!(request(&h, "GET", "/admin/x", Some(&basic("alice:s3cret"))).is_ok());
-    let r = request(&h, "GET", "/admin/x", Some(&basic("bob:hunter2"))).unwrap_err();
+    let r = request(&h, "GET", "/admin/x", Some(&basic("bob:hunter2"))).expect_err("denied");
     assert_eq!(r.status, 403);
     assert!(!r.headers.contains("www-authenticate"));
-    assert_eq!(request(&h, "GET", "/admin", None).unwrap_err().status, 401);
+    assert_eq!(
+        request(&h, "GET", "/admin", None)
+            .expect_err("denied")
+            .status,
+        401
+    );
 }
 
 #[test]

@@ -58,7 +58,7 @@ fn forwarded(h: &Harness, headers: &[(&str, &str)]) -> Headers {
     let out = s.request_headers(headers, true).expect("request headers");
     assert!(out.is_continue(), "{out:?}");
     let f = s.forwarded_request();
-    s.end().unwrap();
+    s.end().expect("test step");
     f
 }
 
@@ -161,7 +161,7 @@ fn request_and_response_rules_run_in_order() {
         ],
         true,
     )
-    .unwrap();
+    .expect("test step");
     let f = s.forwarded_request();
     assert!(!f.contains("x-debug"));
     assert!(!f.contains("x-old"));
@@ -177,7 +177,7 @@ fn request_and_response_rules_run_in_order() {
         ],
         true,
     )
-    .unwrap();
+    .expect("test step");
     let r = s.forwarded_response();
     assert!(!r.contains("server"));
     assert!(!r.contains("x-internal"));

@@ -22,7 +22,7 @@ fn request(h: &Harness, headers: &[(&str, &str)]) -> Option<LocalReply> {
     let mut s = h.stream();
     let out = s.request_headers(headers, true).expect("request headers");
     let reply = out.local_reply().cloned();
-    s.end().unwrap();
+    s.end().expect("test step");
     reply
 }
 
@@ -58,19 +58,25 @@ fn tokens_come_back_with_the_clock_up_to_the_capacity() {
     assert!(request(&h, &[]).is_none());
     assert!(request(&h, &[]).is_none());
     assert_eq!(
-        request(&h, &[]).unwrap().headers.get("retry-after"),
+        request(&h, &[])
+            .expect("test step")
+            .headers
+            .get("retry-after"),
         Some("2")
     );
-    h.advance(Duration::from_millis(1500)).unwrap();
+    h.advance(Duration::from_millis(1500)).expect("test step");
     assert_eq!(
-        request(&h, &[]).unwrap().headers.get("retry-after"),
+        request(&h, &[])
+            .expect("test step")
+            .headers
+            .get("retry-after"),
         Some("1")
     );
-    h.advance(Duration::from_millis(500)).unwrap();
+    h.advance(Duration::from_millis(500)).expect("test step");
     assert!(request(&h, &[]).is_none(), "one token after 2 s");
     assert!(request(&h, &[]).is_some());
     // A long pause fills the bucket, never beyond its capacity.
-    h.advance(Duration::from_secs(3600)).unwrap();
+    h.advance(Duration::from_secs(3600)).expect("test step");
     assert!(request(&h, &[]).is_none());
     assert!(request(&h, &[]).is_none());
     assert!(request(&h, &[]).is_some());
@@ -82,11 +88,11 @@ fn allowed_responses_carry_the_remaining_quota() {
     let mut s = h.stream();
     assert!(s
         .request_headers(&[("x-user", "alice")], true)
-        .unwrap()
+        .expect("test step")
         .is_continue());
     assert!(s
         .response_headers(&[(":status", "200")], true)
-        .unwrap()
+        .expect("test step")
         .is_continue());
     let resp = s.forwarded_response();
     assert_eq!(resp.get("x-ratelimit-limit"), Some("2"));
@@ -95,8 +101,9 @@ fn allowed_responses_carry_the_remaining_quota() {
     // And not with `headers: false`.
     let h = plugin!(r#"{"headers": false, "capacity": 1}"#);
     let mut s = h.stream();
-    s.request_headers(&[], true).unwrap();
-    s.response_headers(&[(":status", "200")], true).unwrap();
+    s.request_headers(&[], true).expect("test step");
+    s.response_headers(&[(":status", "200")], true)
+        .expect("test step");
     assert!(!s.forwarded_response().contains("x-ratelimit-limit"));
     let r = request(&h, &[]).expect("limited");
     assert!(!r.headers.contains("x-ratelimit-limit"));
@@ -111,7 +118,10 @@ fn the_bucket_lives_in_shared_data_for_every_vm() {
     let key = "rate-limit/rate-limit/k:alice";
     let v = h.shared_data(key).expect("bucket stored");
     assert_eq!(v.len(), 16);
-    assert_eq!(u64::from_le_bytes(v[..8].try_into().unwrap()), 1_000_000);
+    assert_eq!(
+        u64::from_le_bytes(v[..8].try_into().expect("test step")),
+        1_000_000
+    );
     // Another VM (another worker) took the last token: this one sees it.
     let mut drained = v.to_vec();
     drained[..8].copy_from_slice(&0u64.to_le_bytes());
@@ -120,7 +130,7 @@ fn the_bucket_lives_in_shared_data_for_every_vm() {
     // A value this plugin did not write reads as a full bucket, and is repaired.
     h.set_shared_data(key, b"garbage");
     assert!(user(&h, "alice").is_none());
-    assert_eq!(h.shared_data(key).unwrap().len(), 16);
+    assert_eq!(h.shared_data(key).expect("test step").len(), 16);
 }
 
 #[test]
@@ -134,10 +144,10 @@ fn keys_from_the_client_address_and_the_authority() {
         });
         let limited = s
             .request_headers(&[], true)
-            .unwrap()
+            .expect("test step")
             .local_reply()
             .is_some();
-        s.end().unwrap();
+        s.end().expect("test step");
         limited
     };
     assert!(!from([10, 0, 0, 1], 1000));
