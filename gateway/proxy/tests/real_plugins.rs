@@ -307,6 +307,17 @@ fn barista_metrics_matches_envoy() {
             types.into_iter().collect::<Vec<_>>().join("\n"),
         );
     }
+    // Envoy's own /stats spells plugin metrics with its custom-stat prefix.
+    let stats = String::from_utf8_lossy(
+        &Client::http1(both.ev.admin)
+            .get("localhost", "/stats?filter=barista_orders_total")
+            .body,
+    )
+    .into_owned();
+    assert!(
+        stats.contains("wasmcustom.barista_orders_total: 7"),
+        "{stats}"
+    );
     compare(&a, &b, &[]);
 }
 

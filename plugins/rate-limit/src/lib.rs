@@ -57,6 +57,8 @@ struct Config {
     /// The bucket for requests without the key (header absent): `None` lets them through
     /// unlimited.
     missing_key_bucket: Option<String>,
+    /// A key longer than this counts as missing (it would be a shared-data entry of that size).
+    max_key_bytes: usize,
     /// Whether to send `x-ratelimit-limit`/`-remaining`/`-reset` on every response.
     headers: bool,
     /// Body of the 429.
@@ -74,6 +76,7 @@ impl Default for Config {
             tokens_per_second: 1.0,
             key: KeyFrom::SourceAddress,
             missing_key_bucket: Some(String::new()),
+            max_key_bytes: 128,
             headers: true,
             body: "local_rate_limited".into(),
             on_error: OnError::Allow,
@@ -288,6 +291,7 @@ impl Stream {
                 .map(|a| host_of(&a).to_owned()),
         };
         found
+            .filter(|k| k.len() <= config.max_key_bytes)
             .map(|k| format!("k:{k}"))
             .or_else(|| config.missing_key_bucket.as_ref().map(|b| format!("m:{b}")))
     }

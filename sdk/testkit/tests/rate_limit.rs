@@ -170,6 +170,11 @@ fn requests_without_the_key_share_a_bucket_or_go_unlimited() {
     assert!(request(&h, &[]).is_none());
     assert!(request(&h, &[]).is_some(), "the shared bucket for no key");
     assert!(user(&h, "alice").is_none());
+    // A key longer than maxKeyBytes (default 128) is no key: the shared bucket, now empty.
+    assert!(user(&h, &"x".repeat(129)).is_some());
+    assert!(h
+        .shared_data(&format!("rate-limit/rate-limit/k:{}", "x".repeat(129)))
+        .is_none());
     let h = plugin!(
         r#"{"capacity": 1, "key": {"type": "header", "name": "x-user"}, "missingKeyBucket": null}"#
     );
