@@ -425,16 +425,19 @@ fn rate_limit_holds_across_concurrent_requests() {
         ("meshgate", gw.port, gw.admin),
         ("envoy", ev.port, ev.admin),
     ] {
-        let statuses = burst(port, 40, "carol");
-        let ok = statuses.iter().filter(|s| **s == 200).count();
-        let limited = statuses.iter().filter(|s| **s == 429).count();
-        assert_eq!((ok, limited), (10, 30), "{who}: {statuses:?}");
-        let page = page_when(admin, "40 counted", |p| {
+        // Each burst starts on a new key: the bucket is created under contention too.
+        for user in ["carol", "dave", "erin"] {
+            let statuses = burst(port, 40, user);
+            let ok = statuses.iter().filter(|s| **s == 200).count();
+            let limited = statuses.iter().filter(|s| **s == 429).count();
+            assert_eq!((ok, limited), (10, 30), "{who} {user}: {statuses:?}");
+        }
+        let page = page_when(admin, "120 counted", |p| {
             prom(p, "rate_limit_allowed_total").unwrap_or(0.0)
                 + prom(p, "rate_limit_limited_total").unwrap_or(0.0)
-                == 40.0
+                == 120.0
         });
-        assert_eq!(prom(&page, "rate_limit_allowed_total"), Some(10.0), "{who}");
+        assert_eq!(prom(&page, "rate_limit_allowed_total"), Some(30.0), "{who}");
         assert_eq!(prom(&page, "rate_limit_errors_total"), Some(0.0), "{who}");
     }
     // Every worker of meshgate ran the plugin (else the shared bucket was not shared).
