@@ -689,3 +689,86 @@ fn bad_config_is_refused_and_fails_closed() {
         );
     }
 }
+
+/// Sends `head` (a raw HTTP/1.1 request head, `connection: close`) to `port` and returns the
+/// response's status code.
+fn raw_status(port: u16, head: &[u8]) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(head).expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text:?}"))
+}
+
+#[test]
+fn header_values_that_are_not_utf8_never_trap_a_plugin() {
+    // HTTP allows bytes 0x80-0xff in header values and both proxies pass them to plugins;
+    // proxy-wasm's text getters would panic (trap) on them, the SDK reads bytes.
+    let Some(bin) = envoy::required() else {
+        return;
+    };
+    let mut docs = String::new();
+    for (name, spec) in [
+        (
+            "basic-auth",
+            "  phase: AUTHN\n  pluginConfig: {users: [{user: a, password: b}], rules: [{prefix: /private}]}\n",
+        ),
+        (
+            "claims-transformer",
+            "  phase: AUTHZ\n  pluginConfig: {claims: [{claim: sub, header: x-sub}], request: {rename: {x-old: x-new}}, response: {rename: {x-upstream: x-from}}}\n",
+        ),
+        (
+            "rate-limit",
+            "  phase: AUTHZ\n  pluginConfig: {capacity: 1000, key: {type: header, name: x-user}}\n",
+        ),
+        ("barista-metrics", "  phase: STATS\n"),
+    ] {
+        let Some(wasm) = plugins::path(name) else {
+            return;
+        };
+        docs.push_str(&plugin(name, &wasm, spec));
+    }
+    let both = Both::start(&bin, &docs, &[]);
+    let bad = |path: &str| {
+        let mut h =
+            format!("POST {path}?drink=%ff HTTP/1.1\r\nhost: shop.example.com\r\n").into_bytes();
+        for name in ["authorization: Basic ", "x-user: ", "x-old: caf", "x-sub: "] {
+            h.extend_from_slice(name.as_bytes());
+            h.extend_from_slice(&[0xff, 0xe9, 0x80]);
+            h.extend_from_slice(b"\r\n");
+        }
+        h.extend_from_slice(b"content-length: 0\r\nconnection: close\r\n\r\n");
+        h
+    };
+    for (who, port) in [("meshgate", both.gw.port), ("envoy", both.ev.port)] {
+        // basic-auth: unreadable credentials are no credentials.
+        assert_eq!(raw_status(port, &bad("/private/orders")), 401, "{who}");
+        // Elsewhere the request goes through every plugin; x-old is renamed byte for byte.
+        let before = both.up.count();
+        assert_eq!(raw_status(port, &bad("/orders")), 200, "{who}");
+        assert_eq!(both.up.count(), before + 1, "{who}");
+        let seen = both.up.last();
+        assert_eq!(
+            seen.headers.get("x-new").map(|v| v.as_bytes().to_vec()),
+            Some(b"caf\xff\xe9\x80".to_vec()),
+            "{who}"
+        );
+        assert!(seen.headers.get("x-sub").is_none(), "{who}: forged x-sub");
+        // And the plugins still work afterwards (no failed VM).
+        let r = Client::http1(port).get("shop.example.com", "/orders");
+        assert_eq!(r.status, 200, "{who}: {r:?}");
+    }
+    let traps: f64 = prom_page(both.gw.admin)
+        .lines()
+        .filter(|l| l.starts_with("meshgate_wasm_plugin_traps_total"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(traps, 0.0);
+}

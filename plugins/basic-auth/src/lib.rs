@@ -326,7 +326,7 @@ impl HttpContext for Stream {
             return Action::Continue;
         };
         let user = self
-            .get_http_request_header("authorization")
+            .request_header("authorization")
             .and_then(|a| auth.authenticate(&a).map(str::to_owned));
         let Some(user) = user else {
             plugin.denied.inc();

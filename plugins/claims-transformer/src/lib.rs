@@ -256,12 +256,13 @@ impl Plugin {
     }
 }
 
-/// Applies `rules` through the four header operations of one direction.
+/// Applies `rules` through the four header operations of one direction (bytes, so a value
+/// that is not UTF-8 is renamed as it is).
 fn apply(
     rules: &Rules,
-    get_all: impl Fn(&str) -> Vec<String>,
-    set: impl Fn(&str, Option<&str>),
-    add: impl Fn(&str, &str),
+    get_all: impl Fn(&str) -> Vec<Vec<u8>>,
+    set: impl Fn(&str, Option<&[u8]>),
+    add: impl Fn(&str, &[u8]),
 ) {
     for n in &rules.remove {
         set(n, None);
@@ -278,10 +279,10 @@ fn apply(
         }
     }
     for (n, v) in &rules.set {
-        set(n, Some(v));
+        set(n, Some(v.as_bytes()));
     }
     for (n, v) in &rules.append {
-        add(n, v);
+        add(n, v.as_bytes());
     }
 }
 
@@ -334,7 +335,7 @@ impl Stream {
     fn claims(&self, source: &Source) -> Option<Option<Value>> {
         match source {
             Source::Bearer => {
-                let auth = self.get_http_request_header("authorization")?;
+                let auth = self.request_header("authorization")?;
                 let (scheme, token) = auth.trim().split_once(' ')?;
                 if !scheme.eq_ignore_ascii_case("bearer") {
                     return None;
@@ -342,7 +343,7 @@ impl Stream {
                 Some(jwt_payload(token.trim()))
             }
             Source::PayloadHeader { name } => {
-                let v = self.get_http_request_header(name)?;
+                let v = self.request_header(name)?;
                 Some(decode_payload(&v))
             }
         }
@@ -388,9 +389,9 @@ impl HttpContext for Stream {
         }
         apply(
             &c.request,
-            |n| self.request_header_values(n),
-            |n, v| self.set_http_request_header(n, v),
-            |n, v| self.add_http_request_header(n, v),
+            |n| self.request_header_values_bytes(n),
+            |n, v| self.set_http_request_header_bytes(n, v),
+            |n, v| self.add_http_request_header_bytes(n, v),
         );
         Action::Continue
     }
@@ -399,9 +400,9 @@ impl HttpContext for Stream {
         if let Some(plugin) = self.plugin.clone() {
             apply(
                 &plugin.config.response,
-                |n| self.response_header_values(n),
-                |n, v| self.set_http_response_header(n, v),
-                |n, v| self.add_http_response_header(n, v),
+                |n| self.response_header_values_bytes(n),
+                |n, v| self.set_http_response_header_bytes(n, v),
+                |n, v| self.add_http_response_header_bytes(n, v),
             );
         }
         Action::Continue

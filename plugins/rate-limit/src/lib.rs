@@ -283,7 +283,7 @@ impl Stream {
     fn key(&self, config: &Config) -> Option<String> {
         let found = match &config.key {
             KeyFrom::Global => Some(String::new()),
-            KeyFrom::Header { name } => self.get_http_request_header(name),
+            KeyFrom::Header { name } => self.request_header(name),
             KeyFrom::Authority => self.authority(),
             KeyFrom::SourceAddress => self
                 .get_property(vec!["source", "address"])
