@@ -10,6 +10,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use wasmtime::{Config, InstancePre, Linker, Module, OptLevel};
 
+use crate::code_cache::CodeCache;
 use crate::error::WasmError;
 use crate::metrics::MetricRegistry;
 use crate::plugin::{Plugin, PluginConfig, PluginShared, PluginStats};
@@ -80,7 +81,7 @@ pub struct Engine {
     engine: wasmtime::Engine,
     linker: Linker<VmState>,
     modules: Mutex<HashMap<[u8; 32], CompiledModule>>,
-    cache: Option<wasmtime::Cache>,
+    cache: Option<CodeCache>,
     epoch_tick: Duration,
     /// Shared data and queues of every plugin.
     pub shared: Arc<SharedState>,
@@ -101,17 +102,11 @@ impl Engine {
         let mut config = Config::new();
         config.cranelift_opt_level(OptLevel::Speed);
         config.epoch_interruption(true);
-        let cache = match &opts.cache_dir {
-            Some(dir) => {
-                let mut cc = wasmtime::CacheConfig::new();
-                cc.with_directory(dir);
-                let cache = wasmtime::Cache::new(cc).map_err(err)?;
-                config.cache(Some(cache.clone()));
-                Some(cache)
-            }
-            None => None,
-        };
         let engine = wasmtime::Engine::new(&config).map_err(err)?;
+        let cache = opts
+            .cache_dir
+            .as_deref()
+            .map(|dir| CodeCache::new(dir, &engine));
         let mut linker = Linker::new(&engine);
         crate::abi::link(&mut linker).map_err(err)?;
         let weak = engine.weak();
@@ -144,9 +139,7 @@ impl Engine {
 
     /// Hits and misses of the on-disk cache of precompiled code.
     pub fn cache_stats(&self) -> (usize, usize) {
-        self.cache
-            .as_ref()
-            .map_or((0, 0), |c| (c.cache_hits(), c.cache_misses()))
+        self.cache.as_ref().map_or((0, 0), CodeCache::stats)
     }
 
     /// Compiles (or finds, by content) a module and links it against the host.
@@ -155,8 +148,26 @@ impl Engine {
         if let Some(m) = self.lock_modules().get(&digest) {
             return Ok(m.clone());
         }
-        let module =
-            Module::new(&self.engine, bytes).map_err(|e| WasmError::Compile(format!("{e:#}")))?;
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.load(&self.engine, &digest));
+        let module = match cached {
+            Some(m) => m,
+            None => {
+                // Binary modules skip the text-format check; WAT is accepted for tests and tools.
+                let m = if bytes.starts_with(b"\0asm") {
+                    Module::from_binary(&self.engine, bytes)
+                } else {
+                    Module::new(&self.engine, bytes)
+                }
+                .map_err(|e| WasmError::Compile(format!("{e:#}")))?;
+                if let Some(c) = &self.cache {
+                    c.store(&digest, &m);
+                }
+                m
+            }
+        };
         let exported = |n: &str| module.exports().any(|e| e.name() == n);
         let abi = if exported("proxy_abi_version_0_2_1") {
             AbiVersion::V0_2_1

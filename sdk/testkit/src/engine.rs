@@ -1,6 +1,8 @@
 //! The one wasm engine of the process: every harness shares it, so a module is compiled once
 //! per test binary, and its on-disk cache keeps the compiled code across runs.
 
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -18,12 +20,25 @@ pub fn cache_dir() -> Option<PathBuf> {
     }
 }
 
-/// Compiles `bytes` (or finds them compiled). Loads are serialized so tests starting in
-/// parallel compile a module once rather than once per thread.
+/// Compiles `bytes` (or finds them compiled). Tests starting in parallel on one module
+/// compile it once: a load waits for another load of the same bytes, not for other modules.
 pub(crate) fn load(bytes: &[u8]) -> Result<meshgate_wasm::CompiledModule, Error> {
-    static LOADING: Mutex<()> = Mutex::new(());
+    type InFlight = HashMap<(usize, u64), Arc<Mutex<()>>>;
+    static IN_FLIGHT: OnceLock<Mutex<InFlight>> = OnceLock::new();
     let engine = engine()?;
-    let _one_at_a_time = LOADING.lock().unwrap_or_else(|p| p.into_inner());
+    let key = {
+        let mut h = std::hash::DefaultHasher::new();
+        bytes.hash(&mut h);
+        (bytes.len(), h.finish())
+    };
+    let slot = IN_FLIGHT
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key)
+        .or_default()
+        .clone();
+    let _same_module = slot.lock().unwrap_or_else(|p| p.into_inner());
     Ok(engine.load(bytes)?)
 }
 
