@@ -17,9 +17,11 @@ cargo build --release --locked --target "$target" --quiet >&2
 
 out="$CARGO_TARGET_DIR/plugins"
 mkdir -p "$out"
-# Members are the crate folders; the artifact of crate a-b is a_b.wasm.
+# Plugins are the crate folders whose crate is a cdylib (a library member, such as the SDK in
+# ../sdk, builds no module); the artifact of crate a-b is a_b.wasm.
 for manifest in */Cargo.toml; do
   name="$(dirname "$manifest")"
+  grep -Eq '^crate-type *= *\[.*"cdylib"' "$manifest" || continue
   artifact="$CARGO_TARGET_DIR/$target/release/${name//-/_}.wasm"
   if [ ! -f "$artifact" ]; then
     echo "build-plugins: $artifact is missing" >&2

@@ -31,5 +31,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 (cd plugins && cargo clippy --target wasm32-wasip1 --locked --quiet -- -D warnings)
 echo "== cargo test"
 cargo test --workspace --locked
-echo "== sdk unit tests (host)"
-(cd plugins && cargo test -p meshgate-sdk --locked)
+echo "== sdk and plugin unit tests (host)"
+(cd plugins && cargo test --locked -p meshgate-sdk -p barista-metrics -p rate-limit \
+  -p claims-transformer -p basic-auth)

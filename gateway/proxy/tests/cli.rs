@@ -54,7 +54,7 @@ fn validate_accepts_the_coffee_shop() {
     let out = stdout(&o);
     assert!(o.status.success(), "{out}");
     assert!(
-        out.contains("3 Istio document(s): 3 valid, 0 invalid"),
+        out.contains("4 Istio document(s): 4 valid, 0 invalid"),
         "{out}"
     );
 }

@@ -74,8 +74,10 @@ impl SharedState {
             .cloned()
     }
 
-    /// Sets `key` in `vm`'s namespace; a non-zero `cas` must match the current one. Every set
-    /// moves the cas on.
+    /// Sets `key` in `vm`'s namespace; for a key that exists, a non-zero `cas` must match the
+    /// current one. Every set moves the cas on. A missing key is created whatever the `cas`, as
+    /// Envoy (proxy-wasm-cpp-host) does: a guest creates a key atomically by setting it with a
+    /// cas no entry has, which fails with `CasMismatch` once another VM created it first.
     pub fn set(&self, vm: &str, key: &[u8], value: &[u8], cas: u32) -> Status {
         let mut data = lock(&self.data);
         let entry = data.entry((vm.to_owned(), key.to_vec()));
@@ -89,9 +91,6 @@ impl SharedState {
                 *c = c.wrapping_add(1).max(1);
             }
             std::collections::hash_map::Entry::Vacant(e) => {
-                if cas != 0 {
-                    return Status::CasMismatch;
-                }
                 e.insert((Bytes::copy_from_slice(value), 1));
             }
         }
@@ -149,5 +148,28 @@ impl SharedState {
             .and_then(|i| q.list.get_mut(i as usize))
             .ok_or(Status::NotFound)?;
         queue.items.pop_front().ok_or(Status::Empty)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cas_guards_existing_keys_and_any_cas_creates_a_missing_one() {
+        let s = SharedState::default();
+        // Created whatever the cas (Envoy's rule), so a never-matching cas creates atomically.
+        assert_eq!(s.set("vm", b"k", b"a", u32::MAX), Status::Ok);
+        let (v, cas) = s.get("vm", b"k").expect("created");
+        assert_eq!(&v[..], b"a");
+        // Now it exists: the same never-matching cas is refused, the right one accepted.
+        assert_eq!(s.set("vm", b"k", b"b", u32::MAX), Status::CasMismatch);
+        assert_eq!(s.set("vm", b"k", b"b", cas), Status::Ok);
+        assert_eq!(s.set("vm", b"k", b"c", cas), Status::CasMismatch);
+        // cas 0: unconditional.
+        assert_eq!(s.set("vm", b"k", b"d", 0), Status::Ok);
+        assert_eq!(&s.get("vm", b"k").expect("set").0[..], b"d");
+        // Namespaces are apart.
+        assert!(s.get("other", b"k").is_none());
     }
 }

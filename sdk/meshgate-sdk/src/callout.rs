@@ -105,7 +105,8 @@ impl Callout {
 pub struct CallResponse {
     /// `:status` (0 when the host gave none).
     pub status: u16,
-    /// The response headers, pseudo-headers included.
+    /// The response headers, pseudo-headers included (a value that is not UTF-8 is converted
+    /// lossily).
     pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Vec<u8>,
@@ -114,7 +115,13 @@ pub struct CallResponse {
 impl CallResponse {
     /// Reads the answer being delivered (`body_size` is the callback's argument).
     pub fn read(body_size: usize) -> CallResponse {
-        let headers = hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default();
+        // Bytes, not proxy-wasm's text getter, which traps on a value that is not UTF-8.
+        let headers: Vec<(String, String)> =
+            hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .collect();
         let status = headers
             .iter()
             .find(|(k, _)| k == ":status")

@@ -3,19 +3,31 @@
 //!
 //! The traits are implemented for every [`HttpContext`], so `use meshgate_sdk::prelude::*`
 //! makes `self.method()`, `self.query_param("page")` and friends available in a stream.
+//!
+//! **Never traps on client bytes.** proxy-wasm's own text getters (`get_http_request_header`,
+//! `get_http_request_headers` and their response twins) panic, which traps the plugin, when a
+//! header value is not UTF-8, and any client can send such a value (HTTP allows bytes 0x80-0xff
+//! in values; both hosts pass them on). Everything here reads bytes instead: a value that is not
+//! UTF-8 reads as absent from the text getters and is there as it is from the `_bytes` ones.
 
 use proxy_wasm::traits::HttpContext;
+use proxy_wasm::types::Bytes;
 
 /// Reading the request headers.
 pub trait RequestHeaders: HttpContext {
+    /// The first value of request header `name` as text; `None` when absent or not UTF-8.
+    fn request_header(&self, name: &str) -> Option<String> {
+        text(self.get_http_request_header_bytes(name)?)
+    }
+
     /// `:method`.
     fn method(&self) -> Option<String> {
-        self.get_http_request_header(":method")
+        self.request_header(":method")
     }
 
     /// `:path` as sent, query included.
     fn path_and_query(&self) -> Option<String> {
-        self.get_http_request_header(":path")
+        self.request_header(":path")
     }
 
     /// `:path` without its query string.
@@ -31,12 +43,17 @@ pub trait RequestHeaders: HttpContext {
 
     /// `:authority` (HTTP/1.1's `Host`).
     fn authority(&self) -> Option<String> {
-        self.get_http_request_header(":authority")
+        self.request_header(":authority")
     }
 
-    /// Every value of request header `name`, in order (names compare case-insensitively).
+    /// Every UTF-8 value of request header `name`, in order (names compare case-insensitively).
     fn request_header_values(&self, name: &str) -> Vec<String> {
-        values(self.get_http_request_headers(), name)
+        values(self.get_http_request_headers_bytes(), name)
+    }
+
+    /// Every value of request header `name` as bytes, in order.
+    fn request_header_values_bytes(&self, name: &str) -> Vec<Bytes> {
+        values_bytes(self.get_http_request_headers_bytes(), name)
     }
 }
 
@@ -44,20 +61,41 @@ impl<T: HttpContext + ?Sized> RequestHeaders for T {}
 
 /// Reading the response headers.
 pub trait ResponseHeaders: HttpContext {
-    /// `:status`, as a number.
-    fn status(&self) -> Option<u16> {
-        self.get_http_response_header(":status")?.parse().ok()
+    /// The first value of response header `name` as text; `None` when absent or not UTF-8.
+    fn response_header(&self, name: &str) -> Option<String> {
+        text(self.get_http_response_header_bytes(name)?)
     }
 
-    /// Every value of response header `name`, in order.
+    /// `:status`, as a number.
+    fn status(&self) -> Option<u16> {
+        self.response_header(":status")?.parse().ok()
+    }
+
+    /// Every UTF-8 value of response header `name`, in order.
     fn response_header_values(&self, name: &str) -> Vec<String> {
-        values(self.get_http_response_headers(), name)
+        values(self.get_http_response_headers_bytes(), name)
+    }
+
+    /// Every value of response header `name` as bytes, in order.
+    fn response_header_values_bytes(&self, name: &str) -> Vec<Bytes> {
+        values_bytes(self.get_http_response_headers_bytes(), name)
     }
 }
 
 impl<T: HttpContext + ?Sized> ResponseHeaders for T {}
 
-fn values(pairs: Vec<(String, String)>, name: &str) -> Vec<String> {
+fn text(b: Bytes) -> Option<String> {
+    String::from_utf8(b).ok()
+}
+
+fn values(pairs: Vec<(String, Bytes)>, name: &str) -> Vec<String> {
+    values_bytes(pairs, name)
+        .into_iter()
+        .filter_map(text)
+        .collect()
+}
+
+fn values_bytes(pairs: Vec<(String, Bytes)>, name: &str) -> Vec<Bytes> {
     pairs
         .into_iter()
         .filter(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -121,6 +159,25 @@ fn hex(b: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_that_are_not_utf8_are_skipped_as_text_and_kept_as_bytes() {
+        let pairs = || {
+            vec![
+                ("x-a".to_owned(), b"one".to_vec()),
+                ("X-A".to_owned(), vec![0xff, 0xfe]),
+                ("x-b".to_owned(), b"other".to_vec()),
+                ("x-a".to_owned(), b"two".to_vec()),
+            ]
+        };
+        assert_eq!(values(pairs(), "x-a"), ["one", "two"]);
+        assert_eq!(
+            values_bytes(pairs(), "x-a"),
+            [b"one".to_vec(), vec![0xff, 0xfe], b"two".to_vec()]
+        );
+        assert_eq!(text(vec![0xc3]), None);
+        assert_eq!(text("é".as_bytes().to_vec()).as_deref(), Some("é"));
+    }
 
     #[test]
     fn paths_and_queries() {

@@ -8,7 +8,8 @@
 //!   into your own `serde` type, with a logged error and a refused configuration when it does
 //!   not fit;
 //! - [`headers`]: the request's method, path, query parameters and authority, and all values of
-//!   a header, without spelling out pseudo-headers;
+//!   a header, without spelling out pseudo-headers, read as bytes so that a header value that is
+//!   not UTF-8 never traps the plugin (proxy-wasm's own text getters panic on one);
 //! - [`reply`]: local replies (`send_http_response`) built step by step;
 //! - [`metrics`]: typed handles for counters, gauges and histograms;
 //! - [`callout`]: HTTP callouts with the pseudo-headers Envoy insists on, and their answers;
