@@ -168,7 +168,10 @@ impl SecretStore {
             return Err(bad("not a Secret name".to_owned()));
         }
         let candidates = [
-            self.dir.join(namespace).join(name).join(".dockerconfigjson"),
+            self.dir
+                .join(namespace)
+                .join(name)
+                .join(".dockerconfigjson"),
             self.dir.join(name).join(".dockerconfigjson"),
         ];
         let Some(path) = candidates.iter().find(|p| p.is_file()) else {
@@ -203,7 +206,9 @@ mod tests {
                 password: "s3cret:x".into()
             })
         );
-        assert!(matches!(c.lookup("docker.io"), Some(Credentials::Basic { username, .. }) if username == "bob"));
+        assert!(
+            matches!(c.lookup("docker.io"), Some(Credentials::Basic { username, .. }) if username == "bob")
+        );
         assert_eq!(c.lookup("empty.example"), None);
         assert_eq!(c.lookup("127.0.0.1:5001"), None);
         assert!(DockerConfig::parse(br#"{"auths": {"h": {"auth": "!!"}}}"#).is_err());
@@ -224,7 +229,11 @@ mod tests {
         write(dir.path().join("b"));
         let s = SecretStore::new(dir.path());
         assert!(s.docker_config("ns", "a").expect("a").lookup("r").is_some());
-        assert!(s.docker_config("other", "b").expect("b").lookup("r").is_some());
+        assert!(s
+            .docker_config("other", "b")
+            .expect("b")
+            .lookup("r")
+            .is_some());
         assert!(s.docker_config("ns", "missing").is_err());
         assert!(s.docker_config("ns", "../b").is_err());
     }

@@ -161,7 +161,9 @@ impl ModuleCache {
         if let Ok(bytes) = std::fs::read(dir.join("index.json")) {
             match serde_json::from_slice::<IndexFile>(&bytes) {
                 Ok(f) => inner.index = f.entries,
-                Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "wasm module cache index unreadable; starting a new one"),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "wasm module cache index unreadable; starting a new one")
+                }
             }
         }
         Ok(ModuleCache {
@@ -324,8 +326,11 @@ impl ModuleCache {
         let Ok(json) = serde_json::to_vec_pretty(&file) else {
             return;
         };
-        let tmp = self.dir.join(format!(".index.json.tmp-{}", std::process::id()));
-        let res = std::fs::write(&tmp, &json).and_then(|()| std::fs::rename(&tmp, self.dir.join("index.json")));
+        let tmp = self
+            .dir
+            .join(format!(".index.json.tmp-{}", std::process::id()));
+        let res = std::fs::write(&tmp, &json)
+            .and_then(|()| std::fs::rename(&tmp, self.dir.join("index.json")));
         if let Err(e) = res {
             let _ = std::fs::remove_file(&tmp);
             tracing::warn!(dir = %self.dir.display(), error = %e, "wasm module cache index not saved");
@@ -393,11 +398,22 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("sha256")).expect("mkdir");
         std::fs::write(dir.path().join("sha256").join(".tmp-dead-1-2"), b"partial").expect("write");
         let c = ModuleCache::open(dir.path(), 1 << 20).expect("open");
-        assert!(!dir.path().join("sha256").join(".tmp-dead-1-2").exists(), "leftover temp files go");
+        assert!(
+            !dir.path().join("sha256").join(".tmp-dead-1-2").exists(),
+            "leftover temp files go"
+        );
         let m = module(1, 100);
         let d = c.put(&m).expect("put");
         assert_eq!(d, sha256(&m));
-        c.record("r/p:v1", IndexEntry { module: hex(&d), manifest: None, layout: None, pulled_at: 1 });
+        c.record(
+            "r/p:v1",
+            IndexEntry {
+                module: hex(&d),
+                manifest: None,
+                layout: None,
+                pulled_at: 1,
+            },
+        );
         let names: Vec<String> = std::fs::read_dir(dir.path().join("sha256"))
             .expect("list")
             .flatten()
@@ -416,11 +432,23 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let c = ModuleCache::open(dir.path(), 1 << 20).expect("open");
         let d = c.put(&module(2, 64)).expect("put");
-        c.record("k", IndexEntry { module: hex(&d), manifest: None, layout: None, pulled_at: 1 });
+        c.record(
+            "k",
+            IndexEntry {
+                module: hex(&d),
+                manifest: None,
+                layout: None,
+                pulled_at: 1,
+            },
+        );
         std::fs::write(c.path_of(&d), b"\0asm\x01\0\0\0tampered").expect("tamper");
         assert_eq!(c.get(&d), None);
         assert!(!c.path_of(&d).exists());
-        assert_eq!(c.lookup("k"), None, "the index no longer answers for a missing module");
+        assert_eq!(
+            c.lookup("k"),
+            None,
+            "the index no longer answers for a missing module"
+        );
         assert_eq!(c.stats().corrupt, 1);
         assert_eq!(c.stats().bytes, 0);
     }
@@ -441,7 +469,10 @@ mod tests {
         assert_eq!(c.stats().evictions, 1);
         drop(_lease);
         let y = c.put(&module(4, 100)).expect("y");
-        assert!(!c.path_of(&a).exists(), "once released, a is the least recently used");
+        assert!(
+            !c.path_of(&a).exists(),
+            "once released, a is the least recently used"
+        );
         assert!(c.path_of(&y).exists() && c.path_of(&x).exists());
         assert!(c.stats().bytes <= 250);
     }

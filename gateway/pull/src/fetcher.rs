@@ -193,10 +193,8 @@ impl Fetcher {
             c.count_lookup(false);
         }
         let what = req.source.to_string();
-        let (module, manifest_digest, layout) = self
-            .retry
-            .run(&what, || self.fetch_once(req))
-            .await?;
+        let (module, manifest_digest, layout) =
+            self.retry.run(&what, || self.fetch_once(req)).await?;
         let digest = sha256(&module);
         check_pin(req, &digest, manifest_digest.as_deref())?;
         let pulled_at = timestamp();
@@ -246,7 +244,11 @@ impl Fetcher {
 
 /// Checks the WasmPlugin's `sha256`: it names the module, or (Istio's reading for OCI images)
 /// the image manifest.
-pub fn check_pin(req: &Request, module: &[u8; 32], manifest: Option<&str>) -> Result<(), PullError> {
+pub fn check_pin(
+    req: &Request,
+    module: &[u8; 32],
+    manifest: Option<&str>,
+) -> Result<(), PullError> {
     let Some(pin) = req.sha256 else {
         return Ok(());
     };

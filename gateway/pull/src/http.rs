@@ -22,10 +22,11 @@ impl HttpFetcher {
         crate::ensure_crypto_provider();
         let mut certs = Vec::new();
         for pem in extra_roots_pem {
-            let parsed = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| PullError::CaFile {
-                path: "(extra roots)".into(),
-                reason: e.to_string(),
-            })?;
+            let parsed =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| PullError::CaFile {
+                    path: "(extra roots)".into(),
+                    reason: e.to_string(),
+                })?;
             certs.extend(parsed);
         }
         let client = reqwest::Client::builder()
@@ -44,11 +45,16 @@ impl HttpFetcher {
 
     /// GETs `url` and returns the body (at most [`MAX_MODULE_BYTES`]).
     pub async fn get(&self, url: &str) -> Result<Vec<u8>, PullError> {
-        let resp = self.client.get(url).send().await.map_err(|e| PullError::Registry {
-            url: url.to_owned(),
-            message: error_chain(&e),
-            transient: true,
-        })?;
+        let resp = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| PullError::Registry {
+                url: url.to_owned(),
+                message: error_chain(&e),
+                transient: true,
+            })?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
@@ -58,7 +64,10 @@ impl HttpFetcher {
                 transient: status.is_server_error() || status.as_u16() == 429,
             });
         }
-        if resp.content_length().is_some_and(|n| n > MAX_MODULE_BYTES as u64) {
+        if resp
+            .content_length()
+            .is_some_and(|n| n > MAX_MODULE_BYTES as u64)
+        {
             return Err(PullError::TooLarge {
                 what: url.to_owned(),
                 limit: MAX_MODULE_BYTES,

@@ -125,9 +125,9 @@ impl Manifest {
     /// only entry, else the first `linux/amd64` one, else the first.
     pub fn pick_entry(&self) -> Option<&Descriptor> {
         let wasm = |d: &&Descriptor| {
-            d.platform.as_ref().is_some_and(|p| {
-                p.architecture == "wasm" || p.os == "wasip1" || p.os == "wasi"
-            })
+            d.platform
+                .as_ref()
+                .is_some_and(|p| p.architecture == "wasm" || p.os == "wasip1" || p.os == "wasi")
         };
         let amd64 = |d: &&Descriptor| {
             d.platform
@@ -189,7 +189,12 @@ impl Manifest {
 }
 
 /// The module's bytes from the layer blob of `layout`.
-pub fn extract(layout: Layout, digest: &str, blob: Vec<u8>, limit: usize) -> Result<Vec<u8>, PullError> {
+pub fn extract(
+    layout: Layout,
+    digest: &str,
+    blob: Vec<u8>,
+    limit: usize,
+) -> Result<Vec<u8>, PullError> {
     match layout {
         Layout::WasmArtifact | Layout::ApplicationWasm => Ok(blob),
         Layout::CompatImage => plugin_from_tar(digest, &blob, limit),
@@ -256,13 +261,25 @@ mod tests {
 
     #[test]
     fn classifies_the_three_layouts_and_names_what_it_saw() {
-        assert_eq!(manifest(&[WASM_LAYER]).classify("r").expect("ok").0, Layout::WasmArtifact);
         assert_eq!(
-            manifest(&["application/vnd.oci.image.layer.v1.tar+gzip"]).classify("r").expect("ok").0,
+            manifest(&[WASM_LAYER]).classify("r").expect("ok").0,
+            Layout::WasmArtifact
+        );
+        assert_eq!(
+            manifest(&["application/vnd.oci.image.layer.v1.tar+gzip"])
+                .classify("r")
+                .expect("ok")
+                .0,
             Layout::CompatImage
         );
-        assert_eq!(manifest(&[APPLICATION_WASM]).classify("r").expect("ok").0, Layout::ApplicationWasm);
-        let e = manifest(&["text/plain"]).classify("r").expect_err("rejected").to_string();
+        assert_eq!(
+            manifest(&[APPLICATION_WASM]).classify("r").expect("ok").0,
+            Layout::ApplicationWasm
+        );
+        let e = manifest(&["text/plain"])
+            .classify("r")
+            .expect_err("rejected")
+            .to_string();
         assert!(e.contains("text/plain") && e.contains("config x"), "{e}");
         assert!(manifest(&[]).classify("r").is_err());
         assert!(manifest(&[WASM_LAYER, WASM_LAYER]).classify("r").is_err());
@@ -273,7 +290,10 @@ mod tests {
         let mut tar_bytes = Vec::new();
         {
             let mut b = tar::Builder::new(&mut tar_bytes);
-            for (name, data) in [("README", &b"hi"[..]), ("dir/plugin.wasm", &b"\0asm\x01\0\0\0"[..])] {
+            for (name, data) in [
+                ("README", &b"hi"[..]),
+                ("dir/plugin.wasm", &b"\0asm\x01\0\0\0"[..]),
+            ] {
                 let mut h = tar::Header::new_gnu();
                 h.set_size(data.len() as u64);
                 h.set_mode(0o644);
@@ -287,7 +307,10 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gz, &tar_bytes).expect("gzip");
         let gz = gz.finish().expect("gzip");
-        assert_eq!(extract(Layout::CompatImage, "d", gz, 1024).expect("gzip tar"), got);
+        assert_eq!(
+            extract(Layout::CompatImage, "d", gz, 1024).expect("gzip tar"),
+            got
+        );
         assert!(extract(Layout::CompatImage, "d", b"junk".to_vec(), 1024).is_err());
         assert!(matches!(
             extract(Layout::CompatImage, "d", tar_bytes, 4),

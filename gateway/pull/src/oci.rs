@@ -82,7 +82,12 @@ pub struct PulledImage {
 }
 
 /// Maps an `oci-client` error to ours, keeping the registry's words.
-pub(crate) fn map_error(what: &str, registry: &str, creds: &Credentials, e: OciDistributionError) -> PullError {
+pub(crate) fn map_error(
+    what: &str,
+    registry: &str,
+    creds: &Credentials,
+    e: OciDistributionError,
+) -> PullError {
     let unauthorized = |message: String| PullError::Unauthorized {
         registry: registry.to_owned(),
         detail: match creds {
@@ -131,9 +136,7 @@ pub(crate) fn map_error(what: &str, registry: &str, creds: &Credentials, e: OciD
             actual,
         },
         OciDistributionError::RequestError(e) => PullError::Registry {
-            url: e
-                .url()
-                .map_or_else(|| what.to_owned(), |u| u.to_string()),
+            url: e.url().map_or_else(|| what.to_owned(), |u| u.to_string()),
             message: error_chain(&e),
             transient: true,
         },
@@ -220,7 +223,8 @@ pub async fn pull(
     let client = opts.client()?;
     let shown = image.to_string();
     let registry = image.registry().to_owned();
-    let (mut m, mut digest) = manifest(&client, image.client_ref(), &shown, &registry, creds).await?;
+    let (mut m, mut digest) =
+        manifest(&client, image.client_ref(), &shown, &registry, creds).await?;
     if m.is_index() {
         let entry = m.pick_entry().ok_or_else(|| PullError::Layout {
             reference: shown.clone(),

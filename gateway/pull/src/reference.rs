@@ -27,11 +27,13 @@ impl ImageRef {
         if written.contains("://") {
             return Err(err("only oci:// references are images".to_owned()));
         }
-        let inner = oci_client::Reference::try_from(written.as_str())
-            .map_err(|e| err(e.to_string()))?;
+        let inner =
+            oci_client::Reference::try_from(written.as_str()).map_err(|e| err(e.to_string()))?;
         if let Some(d) = inner.digest() {
             if !d.starts_with("sha256:") {
-                return Err(err(format!("digest {d}: only sha256 digests are supported")));
+                return Err(err(format!(
+                    "digest {d}: only sha256 digests are supported"
+                )));
             }
         }
         Ok(ImageRef { inner, written })
@@ -117,7 +119,10 @@ mod tests {
 
         let r = ImageRef::parse("ghcr.io/org/plugin").expect("parses");
         assert_eq!(r.tag(), Some("latest"));
-        assert!(!r.explicit_latest(), "an omitted tag is not an explicit latest");
+        assert!(
+            !r.explicit_latest(),
+            "an omitted tag is not an explicit latest"
+        );
         assert_eq!(r.key(), "ghcr.io/org/plugin:latest");
         assert!(ImageRef::parse("ghcr.io/org/plugin:latest")
             .expect("parses")

@@ -211,13 +211,16 @@ pub fn serve(
                 .map(meshgate::access_log::AccessLog::open)
                 .transpose()?,
             node: Node::new(&a.locality, labels.clone()),
-            wasm_cache: wasm_cache_dir(a.wasm_cache.as_deref()),
+            // wasmtime owns `DIR/code` (its cleanup deletes files it does not know), the
+            // fetched modules live beside it in `DIR/modules`.
+            wasm_cache: wasm_cache_dir(a.wasm_cache.as_deref()).map(|d| d.join("code")),
             wasm_pull: meshgate::wasm::PullSettings {
                 insecure_registries: a.insecure_registry.clone(),
                 docker_config: a.docker_config.clone(),
                 pull_secrets_dir: a.image_pull_secrets.clone(),
                 ca_files: a.wasm_ca_file.clone(),
-                module_cache_dir: wasm_cache_dir(a.wasm_cache.as_deref()).map(|d| d.join("modules")),
+                module_cache_dir: wasm_cache_dir(a.wasm_cache.as_deref())
+                    .map(|d| d.join("modules")),
                 cache_max_bytes: a.wasm_cache_max_bytes,
                 retry_period: a.wasm_pull_retry_period,
             },

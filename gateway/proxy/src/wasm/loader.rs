@@ -17,7 +17,9 @@ use bytes::Bytes;
 use meshgate_config::model::wasm_plugin::PullPolicy as SpecPullPolicy;
 use meshgate_config::snapshot::{EnvValue, Plugin as PluginSpec, PluginSource};
 use meshgate_pull::cache::Lease;
-use meshgate_pull::{Credentials, DockerConfig, Fetched, Fetcher, ImageRef, PullPolicy, Request, SecretStore, Source};
+use meshgate_pull::{
+    Credentials, DockerConfig, Fetched, Fetcher, ImageRef, PullPolicy, Request, SecretStore, Source,
+};
 use meshgate_wasm::{Engine, EngineOptions, Plugin, PluginConfig};
 use sha2::{Digest, Sha256};
 
@@ -427,7 +429,9 @@ impl Runtime {
                         tracing::info!(plugin = %spec.name, source = %spec.source, sha256 = %meshgate_pull::hex(&f.digest), "WasmPlugin loaded from the module cache");
                         return Arc::new(lp);
                     }
-                    Err(e) => tracing::warn!(plugin = %spec.name, error = %e, "cached module does not compile; fetching it again"),
+                    Err(e) => {
+                        tracing::warn!(plugin = %spec.name, error = %e, "cached module does not compile; fetching it again")
+                    }
                 }
             }
         }
@@ -508,7 +512,11 @@ fn request_for(spec: &PluginSpec, ctx: &PullCtx) -> Result<Request, String> {
                     let store = ctx.secrets.as_ref().ok_or_else(|| {
                         format!("imagePullSecret {namespace}/{secret}: no --image-pull-secrets directory configured")
                     })?;
-                    Some(store.docker_config(namespace, secret).map_err(|e| e.to_string())?)
+                    Some(
+                        store
+                            .docker_config(namespace, secret)
+                            .map_err(|e| e.to_string())?,
+                    )
                 }
                 None => ctx.docker.clone(),
             };
@@ -566,7 +574,11 @@ async fn fetch_task(
         drop(lp);
         let started = std::time::Instant::now();
         let result = match request_for(&spec, &ctx) {
-            Ok(req) => ctx.fetcher.fetch(&req).await.map_err(|e| (e.to_string(), Some(req))),
+            Ok(req) => ctx
+                .fetcher
+                .fetch(&req)
+                .await
+                .map_err(|e| (e.to_string(), Some(req))),
             Err(e) => Err((e, None)),
         };
         let Some(lp) = weak.upgrade() else { return };
@@ -576,7 +588,10 @@ async fn fetch_task(
                 let state = activate_state(&engine, &spec, &ctx, &f);
                 match state {
                     Ok(state) => {
-                        metrics.count(&spec.name, if f.from_cache { "cache_hit" } else { "success" });
+                        metrics.count(
+                            &spec.name,
+                            if f.from_cache { "cache_hit" } else { "success" },
+                        );
                         lp.set_info(|i| {
                             record_fetch(i, &f);
                             i.last_error = None;
@@ -678,7 +693,10 @@ fn read_file(source: &PluginSource) -> Result<Vec<u8>, String> {
         PluginSource::File(path) => {
             let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
             if meta.len() > MAX_MODULE_BYTES as u64 {
-                return Err(format!("{}: larger than {MAX_MODULE_BYTES} bytes", path.display()));
+                return Err(format!(
+                    "{}: larger than {MAX_MODULE_BYTES} bytes",
+                    path.display()
+                ));
             }
             std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
         }

@@ -31,13 +31,14 @@ pub struct PullArgs {
 
 /// Runs `meshgate plugin pull`.
 pub fn run(args: &PullArgs) -> anyhow::Result<ExitCode> {
-    let (source, registry) = if args.source.starts_with("http://") || args.source.starts_with("https://") {
-        (Source::Http(args.source.clone()), None)
-    } else {
-        let image = ImageRef::parse(&args.source)?;
-        let host = image.registry().to_owned();
-        (Source::Oci(image), Some(host))
-    };
+    let (source, registry) =
+        if args.source.starts_with("http://") || args.source.starts_with("https://") {
+            (Source::Http(args.source.clone()), None)
+        } else {
+            let image = ImageRef::parse(&args.source)?;
+            let host = image.registry().to_owned();
+            (Source::Oci(image), Some(host))
+        };
     let sha256 = match &args.sha256 {
         Some(h) => Some(
             meshgate_pull::parse_sha256(h)

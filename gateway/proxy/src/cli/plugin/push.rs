@@ -33,7 +33,8 @@ impl RegistryArgs {
     pub fn options(&self) -> anyhow::Result<meshgate_pull::oci::RegistryOptions> {
         let mut extra_roots_pem = Vec::new();
         for f in &self.wasm_ca_file {
-            extra_roots_pem.push(std::fs::read(f).with_context(|| format!("--wasm-ca-file {}", f.display()))?);
+            extra_roots_pem
+                .push(std::fs::read(f).with_context(|| format!("--wasm-ca-file {}", f.display()))?);
         }
         Ok(meshgate_pull::oci::RegistryOptions {
             insecure: self.insecure_registry.clone(),
