@@ -128,16 +128,16 @@ impl Fetcher {
 
     /// The module from the cache, if the pull policy allows using it — no network.
     pub fn cached(&self, req: &Request) -> Option<Fetched> {
-        self.from_cache(req, Self::cache_use(req))
+        self.lookup_cache(req, Self::cache_use(req))
     }
 
     /// The module the cache last had for this reference, whatever the pull policy says: the
     /// last-known-good copy when the registry cannot be reached.
     pub fn cached_any(&self, req: &Request) -> Option<Fetched> {
-        self.from_cache(req, CacheUse::Reference)
+        self.lookup_cache(req, CacheUse::Reference)
     }
 
-    fn from_cache(&self, req: &Request, usage: CacheUse) -> Option<Fetched> {
+    fn lookup_cache(&self, req: &Request, usage: CacheUse) -> Option<Fetched> {
         let cache = self.cache.as_ref()?;
         if let (Source::Http(_), Some(pin)) = (&req.source, req.sha256) {
             let module = cache.get(&pin)?;
