@@ -265,3 +265,85 @@ pub fn check_pin(
         manifest: manifest.map_or_else(String::new, |m| format!(", the manifest is {m}")),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(pin: Option<[u8; 32]>) -> Request {
+        Request {
+            source: Source::Http("http://x/m.wasm".into()),
+            sha256: pin,
+            policy: PullPolicy::Unspecified,
+            credentials: Credentials::Anonymous,
+        }
+    }
+
+    #[test]
+    fn the_pin_names_the_module_or_the_manifest() {
+        let module = sha256(b"module");
+        let manifest = sha256(b"manifest");
+        let manifest_text = format!("sha256:{}", hex(&manifest));
+        assert!(check_pin(&req(None), &module, None).is_ok());
+        assert!(check_pin(&req(Some(module)), &module, Some(&manifest_text)).is_ok());
+        assert!(check_pin(&req(Some(manifest)), &module, Some(&manifest_text)).is_ok());
+        let e = check_pin(&req(Some([7; 32])), &module, Some(&manifest_text))
+            .expect_err("mismatch")
+            .to_string();
+        assert!(
+            e.contains("sha256 mismatch") && e.contains(&manifest_text),
+            "{e}"
+        );
+        assert!(check_pin(&req(Some(manifest)), &module, None).is_err());
+    }
+
+    #[test]
+    fn the_cache_answers_as_the_policy_allows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Arc::new(ModuleCache::open(dir.path(), 1 << 20).expect("cache"));
+        let module = b"\0asm\x01\0\0\0body".to_vec();
+        let digest = cache.put(&module).expect("put");
+        let fetcher = Fetcher::new(FetcherOptions {
+            cache: Some(cache.clone()),
+            ..FetcherOptions::default()
+        })
+        .expect("fetcher");
+        let oci = |text: &str, policy| Request {
+            source: Source::Oci(ImageRef::parse(text).expect("ref")),
+            sha256: None,
+            policy,
+            credentials: Credentials::Anonymous,
+        };
+        for key in ["r.example/p:v1", "r.example/p:latest"] {
+            cache.record(
+                key,
+                IndexEntry {
+                    module: hex(&digest),
+                    manifest: None,
+                    layout: None,
+                    pulled_at: 1,
+                },
+            );
+        }
+        assert!(fetcher
+            .cached(&oci("r.example/p:v1", PullPolicy::Unspecified))
+            .is_some());
+        assert!(fetcher
+            .cached(&oci("r.example/p:v1", PullPolicy::Always))
+            .is_none());
+        assert!(fetcher
+            .cached(&oci("r.example/p:latest", PullPolicy::Unspecified))
+            .is_none());
+        assert!(fetcher
+            .cached(&oci("r.example/p:latest", PullPolicy::IfNotPresent))
+            .is_some());
+        assert!(fetcher
+            .cached_any(&oci("r.example/p:latest", PullPolicy::Always))
+            .is_some());
+        // http(s): only a pinned digest is taken from the cache.
+        assert!(fetcher.cached(&req(None)).is_none());
+        let hit = fetcher.cached(&req(Some(digest))).expect("pinned hit");
+        assert_eq!(hit.module, module);
+        assert!(hit.from_cache);
+    }
+}

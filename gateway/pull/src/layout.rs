@@ -318,3 +318,19 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod index_tests {
+    use super::*;
+
+    #[test]
+    fn an_index_is_followed_to_a_wasm_platform_entry_first() {
+        let json = br#"{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:aa", "size": 1, "platform": {"architecture": "arm64", "os": "linux"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:bb", "size": 1, "platform": {"architecture": "amd64", "os": "linux"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:cc", "size": 1, "platform": {"architecture": "wasm", "os": "wasip1"}}]}"#;
+        let m = Manifest::parse(json, "r").expect("parses");
+        assert!(m.is_index());
+        assert_eq!(m.pick_entry().map(|d| d.digest.as_str()), Some("sha256:cc"));
+    }
+}
