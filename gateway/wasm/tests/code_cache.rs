@@ -31,9 +31,8 @@ fn load_and_start(dir: &Path) -> (usize, usize) {
 }
 
 fn entries(dir: &Path, ext: &str) -> Vec<std::path::PathBuf> {
-    let code = dir.join("code");
     let mut found = Vec::new();
-    for sub in std::fs::read_dir(code).expect("code folder") {
+    for sub in std::fs::read_dir(dir).expect("code folder") {
         for e in std::fs::read_dir(sub.expect("entry").path()).expect("engine folder") {
             let p = e.expect("entry").path();
             if p.extension().is_some_and(|x| x == ext) {

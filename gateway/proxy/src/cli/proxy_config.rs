@@ -96,8 +96,17 @@ fn text(dump: &Value) -> String {
     let plugins = dump["plugins"].as_array().map(Vec::as_slice).unwrap_or(&[]);
     out.push_str(&format!("\n{} WasmPlugin(s)\n", plugins.len()));
     for p in plugins {
+        let pull = &p["pull"];
+        let lkg = if pull["servingLastKnownGood"].as_bool() == Some(true) {
+            format!(
+                "  (serving last-known-good sha256:{})",
+                short(&pull["servingSha256"]).unwrap_or_else(|| "-".to_owned())
+            )
+        } else {
+            String::new()
+        };
         out.push_str(&format!(
-            "  {}  {}  module sha256:{}  {}\n",
+            "  {}  {}  module sha256:{}  {}{lkg}\n",
             p["name"].as_str().unwrap_or("?"),
             source(&p["source"]),
             p["moduleSha256"].as_str().unwrap_or("-"),

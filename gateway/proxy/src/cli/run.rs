@@ -61,6 +61,29 @@ pub struct ServeArgs {
     /// (default: `$XDG_CACHE_HOME/meshgate/wasm` or `~/.cache/meshgate/wasm`; `none`: memory only).
     #[arg(long, value_name = "DIR")]
     pub wasm_cache: Option<String>,
+    /// Bound on the fetched-module cache (`DIR/modules` under `--wasm-cache`); least recently
+    /// used modules are evicted past it (`1073741824`, or with a suffix: `512Mi`, `1Gi`).
+    #[arg(long, value_name = "BYTES", default_value = "1Gi", value_parser = parse_bytes)]
+    pub wasm_cache_max_bytes: u64,
+    /// A registry (`HOST[:PORT]`, or `*`) to pull WasmPlugin images from over plain HTTP;
+    /// repeatable. Every other registry is spoken to over HTTPS.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub insecure_registry: Vec<String>,
+    /// A docker config JSON with registry credentials for WasmPlugins without an
+    /// `imagePullSecret` (`auths.HOST.auth`, or `username`/`password`).
+    #[arg(long, value_name = "FILE")]
+    pub docker_config: Option<PathBuf>,
+    /// Where the Secrets WasmPlugins name in `imagePullSecret` are mounted:
+    /// `DIR/<namespace>/<name>/.dockerconfigjson` (or `DIR/<name>/.dockerconfigjson`).
+    #[arg(long, value_name = "DIR")]
+    pub image_pull_secrets: Option<PathBuf>,
+    /// A PEM file of CA certificates to trust, besides the system's, for `https://` modules
+    /// and HTTPS registries; repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub wasm_ca_file: Vec<PathBuf>,
+    /// How long after a failed WasmPlugin fetch (its own retries spent) it is tried again.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub wasm_pull_retry_period: Duration,
     /// This gateway's locality, `region[/zone[/subzone]]` (locality load balancing and
     /// failover of DestinationRule `localityLbSetting`); empty: none.
     #[arg(long, default_value = "", value_parser = parse_locality)]
@@ -89,6 +112,20 @@ pub struct RunArgs {
     /// Serving options.
     #[command(flatten)]
     pub serve: ServeArgs,
+}
+
+/// A byte count, plain or with a binary suffix (`Ki`, `Mi`, `Gi`).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let (num, mult) = match s {
+        _ if s.ends_with("Gi") => (&s[..s.len() - 2], 1u64 << 30),
+        _ if s.ends_with("Mi") => (&s[..s.len() - 2], 1 << 20),
+        _ if s.ends_with("Ki") => (&s[..s.len() - 2], 1 << 10),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a byte count (e.g. 1073741824, 512Mi, 1Gi)"))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -174,7 +211,19 @@ pub fn serve(
                 .map(meshgate::access_log::AccessLog::open)
                 .transpose()?,
             node: Node::new(&a.locality, labels.clone()),
-            wasm_cache: wasm_cache_dir(a.wasm_cache.as_deref()),
+            // wasmtime owns `DIR/code` (its cleanup deletes files it does not know), the
+            // fetched modules live beside it in `DIR/modules`.
+            wasm_cache: wasm_cache_dir(a.wasm_cache.as_deref()).map(|d| d.join("code")),
+            wasm_pull: meshgate::wasm::PullSettings {
+                insecure_registries: a.insecure_registry.clone(),
+                docker_config: a.docker_config.clone(),
+                pull_secrets_dir: a.image_pull_secrets.clone(),
+                ca_files: a.wasm_ca_file.clone(),
+                module_cache_dir: wasm_cache_dir(a.wasm_cache.as_deref())
+                    .map(|d| d.join("modules")),
+                cache_max_bytes: a.wasm_cache_max_bytes,
+                retry_period: a.wasm_pull_retry_period,
+            },
             wasm_node: meshgate::wasm::node::NodeIdentity::from_env(
                 &a.namespace,
                 &a.domain_suffix,

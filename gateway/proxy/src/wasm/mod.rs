@@ -11,4 +11,4 @@ pub mod node;
 pub mod stats;
 pub mod vms;
 
-pub use loader::{LoadedPlugin, Runtime};
+pub use loader::{LoadState, LoadedPlugin, PullInfo, PullSettings, Runtime};

@@ -78,19 +78,49 @@ pub fn render(out: &mut String, runtime: &Runtime, live: &Live) {
             out,
             "meshgate_wasm_plugin_loaded{{plugin=\"{}\"}} {}",
             escape(&p.spec.name),
-            u8::from(p.plugin.is_ok())
+            u8::from(p.serving().is_some())
         );
     }
-    let loaded: Vec<_> = live
+    let _ = writeln!(out, "# TYPE meshgate_wasm_plugin_pending gauge");
+    for p in &live.plugins {
+        let _ = writeln!(
+            out,
+            "meshgate_wasm_plugin_pending{{plugin=\"{}\"}} {}",
+            escape(&p.spec.name),
+            u8::from(matches!(&**p.load_state(), super::LoadState::Pending))
+        );
+    }
+    let _ = writeln!(out, "# TYPE meshgate_wasm_plugin_pulls_total counter");
+    for (plugin, result, n) in runtime.metrics.snapshot() {
+        let _ = writeln!(
+            out,
+            "meshgate_wasm_plugin_pulls_total{{plugin=\"{}\",result=\"{result}\"}} {n}",
+            escape(&plugin)
+        );
+    }
+    if let Some(c) = runtime.module_cache_stats() {
+        let _ = writeln!(
+            out,
+            "# TYPE meshgate_wasm_module_cache_hits_total counter\nmeshgate_wasm_module_cache_hits_total {}\n\
+             # TYPE meshgate_wasm_module_cache_misses_total counter\nmeshgate_wasm_module_cache_misses_total {}\n\
+             # TYPE meshgate_wasm_module_cache_corrupt_total counter\nmeshgate_wasm_module_cache_corrupt_total {}\n\
+             # TYPE meshgate_wasm_module_cache_evictions_total counter\nmeshgate_wasm_module_cache_evictions_total {}\n\
+             # TYPE meshgate_wasm_module_cache_bytes gauge\nmeshgate_wasm_module_cache_bytes {}\n\
+             # TYPE meshgate_wasm_module_cache_entries gauge\nmeshgate_wasm_module_cache_entries {}",
+            c.hits, c.misses, c.corrupt, c.evictions, c.bytes, c.entries
+        );
+    }
+    let serving: Vec<(String, meshgate_wasm::Plugin)> = live
         .plugins
         .iter()
         .filter_map(|p| {
-            p.plugin
-                .as_ref()
-                .ok()
-                .map(|pl| (escape(&p.spec.name), pl.stats()))
+            p.serving()
+                .and_then(|s| s.plugin())
+                .map(|pl| (escape(&p.spec.name), pl))
         })
         .collect();
+    let loaded: Vec<(&String, &PluginStats)> =
+        serving.iter().map(|(n, pl)| (n, pl.stats())).collect();
     let counters: [Counter; 6] = [
         ("vm_starts", |s| PluginStats::get(&s.vm_starts)),
         ("vm_start_failures", |s| PluginStats::get(&s.start_failures)),

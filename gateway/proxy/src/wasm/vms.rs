@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use meshgate_wasm::{Host, Plugin, PluginVm};
 
 use super::callout;
-use super::loader::LoadedPlugin;
+use super::loader::{LoadState, LoadedPlugin};
 use crate::live::Shared;
 use crate::worker::WorkerCtx;
 
@@ -65,8 +65,32 @@ impl Host for ProxyHost {
 
 impl WorkerVms {
     /// The VM of `loaded` on this worker, started or replaced as needed.
+    ///
+    /// A plugin still being fetched (or whose update failed) is served by its previous
+    /// version's VMs when there is one. Lock-free: two atomic loads of the load state.
     pub fn get(&self, ctx: &Rc<WorkerCtx>, loaded: &Arc<LoadedPlugin>) -> Result<SharedVm, String> {
-        let plugin = loaded.plugin.as_ref().map_err(Clone::clone)?;
+        let state = loaded.load_state();
+        if let LoadState::Loaded { plugin, .. } = &**state {
+            return self.get_loaded(ctx, loaded, plugin);
+        }
+        if let Some(previous) = &*loaded.fallback_guard() {
+            let prev_state = previous.load_state();
+            if let LoadState::Loaded { plugin, .. } = &**prev_state {
+                return self.get_loaded(ctx, previous, plugin);
+            }
+        }
+        Err(match &**state {
+            LoadState::Failed(e) => e.clone(),
+            _ => "the plugin's module is still being fetched".to_owned(),
+        })
+    }
+
+    fn get_loaded(
+        &self,
+        ctx: &Rc<WorkerCtx>,
+        loaded: &Arc<LoadedPlugin>,
+        plugin: &Plugin,
+    ) -> Result<SharedVm, String> {
         let mut slots = self.slots.borrow_mut();
         slots.retain(|(p, _)| p.strong_count() > 0);
         let at = match slots

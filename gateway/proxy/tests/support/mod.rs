@@ -9,6 +9,7 @@ pub mod envoy;
 pub mod fixtures;
 pub mod gateway;
 pub mod plugins;
+pub mod registry;
 pub mod upstream;
 
 pub use client::Client;
