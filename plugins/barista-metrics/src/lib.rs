@@ -164,43 +164,23 @@ fn drink_in_body(body: &[u8], field: &str) -> Option<String> {
 }
 
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| Box::new(Root { plugin: None }));
+    meshgate_sdk::plugin::register::<Plugin>();
 }}
 
-struct Root {
-    plugin: Option<Rc<Plugin>>,
-}
+impl HttpPlugin for Plugin {
+    type Config = Config;
+    const NAME: &'static str = "barista-metrics";
 
-impl Context for Root {}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let parsed = meshgate_sdk::config::load::<Config>()
-            .map_err(|e| e.to_string())
-            .and_then(Plugin::new);
-        match parsed {
-            Ok(p) => {
-                self.plugin = Some(Rc::new(p));
-                true
-            }
-            Err(e) => {
-                log::error!("barista-metrics: {e}");
-                false
-            }
-        }
+    fn configure(config: Config) -> Result<Plugin, String> {
+        Plugin::new(config)
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Stream {
-            plugin: self.plugin.clone(),
+    fn stream(plugin: Rc<Plugin>) -> Box<dyn HttpContext> {
+        Box::new(Stream {
+            plugin,
             state: State::Ignored,
             started: None,
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        })
     }
 }
 
@@ -215,7 +195,7 @@ enum State {
 }
 
 struct Stream {
-    plugin: Option<Rc<Plugin>>,
+    plugin: Rc<Plugin>,
     state: State,
     started: Option<SystemTime>,
 }
@@ -224,9 +204,7 @@ impl Context for Stream {}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let Some(plugin) = self.plugin.clone() else {
-            return Action::Continue;
-        };
+        let plugin = self.plugin.clone();
         let c = &plugin.config;
         let is_order = self
             .method()
@@ -254,9 +232,7 @@ impl HttpContext for Stream {
         if self.state != State::ReadingBody {
             return Action::Continue;
         }
-        let Some(plugin) = self.plugin.clone() else {
-            return Action::Continue;
-        };
+        let plugin = self.plugin.clone();
         if body_size > plugin.config.max_body_bytes {
             // Too long to look into: let it go on, unread.
             plugin.count(None);
@@ -278,20 +254,19 @@ impl HttpContext for Stream {
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         // A body followed by trailers: the data callbacks never said end_of_stream.
         if self.state == State::ReadingBody {
-            if let Some(plugin) = &self.plugin {
-                let drink = self
-                    .get_http_request_body(0, plugin.config.max_body_bytes)
-                    .and_then(|b| drink_in_body(&b, &plugin.config.field));
-                plugin.count(drink.as_deref());
-            }
+            let plugin = &self.plugin;
+            let drink = self
+                .get_http_request_body(0, plugin.config.max_body_bytes)
+                .and_then(|b| drink_in_body(&b, &plugin.config.field));
+            plugin.count(drink.as_deref());
             self.state = State::Counted;
         }
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let (Some(plugin), Some(started)) = (&self.plugin, self.started.take()) {
-            if let Some(h) = plugin.latency {
+        if let Some(started) = self.started.take() {
+            if let Some(h) = self.plugin.latency {
                 let ms = self
                     .get_current_time()
                     .duration_since(started)

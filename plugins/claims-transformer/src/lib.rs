@@ -287,46 +287,24 @@ fn apply(
 }
 
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| Box::new(Root { plugin: None }));
+    meshgate_sdk::plugin::register::<Plugin>();
 }}
 
-struct Root {
-    plugin: Option<Rc<Plugin>>,
-}
+impl HttpPlugin for Plugin {
+    type Config = Config;
+    const NAME: &'static str = "claims-transformer";
 
-impl Context for Root {}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let parsed = meshgate_sdk::config::load::<Config>()
-            .map_err(|e| e.to_string())
-            .and_then(Plugin::new);
-        match parsed {
-            Ok(p) => {
-                self.plugin = Some(Rc::new(p));
-                true
-            }
-            Err(e) => {
-                log::error!("claims-transformer: {e}");
-                false
-            }
-        }
+    fn configure(config: Config) -> Result<Plugin, String> {
+        Plugin::new(config)
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Stream {
-            plugin: self.plugin.clone(),
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+    fn stream(plugin: Rc<Plugin>) -> Box<dyn HttpContext> {
+        Box::new(Stream { plugin })
     }
 }
 
 struct Stream {
-    plugin: Option<Rc<Plugin>>,
+    plugin: Rc<Plugin>,
 }
 
 impl Stream {
@@ -354,9 +332,7 @@ impl Context for Stream {}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(plugin) = self.plugin.clone() else {
-            return Action::Continue;
-        };
+        let plugin = self.plugin.clone();
         let c = &plugin.config;
         // Whatever the client sent under an output name goes, token or not.
         for h in &plugin.outputs {
@@ -397,14 +373,13 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Some(plugin) = self.plugin.clone() {
-            apply(
-                &plugin.config.response,
-                |n| self.response_header_values_bytes(n),
-                |n, v| self.set_http_response_header_bytes(n, v),
-                |n, v| self.add_http_response_header_bytes(n, v),
-            );
-        }
+        let plugin = self.plugin.clone();
+        apply(
+            &plugin.config.response,
+            |n| self.response_header_values_bytes(n),
+            |n, v| self.set_http_response_header_bytes(n, v),
+            |n, v| self.add_http_response_header_bytes(n, v),
+        );
         Action::Continue
     }
 }

@@ -229,52 +229,37 @@ fn host_of(address: &str) -> &str {
     }
 }
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| Box::new(Root { plugin: None }));
-}}
-
-struct Root {
-    plugin: Option<Rc<Plugin>>,
+/// The plugin's name as the host knows it (`plugin_name`), which prefixes its shared-data keys.
+fn plugin_name() -> String {
+    proxy_wasm::hostcalls::get_property(vec!["plugin_name"])
+        .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_default()
 }
 
-impl Context for Root {}
+proxy_wasm::main! {{
+    meshgate_sdk::plugin::register::<Plugin>();
+}}
 
-impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let name = self
-            .get_property(vec!["plugin_name"])
-            .and_then(|b| String::from_utf8(b).ok())
-            .unwrap_or_default();
-        let parsed = meshgate_sdk::config::load::<Config>()
-            .map_err(|e| e.to_string())
-            .and_then(|c| Plugin::new(c, &name));
-        match parsed {
-            Ok(p) => {
-                self.plugin = Some(Rc::new(p));
-                true
-            }
-            Err(e) => {
-                log::error!("rate-limit: {e}");
-                false
-            }
-        }
+impl HttpPlugin for Plugin {
+    type Config = Config;
+    const NAME: &'static str = "rate-limit";
+
+    fn configure(config: Config) -> Result<Plugin, String> {
+        Plugin::new(config, &plugin_name())
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Stream {
-            plugin: self.plugin.clone(),
+    fn stream(plugin: Rc<Plugin>) -> Box<dyn HttpContext> {
+        Box::new(Stream {
+            plugin,
             decision: None,
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        })
     }
 }
 
 struct Stream {
-    plugin: Option<Rc<Plugin>>,
+    plugin: Rc<Plugin>,
     decision: Option<Decision>,
 }
 
@@ -301,9 +286,7 @@ impl Context for Stream {}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(plugin) = self.plugin.clone() else {
-            return Action::Continue;
-        };
+        let plugin = self.plugin.clone();
         let c = &plugin.config;
         let Some(key) = self.key(c) else {
             return Action::Continue;
@@ -348,11 +331,9 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let (Some(plugin), Some(d)) = (&self.plugin, self.decision) {
-            self.set_http_response_header(
-                "x-ratelimit-limit",
-                Some(&plugin.config.capacity.to_string()),
-            );
+        if let Some(d) = self.decision {
+            let limit = self.plugin.config.capacity.to_string();
+            self.set_http_response_header("x-ratelimit-limit", Some(&limit));
             self.set_http_response_header("x-ratelimit-remaining", Some(&d.remaining.to_string()));
             self.set_http_response_header("x-ratelimit-reset", Some(&d.reset_secs.to_string()));
         }

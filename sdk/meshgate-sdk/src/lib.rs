@@ -13,7 +13,9 @@
 //! - [`reply`]: local replies (`send_http_response`) built step by step;
 //! - [`metrics`]: typed handles for counters, gauges and histograms;
 //! - [`callout`]: HTTP callouts with the pseudo-headers Envoy insists on, and their answers;
-//! - [`shared`]: read-modify-write of shared data with compare-and-swap retries.
+//! - [`shared`]: read-modify-write of shared data with compare-and-swap retries;
+//! - [`plugin`]: the root context (typed config in, shared state out to every stream), written
+//!   once: implement [`plugin::HttpPlugin`] and call [`plugin::register`].
 //!
 //! ```no_run
 //! use meshgate_sdk::prelude::*;
@@ -53,6 +55,7 @@ pub mod callout;
 pub mod config;
 pub mod headers;
 pub mod metrics;
+pub mod plugin;
 pub mod reply;
 pub mod shared;
 
@@ -63,6 +66,7 @@ pub mod prelude {
     pub use crate::callout::{CallResponse, Callout};
     pub use crate::headers::{RequestHeaders, ResponseHeaders};
     pub use crate::metrics::{Counter, Gauge, Histogram};
+    pub use crate::plugin::HttpPlugin;
     pub use crate::reply::{reply, Reply};
     pub use proxy_wasm::traits::{Context, HttpContext, RootContext};
     pub use proxy_wasm::types::{Action, ContextType, LogLevel, Status};
