@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Method;
 use serde_json::Value;
+use support::parity::{compare, needs, wasm_plugin as plugin, Desc};
 use support::{envoy, fixtures, plugins, Client, Gateway, Upstream};
 
 /// A description of one side: `what -> value`.
-type Desc = BTreeMap<String, String>;
 
 /// meshgate and Envoy in front of one echo upstream, with the WasmPlugin documents `plugins`.
 struct Both {
@@ -53,22 +53,6 @@ impl Both {
         });
         Both { up, gw, ev }
     }
-}
-
-/// A WasmPlugin document in `istio-system`.
-fn plugin(name: &str, wasm: &Path, spec: &str) -> String {
-    format!(
-        "---\napiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {{name: {name}, namespace: istio-system}}\n\
-         spec:\n  url: file://{}\n{spec}",
-        wasm.display()
-    )
-}
-
-/// Envoy and the plugin, or `None` (the test skips, outside CI).
-fn needs(plugin: &str) -> Option<(PathBuf, PathBuf)> {
-    let bin = envoy::required()?;
-    let wasm = plugins::path(plugin)?;
-    Some((bin, wasm))
 }
 
 /// Status, body and the response headers `headers` of `r`, under `case`.
@@ -117,40 +101,6 @@ fn describe_upstream(d: &mut Desc, case: &str, up: &Upstream, before: usize, hea
     }
 }
 
-/// Fails on any difference not tolerated; every tolerated prefix must still differ somewhere.
-fn compare(ours: &Desc, theirs: &Desc, tolerated: &[(&str, &str)]) {
-    let keys: BTreeSet<&String> = ours.keys().chain(theirs.keys()).collect();
-    let mut unexplained = Vec::new();
-    let mut seen = BTreeSet::new();
-    for k in keys {
-        let (a, b) = (
-            ours.get(k).map_or("<missing>", String::as_str),
-            theirs.get(k).map_or("<missing>", String::as_str),
-        );
-        if a == b {
-            continue;
-        }
-        let line = format!("{k}: meshgate {a:?}, envoy {b:?}");
-        match tolerated.iter().find(|(p, _)| k.contains(p)) {
-            Some((p, why)) => {
-                println!("  tolerated ({why}): {line}");
-                seen.insert(*p);
-            }
-            None => unexplained.push(line),
-        }
-    }
-    assert!(
-        unexplained.is_empty(),
-        "differences from Envoy:\n{}",
-        unexplained.join("\n")
-    );
-    for (p, _) in tolerated {
-        assert!(
-            seen.contains(p),
-            "tolerated difference {p:?} no longer happens: update the test"
-        );
-    }
-}
 
 /// A sample's value on a Prometheus page: the line `name` or `name{}`.
 fn prom(text: &str, name: &str) -> Option<f64> {
@@ -318,7 +268,7 @@ fn barista_metrics_matches_envoy() {
         stats.contains("wasmcustom.barista_orders_total: 7"),
         "{stats}"
     );
-    compare(&a, &b, &[]);
+    compare("barista-metrics", &a, &b, &[]);
 }
 
 #[test]
@@ -381,7 +331,7 @@ fn rate_limit_matches_envoy() {
         }
     }
     assert_eq!(a["prometheus rate_limit_limited_total"], "Some(2.0)");
-    compare(&a, &b, &[]);
+    compare("rate-limit", &a, &b, &[]);
 }
 
 /// Fires `n` requests for user `user` at once (one connection each) and returns the statuses.
@@ -546,7 +496,7 @@ fn claims_transformer_matches_envoy() {
     assert_eq!(a["not a JWT: upstream x-user"], "");
     assert_eq!(a["token and forged headers: response x-resp"], "set");
     assert_eq!(a["token and forged headers: response x-upstream"], "");
-    compare(&a, &b, &[]);
+    compare("claims-transformer", &a, &b, &[]);
 }
 
 #[test]
@@ -641,7 +591,7 @@ fn basic_auth_matches_envoy() {
             );
         }
     }
-    compare(&a, &b, &[]);
+    compare("basic-auth", &a, &b, &[]);
 }
 
 #[test]

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Method;
 use serde_json::Value;
+use support::parity::{compare, needs, wasm_plugin as plugin, Desc};
 use support::{envoy, fixtures, plugins, Client, Gateway, Upstream};
 
 // ---------------------------------------------------------------------------------------------
@@ -169,15 +170,6 @@ struct Both {
     ev: envoy::Envoy,
 }
 
-/// A WasmPlugin document in `istio-system` with extra spec lines.
-fn plugin(name: &str, wasm: &std::path::Path, spec: &str) -> String {
-    format!(
-        "---\napiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {{name: {name}, namespace: istio-system}}\n\
-         spec:\n  url: file://{}\n{spec}",
-        wasm.display()
-    )
-}
-
 impl Both {
     /// Starts both with the WasmPlugin documents `plugins`; `edit` changes Envoy's config further
     /// (for what does not change behaviour, such as the stats flush interval).
@@ -225,59 +217,16 @@ impl Both {
     }
 }
 
-/// The Envoy binary and a plugin, or `None`: the test skips (outside CI).
-fn needs(plugin: &str) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
-    let bin = envoy::required()?;
-    let wasm = plugins::path(plugin)?;
-    Some((bin, wasm))
-}
 
 // ---------------------------------------------------------------------------------------------
 // Comparing
 
 /// A description of what one side did: `what -> value`.
-type Desc = BTreeMap<String, String>;
 
 fn desc() -> Desc {
     BTreeMap::new()
 }
 
-/// Compares meshgate's description with Envoy's. Each difference whose `what` starts with one
-/// of `tolerated`'s prefixes is accepted (the second element says why); any other fails the
-/// test. Every tolerated prefix must match at least one difference.
-fn compare(case: &str, ours: &Desc, theirs: &Desc, tolerated: &[(&str, &str)]) {
-    let keys: BTreeSet<&String> = ours.keys().chain(theirs.keys()).collect();
-    let mut unexplained = Vec::new();
-    let mut seen = BTreeSet::new();
-    for k in keys {
-        let (a, b) = (
-            ours.get(k).map_or("<missing>", String::as_str),
-            theirs.get(k).map_or("<missing>", String::as_str),
-        );
-        if a == b {
-            continue;
-        }
-        let line = format!("{case}: {k}: meshgate {a:?}, envoy {b:?}");
-        match tolerated.iter().find(|(p, _)| k.starts_with(p)) {
-            Some((p, why)) => {
-                println!("  tolerated ({why}): {line}");
-                seen.insert(*p);
-            }
-            None => unexplained.push(line),
-        }
-    }
-    assert!(
-        unexplained.is_empty(),
-        "differences from Envoy:\n{}",
-        unexplained.join("\n")
-    );
-    for (p, _) in tolerated {
-        assert!(
-            seen.contains(p),
-            "{case}: tolerated difference {p:?} no longer happens: update the test"
-        );
-    }
-}
 
 /// Response headers that vary by nature or are documented differences (`server`).
 const VOLATILE_RESPONSE: [&str; 3] = ["date", "server", "x-envoy-upstream-service-time"];

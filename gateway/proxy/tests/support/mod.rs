@@ -8,6 +8,7 @@ pub mod client;
 pub mod envoy;
 pub mod fixtures;
 pub mod gateway;
+pub mod parity;
 pub mod plugins;
 pub mod registry;
 pub mod upstream;
