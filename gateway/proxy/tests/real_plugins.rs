@@ -13,8 +13,8 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,8 +22,6 @@ use http::Method;
 use serde_json::Value;
 use support::parity::{compare, needs, wasm_plugin as plugin, Desc};
 use support::{envoy, fixtures, plugins, Client, Gateway, Upstream};
-
-/// A description of one side: `what -> value`.
 
 /// meshgate and Envoy in front of one echo upstream, with the WasmPlugin documents `plugins`.
 struct Both {
@@ -100,7 +98,6 @@ fn describe_upstream(d: &mut Desc, case: &str, up: &Upstream, before: usize, hea
         d.insert(format!("{case}: upstream {h}"), v.join(" | "));
     }
 }
-
 
 /// A sample's value on a Prometheus page: the line `name` or `name{}`.
 fn prom(text: &str, name: &str) -> Option<f64> {

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::Value;
 use support::parity::{compare, needs, wasm_plugin as plugin, Desc};
-use support::{envoy, fixtures, plugins, Client, Gateway, Upstream};
+use support::{envoy, fixtures, Client, Gateway, Upstream};
 
 // ---------------------------------------------------------------------------------------------
 // A body-recording upstream
@@ -217,16 +217,12 @@ impl Both {
     }
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Comparing
-
-/// A description of what one side did: `what -> value`.
 
 fn desc() -> Desc {
     BTreeMap::new()
 }
-
 
 /// Response headers that vary by nature or are documented differences (`server`).
 const VOLATILE_RESPONSE: [&str; 3] = ["date", "server", "x-envoy-upstream-service-time"];
