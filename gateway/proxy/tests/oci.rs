@@ -767,10 +767,11 @@ fn https_modules_are_fetched_with_a_trusted_ca_and_refused_without() {
     std::fs::write(&ca, pem).expect("write CA");
     let url = format!("https://127.0.0.1:{port}/add.wasm");
     let up = Upstream::echo("up");
-    let cfg = config(
-        &up,
-        &wasm_plugin("add", &url, "tls", "  failStrategy: FAIL_OPEN\n"),
+    let pinned = format!(
+        "  sha256: {:x}\n  failStrategy: FAIL_OPEN\n",
+        sha2_of(&wasm)
     );
+    let cfg = config(&up, &wasm_plugin("add", &url, "tls", &pinned));
     let cache = dir.path().join("cache");
     let cache_s = cache.to_str().expect("utf-8");
     let ca_s = ca.to_str().expect("utf-8");
@@ -803,5 +804,19 @@ fn https_modules_are_fetched_with_a_trusted_ca_and_refused_without() {
     let p = failed(&gw, "add");
     let state = p["state"].as_str().unwrap_or_default().to_lowercase();
     assert!(state.contains("certificate"), "{p}");
+    assert_eq!(x_from(&gw, "/"), (200, None));
+    drop(gw);
+    // A URL without a `sha256` pin is refused before anything is fetched.
+    let unpinned = config(
+        &up,
+        &wasm_plugin("add", &url, "tls", "  failStrategy: FAIL_OPEN\n"),
+    );
+    let gw = Gateway::start_with(
+        &unpinned,
+        &["--wasm-ca-file", ca_s, "--wasm-cache", cache_s],
+    );
+    let p = failed(&gw, "add");
+    let state = p["state"].as_str().unwrap_or_default();
+    assert!(state.contains("needs `sha256`"), "{p}");
     assert_eq!(x_from(&gw, "/"), (200, None));
 }

@@ -501,6 +501,13 @@ fn request_for(spec: &PluginSpec, ctx: &PullCtx) -> Result<Request, String> {
         PluginSource::Oci { reference } => {
             Source::Oci(ImageRef::parse(reference).map_err(|e| e.to_string())?)
         }
+        // A URL names whatever the server answers today: the WasmPlugin must pin the module
+        // (Istio makes `sha256` optional here; meshgate does not, see envoy-differences.md).
+        PluginSource::Http { url } if spec.sha256.is_none() => {
+            return Err(format!(
+                "{url}: an http(s):// module needs `sha256` to be set"
+            ))
+        }
         PluginSource::Http { url } => Source::Http(url.clone()),
         PluginSource::File(p) => return Err(format!("{}: not a remote module", p.display())),
     };
