@@ -144,7 +144,16 @@ impl Engine {
 
     /// Compiles (or finds, by content) a module and links it against the host.
     pub fn load(&self, bytes: &[u8]) -> Result<CompiledModule, WasmError> {
-        let digest: [u8; 32] = Sha256::digest(bytes).into();
+        self.load_digested(bytes, Sha256::digest(bytes).into())
+    }
+
+    /// [`Engine::load`] for a caller that already hashed the bytes (`digest` must be their
+    /// sha256: modules are found by it).
+    pub fn load_digested(
+        &self,
+        bytes: &[u8],
+        digest: [u8; 32],
+    ) -> Result<CompiledModule, WasmError> {
         if let Some(m) = self.lock_modules().get(&digest) {
             return Ok(m.clone());
         }

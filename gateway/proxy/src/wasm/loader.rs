@@ -369,7 +369,8 @@ impl Runtime {
                 }
                 let state = match fetched.and_then(|(b, d)| {
                     check_file_pin(spec, &d)?;
-                    self.build(spec, &b).map(|p| (p, d))
+                    let engine = self.engine()?;
+                    compile(engine, spec, &b, d).map(|p| (p, d))
                 }) {
                     Ok((plugin, digest)) => LoadState::Loaded {
                         plugin,
@@ -426,7 +427,7 @@ impl Runtime {
                         self.metrics.count(&spec.name, "cache_hit");
                         let lp = LoadedPlugin::new(spec.clone(), state);
                         lp.set_info(|i| record_fetch(i, &f));
-                        tracing::info!(plugin = %spec.name, source = %spec.source, sha256 = %meshgate_pull::hex(&f.digest), "WasmPlugin loaded from the module cache");
+                        tracing::info!(plugin = %spec.name, source = %spec.source, sha256 = %meshgate_wasm::hex(&f.digest), "WasmPlugin loaded from the module cache");
                         return Arc::new(lp);
                     }
                     Err(e) => {
@@ -448,12 +449,6 @@ impl Runtime {
             self.metrics.clone(),
         ));
         lp
-    }
-
-    fn build(&self, spec: &PluginSpec, bytes: &[u8]) -> Result<Plugin, String> {
-        let engine = self.engine()?;
-        let module = engine.load(bytes).map_err(|e| e.to_string())?;
-        Ok(engine.plugin(config_of(spec), module))
     }
 }
 
@@ -559,9 +554,8 @@ fn activate_state(
     ctx: &PullCtx,
     f: &Fetched,
 ) -> Result<LoadState, String> {
-    let module = engine.load(&f.module).map_err(|e| e.to_string())?;
     Ok(LoadState::Loaded {
-        plugin: engine.plugin(config_of(spec), module),
+        plugin: compile(engine, spec, &f.module, f.digest)?,
         digest: f.digest,
         _lease: ctx.fetcher.cache().map(|c| c.lease(f.digest)),
     })
@@ -609,7 +603,7 @@ async fn fetch_task(
                         tracing::info!(
                             plugin = %spec.name,
                             source = %spec.source,
-                            sha256 = %meshgate_pull::hex(&f.digest),
+                            sha256 = %meshgate_wasm::hex(&f.digest),
                             layout = f.layout.as_deref().unwrap_or("-"),
                             elapsed_ms = started.elapsed().as_millis() as u64,
                             "WasmPlugin module fetched and loaded"
@@ -633,7 +627,7 @@ async fn fetch_task(
                 if !serving_previous {
                     if let Some(f) = req.as_ref().and_then(|r| ctx.fetcher.cached_any(r)) {
                         if let Ok(state) = activate_state(&engine, &spec, &ctx, &f) {
-                            tracing::warn!(plugin = %spec.name, source = %spec.source, error = %e, sha256 = %meshgate_pull::hex(&f.digest), "WasmPlugin pull failed; serving the cached copy from an earlier pull");
+                            tracing::warn!(plugin = %spec.name, source = %spec.source, error = %e, sha256 = %meshgate_wasm::hex(&f.digest), "WasmPlugin pull failed; serving the cached copy from an earlier pull");
                             lp.set_info(|i| {
                                 record_fetch(i, &f);
                                 i.stale = true;
@@ -657,6 +651,19 @@ async fn fetch_task(
             }
         }
     }
+}
+
+/// The plugin of `spec` on the module `bytes` (whose sha256, already known, is `digest`).
+fn compile(
+    engine: &Engine,
+    spec: &PluginSpec,
+    bytes: &[u8],
+    digest: [u8; 32],
+) -> Result<Plugin, String> {
+    let module = engine
+        .load_digested(bytes, digest)
+        .map_err(|e| e.to_string())?;
+    Ok(engine.plugin(config_of(spec), module))
 }
 
 /// For a file module, a `sha256` given must match.

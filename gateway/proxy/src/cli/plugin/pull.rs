@@ -79,7 +79,7 @@ pub fn run(args: &PullArgs) -> anyhow::Result<ExitCode> {
     let elapsed = started.elapsed();
     std::fs::write(&args.output, &fetched.module)
         .with_context(|| format!("writing {}", args.output.display()))?;
-    println!("sha256:{}", meshgate_pull::hex(&fetched.digest));
+    println!("sha256:{}", meshgate_wasm::hex(&fetched.digest));
     if let Some(m) = &fetched.manifest_digest {
         println!("manifest {m}");
     }

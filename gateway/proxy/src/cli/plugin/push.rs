@@ -97,7 +97,7 @@ pub fn run(args: &PushArgs) -> anyhow::Result<ExitCode> {
         "pushed {} ({} bytes, module sha256:{}) to {image} in {} ms",
         args.file.display(),
         module.len(),
-        meshgate_pull::hex(&meshgate_pull::sha256(&module)),
+        meshgate_wasm::hex(&meshgate_pull::sha256(&module)),
         started.elapsed().as_millis()
     );
     println!("{digest}");
