@@ -135,7 +135,7 @@ fn tag_and_digest_pulls_of_the_wasm_artifact_serve_requests() {
     assert_eq!(p["pull"]["layout"], "wasm-oci-artifact", "{p}");
     assert_eq!(p["pull"]["manifestDigest"], digest.as_str(), "{p}");
     assert_eq!(p["pull"]["fromCache"], false, "{p}");
-    let module_sha = format!("{:x}", sha2_of(&wasm));
+    let module_sha = sha2_of(&wasm);
     assert_eq!(p["moduleSha256"], module_sha.as_str());
     assert_eq!(x_from(&gw, "/"), (200, Some("add-v1".to_owned())));
     let s = stats(&gw);
@@ -199,28 +199,11 @@ fn tag_and_digest_pulls_of_the_wasm_artifact_serve_requests() {
     }
 }
 
-fn sha2_of(path: &Path) -> Hex {
-    Hex(std::fs::read(path).expect("read module"))
-}
-
-/// Formats a file's sha256 as `{:x}`.
-struct Hex(Vec<u8>);
-
-impl std::fmt::LowerHex for Hex {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let out = std::process::Command::new("sha256sum")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write as _;
-                c.stdin.take().expect("stdin").write_all(&self.0)?;
-                c.wait_with_output()
-            })
-            .expect("sha256sum runs");
-        let text = String::from_utf8_lossy(&out.stdout);
-        f.write_str(text.split_whitespace().next().unwrap_or_default())
-    }
+/// A file's sha256 in lower-case hex.
+fn sha2_of(path: &Path) -> String {
+    meshgate_wasm::hex(&meshgate_pull::sha256(
+        &std::fs::read(path).expect("read module"),
+    ))
 }
 
 #[test]
@@ -554,7 +537,7 @@ fn a_sha256_pin_is_checked_against_the_module_or_the_manifest() {
     let manifest = reg.push(&wasm, "plugins/add:v1");
     let host = reg.host();
     let url = format!("oci://{host}/plugins/add:v1");
-    let module_sha = format!("{:x}", sha2_of(&wasm));
+    let module_sha = sha2_of(&wasm);
     let up = Upstream::echo("up");
     let cache = tempfile::tempdir().expect("cache dir");
     let cfg = config(
@@ -767,10 +750,7 @@ fn https_modules_are_fetched_with_a_trusted_ca_and_refused_without() {
     std::fs::write(&ca, pem).expect("write CA");
     let url = format!("https://127.0.0.1:{port}/add.wasm");
     let up = Upstream::echo("up");
-    let pinned = format!(
-        "  sha256: {:x}\n  failStrategy: FAIL_OPEN\n",
-        sha2_of(&wasm)
-    );
+    let pinned = format!("  sha256: {}\n  failStrategy: FAIL_OPEN\n", sha2_of(&wasm));
     let cfg = config(&up, &wasm_plugin("add", &url, "tls", &pinned));
     let cache = dir.path().join("cache");
     let cache_s = cache.to_str().expect("utf-8");
