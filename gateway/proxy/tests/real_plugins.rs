@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Method;
 use serde_json::Value;
-use support::parity::{compare, needs, wasm_plugin as plugin, Desc};
+use support::parity::{compare, needs, prom, prom_page, wasm_plugin as plugin, Desc};
 use support::{envoy, fixtures, plugins, Client, Gateway, Upstream};
 
 /// meshgate and Envoy in front of one echo upstream, with the WasmPlugin documents `plugins`.
@@ -97,25 +97,6 @@ fn describe_upstream(d: &mut Desc, case: &str, up: &Upstream, before: usize, hea
             .collect();
         d.insert(format!("{case}: upstream {h}"), v.join(" | "));
     }
-}
-
-/// A sample's value on a Prometheus page: the line `name` or `name{}`.
-fn prom(text: &str, name: &str) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (k, v) = l.rsplit_once(' ')?;
-        (k == name || k == format!("{name}{{}}"))
-            .then(|| v.parse().ok())
-            .flatten()
-    })
-}
-
-fn prom_page(port: u16) -> String {
-    String::from_utf8_lossy(
-        &Client::http1(port)
-            .get("localhost", "/stats/prometheus")
-            .body,
-    )
-    .into_owned()
 }
 
 /// Polls the Prometheus page on `port` until `done` holds for it (bounded).

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Method;
 use serde_json::Value;
-use support::parity::{compare, needs, wasm_plugin as plugin, Desc};
+use support::parity::{compare, needs, prom, prom_page, wasm_plugin as plugin, Desc};
 use support::{envoy, fixtures, Client, Gateway, Upstream};
 
 // ---------------------------------------------------------------------------------------------
@@ -773,27 +773,6 @@ fn callouts_match_envoy() {
     };
     let (a, b) = (run(&ours), run(&theirs));
     compare("callout", &a, &b, &[]);
-}
-
-/// A sample's value on a Prometheus text page: the line `name{}` or `name` or `name{labels}`.
-fn prom(text: &str, name: &str) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (k, v) = l.rsplit_once(' ')?;
-        let base = k.split('{').next()?;
-        let labels = k.strip_prefix(base)?;
-        (base == name && (labels.is_empty() || labels == "{}"))
-            .then(|| v.parse().ok())
-            .flatten()
-    })
-}
-
-fn prom_page(port: u16) -> String {
-    String::from_utf8_lossy(
-        &Client::http1(port)
-            .get("localhost", "/stats/prometheus")
-            .body,
-    )
-    .into_owned()
 }
 
 #[test]

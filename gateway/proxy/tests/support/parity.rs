@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use super::{envoy, plugins};
+use super::{envoy, plugins, Client};
 
 /// A description of what one side did: `what -> value`.
 pub type Desc = BTreeMap<String, String>;
@@ -60,4 +60,26 @@ pub fn needs(plugin: &str) -> Option<(PathBuf, PathBuf)> {
     let bin = envoy::required()?;
     let wasm = plugins::path(plugin)?;
     Some((bin, wasm))
+}
+
+/// A sample's value on a Prometheus text page: the line `name` or `name{}` (no labels).
+pub fn prom(text: &str, name: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (k, v) = l.rsplit_once(' ')?;
+        let base = k.split('{').next()?;
+        let labels = k.strip_prefix(base)?;
+        (base == name && (labels.is_empty() || labels == "{}"))
+            .then(|| v.parse().ok())
+            .flatten()
+    })
+}
+
+/// The gateway's (or Envoy's) `/stats/prometheus` page on admin port `port`.
+pub fn prom_page(port: u16) -> String {
+    String::from_utf8_lossy(
+        &Client::http1(port)
+            .get("localhost", "/stats/prometheus")
+            .body,
+    )
+    .into_owned()
 }
