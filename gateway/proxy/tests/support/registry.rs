@@ -245,21 +245,11 @@ impl Registry {
         let dir = self.scratch().join(format!("oras-{repo}-{tag}"));
         std::fs::create_dir_all(&dir).expect("mkdir");
         std::fs::copy(wasm, dir.join("plugin.wasm")).expect("copy module");
-        let script = format!(
-            "import oras.client\nc = oras.client.OrasClient(hostname='{host}', insecure=True)\n\
-             r = c.push(files=['plugin.wasm:application/wasm'], target='{host}/{repo}:{tag}', disable_path_validation=True)\n\
-             assert r.status_code in (200, 201), r.status_code\n",
-            host = self.host()
-        );
-        let out = Command::new("python3")
-            .args(["-c", &script])
-            .current_dir(&dir)
-            .output()
-            .expect("python3 runs");
-        assert!(
-            out.status.success(),
-            "oras push failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        self.oras_push(
+            &dir,
+            "plugin.wasm",
+            "application/wasm",
+            &format!("{repo}:{tag}"),
         );
         Some(())
     }
@@ -296,9 +286,16 @@ impl Registry {
         }
         let dir = file.parent().expect("parent");
         let name = file.file_name().expect("name").to_string_lossy();
+        self.oras_push(dir, &name, media_type, "plugins/text:v1");
+        Some(())
+    }
+
+    /// Pushes `file` (in `dir`) as a one-layer artifact of layer media type `media_type` to
+    /// `repo_tag`, with the oras Python client.
+    fn oras_push(&self, dir: &Path, file: &str, media_type: &str, repo_tag: &str) {
         let script = format!(
             "import oras.client\nc = oras.client.OrasClient(hostname='{host}', insecure=True)\n\
-             r = c.push(files=['{name}:{media_type}'], target='{host}/plugins/text:v1', disable_path_validation=True)\n\
+             r = c.push(files=['{file}:{media_type}'], target='{host}/{repo_tag}', disable_path_validation=True)\n\
              assert r.status_code in (200, 201), r.status_code\n",
             host = self.host()
         );
@@ -312,6 +309,5 @@ impl Registry {
             "oras push failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        Some(())
     }
 }
