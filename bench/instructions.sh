@@ -9,7 +9,8 @@
 # 400 requests, then counts the user-space instructions of REQUESTS more (default 4000; h2:
 # h2load 16 connections x 16 streams, h1: 16 keep-alive connections), and prints them per
 # request. `plugin` adds the add-headers WasmPlugin (built by scripts/build-plugins.sh).
-# Needs valgrind, nginx, h2load and curl; kernel time is not counted.
+# Needs valgrind, nginx, h2load and curl; kernel time is not counted. Set CALLGRIND_OUT=FILE to
+# keep the profile for callgrind_annotate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -103,4 +104,5 @@ callgrind_control -i off "$vg" >/dev/null
 kill -INT "$vg"
 wait "$vg" 2>/dev/null || true
 total="$(callgrind_annotate "$tmp/callgrind.out" 2>/dev/null | awk '/PROGRAM TOTALS/ && !done {gsub(",", "", $1); print $1; done = 1}')"
+[ -n "${CALLGRIND_OUT:-}" ] && cp "$tmp/callgrind.out" "$CALLGRIND_OUT"
 echo "$proto $case_: $n requests ($codes): $total instructions, $((total / n)) per request"
