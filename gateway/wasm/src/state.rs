@@ -15,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 use wasmtime::{Memory, TypedFunc};
 
 use crate::context::{CallResponse, Callout, LocalResponse};
+use crate::header_cache::HeaderCache;
 use crate::host::{Host, StreamInfo};
 use crate::metrics::Metric;
 use crate::plugin::PluginShared;
@@ -59,6 +60,8 @@ pub struct VmState {
     pub(crate) done: bool,
     /// Bytes a plain `fd_write` to stdout/stderr left without a newline yet.
     pub(crate) stdio: [Vec<u8>; 2],
+    /// Header names (and values) the plugin writes, parsed once.
+    pub(crate) header_cache: HeaderCache,
 }
 
 /// One HTTP stream as the VM sees it.
@@ -74,8 +77,9 @@ pub struct StreamData {
     pub(crate) response_trailers: Option<http::HeaderMap>,
     /// What the gateway knows of the stream (addresses, route, cluster, response code).
     pub(crate) info: StreamInfo,
-    /// The request head as it went upstream, kept for `request.*` properties later on.
-    pub(crate) sent_request: Option<Rc<RequestFacts>>,
+    /// The request head as it went on, kept for `request.*` properties and header reads later
+    /// on (shared with the gateway's own copy when it keeps one).
+    pub(crate) sent_request: Option<Rc<RequestHead>>,
     /// The response headers as they went downstream, kept for `response.*` properties later on.
     pub(crate) sent_response: Option<Rc<http::HeaderMap>>,
     /// A reply the plugin asked for with `proxy_send_local_response`.
@@ -93,12 +97,41 @@ pub struct StreamData {
     pub(crate) ended: bool,
 }
 
-/// The request facts `request.*` properties read once the head has gone upstream.
+/// A request head once the plugins are done with it: what header reads and `request.*`
+/// properties see afterwards. The gateway may keep the same one to build its upstream attempts
+/// from, so the head is not copied twice.
 #[derive(Debug, Clone)]
-pub(crate) struct RequestFacts {
-    pub(crate) method: http::Method,
-    pub(crate) uri: http::Uri,
-    pub(crate) headers: http::HeaderMap,
+pub struct RequestHead {
+    /// The method.
+    pub method: http::Method,
+    /// The target.
+    pub uri: http::Uri,
+    /// The protocol version.
+    pub version: http::Version,
+    /// The headers.
+    pub headers: http::HeaderMap,
+}
+
+impl RequestHead {
+    /// A copy of `head` (without its extensions).
+    pub fn copy_of(head: &http::request::Parts) -> RequestHead {
+        RequestHead {
+            method: head.method.clone(),
+            uri: head.uri.clone(),
+            version: head.version,
+            headers: head.headers.clone(),
+        }
+    }
+
+    /// `head` itself, its extensions dropped.
+    pub fn from_parts(head: http::request::Parts) -> RequestHead {
+        RequestHead {
+            method: head.method,
+            uri: head.uri,
+            version: head.version,
+            headers: head.headers,
+        }
+    }
 }
 
 impl StreamData {

@@ -19,7 +19,7 @@ use crate::error::{VmFailure, WasmError};
 use crate::host::{Host, StreamInfo};
 use crate::plugin::{Plugin, PluginStats};
 use crate::shared::Inbox;
-use crate::state::{Limits, RequestFacts, StreamData, VmState};
+use crate::state::{Limits, RequestHead, StreamData, VmState};
 
 mod events;
 mod exports;
@@ -111,6 +111,7 @@ impl PluginVm {
             status: (0, Bytes::new()),
             done: false,
             stdio: Default::default(),
+            header_cache: Default::default(),
         };
         let pre = &shared.module.pre;
         let mut store = Store::new(pre.module().engine(), state);
@@ -385,17 +386,30 @@ impl PluginVm {
 
     /// The request head, back from the plugin.
     pub fn take_request(&mut self, id: StreamId) -> Option<http::request::Parts> {
-        let keep = self.plugin.module().reads_request;
-        let s = self.store.data_mut().streams.get_mut(&id.0)?;
-        let head = s.request.take()?;
-        if keep {
-            s.sent_request = Some(Rc::new(RequestFacts {
-                method: head.method.clone(),
-                uri: head.uri.clone(),
-                headers: head.headers.clone(),
-            }));
+        let head = self.take_request_unrecorded(id)?;
+        if self.plugin.module().reads_request {
+            self.record_request(id, Rc::new(RequestHead::copy_of(&head)));
         }
         Some(head)
+    }
+
+    /// The request head, back from the plugin, without keeping a copy for later reads: the
+    /// caller hands one over with [`PluginVm::record_request`] (the gateway shares the head
+    /// it builds its upstream attempts from, rather than copying it here).
+    pub fn take_request_unrecorded(&mut self, id: StreamId) -> Option<http::request::Parts> {
+        self.store.data_mut().streams.get_mut(&id.0)?.request.take()
+    }
+
+    /// The request head the plugin's later callbacks read (header reads, `request.*`).
+    pub fn record_request(&mut self, id: StreamId, head: Rc<RequestHead>) {
+        if let Some(s) = self.store.data_mut().streams.get_mut(&id.0) {
+            s.sent_request = Some(head);
+        }
+    }
+
+    /// Whether the module can read a request head once it has gone on.
+    pub fn reads_request(&self) -> bool {
+        self.plugin.module().reads_request
     }
 
     /// The response head, back from the plugin.

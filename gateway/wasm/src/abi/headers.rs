@@ -14,6 +14,7 @@ use super::{
     decode_pairs, encode_pairs, finish, hand_over, memory, read, slice, write_u32, HostError,
     MapType, Status,
 };
+use crate::header_cache::HeaderCache;
 use crate::state::VmState;
 
 /// A map's entries as the guest sees them.
@@ -129,8 +130,7 @@ fn pairs(st: &mut VmState, t: MapType) -> Result<Pairs, Status> {
 /// The value of `key` in map `t` (repeated headers joined with `,`, as Envoy joins them),
 /// looked up directly for a regular header rather than by listing the map.
 fn value_of(st: &mut VmState, t: MapType, key: &[u8]) -> Result<Option<Vec<u8>>, Status> {
-    let direct = |h: &HeaderMap| -> Option<Vec<u8>> {
-        let name = HeaderName::from_bytes(key).ok()?;
+    let direct = |h: &HeaderMap, name: HeaderName| -> Option<Vec<u8>> {
         let mut it = h.get_all(name).iter();
         let mut out = it.next()?.as_bytes().to_vec();
         for v in it {
@@ -140,14 +140,15 @@ fn value_of(st: &mut VmState, t: MapType, key: &[u8]) -> Result<Option<Vec<u8>>,
         Some(out)
     };
     if key.first() != Some(&b':') && !key.eq_ignore_ascii_case(b"host") {
-        if let Some(s) = st.stream() {
+        let cache = &mut st.header_cache;
+        if let Some(s) = st.streams.get(&st.effective) {
             let h = match t {
                 MapType::RequestHeaders => s.request.as_ref().map(|h| &h.headers),
                 MapType::ResponseHeaders => s.response.as_ref().map(|h| &h.headers),
                 _ => None,
             };
             if let Some(h) = h {
-                return Ok(direct(h));
+                return Ok(cache.name(key).ok().and_then(|n| direct(h, n)));
             }
         }
     }
@@ -182,16 +183,18 @@ fn value(v: &[u8]) -> Result<HeaderValue, Status> {
     HeaderValue::from_bytes(v).map_err(|_| Status::BadArgument)
 }
 
-fn edit_plain(h: &mut HeaderMap, e: &Edit<'_>) -> Result<(), Status> {
+fn edit_plain(h: &mut HeaderMap, cache: &mut HeaderCache, e: &Edit<'_>) -> Result<(), Status> {
     match *e {
         Edit::Add(k, v) => {
-            h.append(name(k)?, value(v)?);
+            let (k, v) = cache.pair(k, v).map_err(|_| Status::BadArgument)?;
+            h.append(k, v);
         }
         Edit::Replace(k, v) => {
-            h.insert(name(k)?, value(v)?);
+            let (k, v) = cache.pair(k, v).map_err(|_| Status::BadArgument)?;
+            h.insert(k, v);
         }
         Edit::Remove(k) => {
-            if let Ok(n) = HeaderName::from_bytes(k) {
+            if let Ok(n) = cache.name(k) {
                 h.remove(n);
             }
         }
@@ -240,7 +243,8 @@ fn set_request_pseudo(h: &mut http::request::Parts, k: &[u8], v: &[u8]) -> Resul
 }
 
 fn edit(st: &mut VmState, t: MapType, e: Edit<'_>) -> Result<(), Status> {
-    let s = st.stream().ok_or(Status::NotFound)?;
+    let cache = &mut st.header_cache;
+    let s = st.streams.get_mut(&st.effective).ok_or(Status::NotFound)?;
     let key = match e {
         Edit::Add(k, _) | Edit::Replace(k, _) | Edit::Remove(k) => k,
     };
@@ -258,7 +262,7 @@ fn edit(st: &mut VmState, t: MapType, e: Edit<'_>) -> Result<(), Status> {
                     return set_request_pseudo(h, b":authority", v);
                 }
             }
-            edit_plain(&mut h.headers, &e)
+            edit_plain(&mut h.headers, cache, &e)
         }
         MapType::ResponseHeaders => {
             let h = s.response.as_mut().ok_or(Status::NotFound)?;
@@ -268,14 +272,18 @@ fn edit(st: &mut VmState, t: MapType, e: Edit<'_>) -> Result<(), Status> {
                 }
                 return Ok(());
             }
-            edit_plain(&mut h.headers, &e)
+            edit_plain(&mut h.headers, cache, &e)
         }
-        MapType::RequestTrailers => {
-            edit_plain(s.request_trailers.as_mut().ok_or(Status::NotFound)?, &e)
-        }
-        MapType::ResponseTrailers => {
-            edit_plain(s.response_trailers.as_mut().ok_or(Status::NotFound)?, &e)
-        }
+        MapType::RequestTrailers => edit_plain(
+            s.request_trailers.as_mut().ok_or(Status::NotFound)?,
+            cache,
+            &e,
+        ),
+        MapType::ResponseTrailers => edit_plain(
+            s.response_trailers.as_mut().ok_or(Status::NotFound)?,
+            cache,
+            &e,
+        ),
         _ => Err(Status::BadArgument),
     }
 }
