@@ -9,7 +9,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::HeaderValue;
+use std::rc::Rc;
+
+use http::header::{HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use meshgate_config::snapshot::retry::RetryPolicy;
@@ -20,6 +22,7 @@ use crate::upstream::cluster::{ClusterState, LiveEndpoint};
 use crate::upstream::outlier::AttemptResult;
 use crate::upstream::pool::{ConnectFailure, Proto, UpstreamError};
 use crate::worker::WorkerCtx;
+use meshgate_wasm::RequestHead;
 
 /// Envoy's `host_selection_retry_max_attempts` under Istio: picks made to find an endpoint that
 /// has not been tried yet.
@@ -79,7 +82,7 @@ pub(super) struct Attempts<'a> {
 pub(super) type Answer = (Response<Body>, Instant, &'static str);
 
 impl Attempts<'_> {
-    pub(super) async fn run(&self, parts: Parts, body: Body) -> Result<Answer, Failure> {
+    pub(super) async fn run(&self, parts: AttemptHead, body: Body) -> Result<Answer, Failure> {
         let cluster = self.cluster;
         let max_attempts = self.policy.map_or(1, |p| p.num_retries.saturating_add(1));
         // A body that is already complete (most GETs) needs no copy to be sent again.
@@ -275,10 +278,33 @@ impl Attempts<'_> {
     }
 }
 
-/// The request of attempt number `attempt`: the head is moved into the last one and copied
-/// for the others (a retry needs it again). `None` only if the head is already gone.
+/// The head the attempts of a request are built from.
+pub(super) enum AttemptHead {
+    /// The gateway's alone: moved into the last attempt, copied for the others.
+    Owned(Parts),
+    /// Shared with the request's plugins (they read it after the request phase): every attempt
+    /// gets a copy; the last one also gets the extensions.
+    Shared(Rc<RequestHead>, Option<http::Extensions>),
+}
+
+impl AttemptHead {
+    /// `parts` as a head to share, and its extensions.
+    pub(super) fn share(mut parts: Parts) -> (Rc<RequestHead>, http::Extensions) {
+        let extensions = std::mem::take(&mut parts.extensions);
+        // The first attempt's count goes in now: the plugins see it, as in Envoy, and a copy
+        // then replaces the value in place instead of growing its map.
+        parts.headers.insert(
+            super::names::X_ENVOY_ATTEMPT_COUNT,
+            HeaderValue::from_static("1"),
+        );
+        (Rc::new(RequestHead::from_parts(parts)), extensions)
+    }
+}
+
+/// The request of attempt number `attempt` (see [`AttemptHead`]). `None` only if an owned head
+/// is already gone.
 fn attempt_request(
-    head: &mut Option<Parts>,
+    head: &mut Option<AttemptHead>,
     attempt: u32,
     last: bool,
     body: Body,
@@ -289,18 +315,32 @@ fn attempt_request(
         Some(c) => HeaderValue::from_static(c),
         None => HeaderValue::from(attempt),
     };
-    head.as_mut()?
-        .headers
+    let copy = |method: &http::Method, uri: &http::Uri, version, headers: &HeaderMap, body| {
+        let mut req = Request::new(body);
+        *req.method_mut() = method.clone();
+        *req.uri_mut() = uri.clone();
+        *req.version_mut() = version;
+        *req.headers_mut() = headers.clone();
+        req
+    };
+    let mut req = match head.as_mut()? {
+        AttemptHead::Owned(_) if last => match head.take() {
+            Some(AttemptHead::Owned(p)) => Request::from_parts(p, body),
+            _ => return None,
+        },
+        AttemptHead::Owned(p) => copy(&p.method, &p.uri, p.version, &p.headers, body),
+        AttemptHead::Shared(h, extensions) => {
+            let mut req = copy(&h.method, &h.uri, h.version, &h.headers, body);
+            if last {
+                if let Some(x) = extensions.take() {
+                    *req.extensions_mut() = x;
+                }
+            }
+            req
+        }
+    };
+    req.headers_mut()
         .insert(super::names::X_ENVOY_ATTEMPT_COUNT, count);
-    if last {
-        return head.take().map(|p| Request::from_parts(p, body));
-    }
-    let p = head.as_ref()?;
-    let mut req = Request::new(body);
-    *req.method_mut() = p.method.clone();
-    *req.uri_mut() = p.uri.clone();
-    *req.version_mut() = p.version;
-    *req.headers_mut() = p.headers.clone();
     Some(req)
 }
 

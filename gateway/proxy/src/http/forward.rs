@@ -14,7 +14,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 use meshgate_config::snapshot::route::{Forward, Route};
 
-use super::attempts::Attempts;
+use super::attempts::{AttemptHead, Attempts};
 use super::headers;
 use super::local_reply;
 use super::mirror;
@@ -25,6 +25,7 @@ use crate::access_log;
 use crate::body::{self, Body};
 use crate::router;
 use crate::upstream::pool::Proto;
+use crate::wasm::filter::Chain;
 use crate::worker::WorkerCtx;
 
 /// Forwards a request on a matched route and returns the response the client gets.
@@ -40,9 +41,13 @@ pub(super) async fn forward(
     live: &crate::live::Live,
     hash: Option<u64>,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    chain: Option<&Chain>,
 ) -> (Response<Body>, Outcome) {
     let wc = router::pick_cluster(fwd);
     let Some(cluster) = live.cluster(&wc.cluster) else {
+        if let Some(c) = chain {
+            c.record_request_of(&req);
+        }
         return (
             local_reply::text(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
             Outcome::local("NC", "cluster_not_found"),
@@ -71,6 +76,9 @@ pub(super) async fn forward(
         upgrade,
         &vars,
     ) {
+        if let Some(c) = chain {
+            c.record_request(&parts);
+        }
         return (
             local_reply::text(StatusCode::BAD_REQUEST, reason),
             Outcome {
@@ -136,7 +144,17 @@ pub(super) async fn forward(
         deadline: route_timeout.map(|t| tokio::time::Instant::now() + t),
         last_host: std::cell::Cell::new(None),
     };
-    let result = attempts.run(parts, body).await;
+    // With plugins, the head goes into one shared copy: they read it later, and the attempts
+    // are built from it (a retry needs the head again anyway).
+    let head = match chain {
+        Some(c) => {
+            let (head, extensions) = AttemptHead::share(parts);
+            c.share_request(head.clone());
+            AttemptHead::Shared(head, Some(extensions))
+        }
+        None => AttemptHead::Owned(parts),
+    };
+    let result = attempts.run(head, body).await;
     let service = cluster.host.clone();
     let (resp, sent, flags) = match result {
         Ok(ok) => ok,

@@ -20,6 +20,7 @@ use crate::body::{self, Body};
 use crate::router::{self, View};
 use crate::telemetry::RequestKey;
 use crate::upstream::lb::{hash_of, HashPolicy};
+use crate::wasm::filter::Chain;
 use crate::worker::WorkerCtx;
 
 /// What the request became, for metrics and logs.
@@ -232,13 +233,24 @@ async fn route_and_forward(
         match router::select(&vhost.routes, &view) {
             Some((r, m)) => (route, matched_prefix) = (r, m),
             None => {
+                c.record_request_of(&req);
                 return (
                     c.response(no_route().0).await,
                     Outcome::local("NR", "route_not_found"),
-                )
+                );
             }
         }
-        path = view.path.to_owned().into();
+        if view.path != path {
+            path = view.path.to_owned().into();
+        }
+        // The head the plugins read from now on: the one forward() sends upstream, shared with
+        // them; a request that ends otherwise (or is held up first) gets a copy here.
+        let shared_later = matches!(route.action, RouteAction::Forward(_))
+            && route.fault.is_none()
+            && route.cors.is_none();
+        if !shared_later {
+            c.record_request_of(&req);
+        }
         chain = Some(c);
         req
     };
@@ -276,6 +288,7 @@ async fn route_and_forward(
         listener.service_port,
         scheme,
         path,
+        chain.as_deref(),
     )
     .await;
     if let Some(c) = chain {
@@ -309,6 +322,7 @@ async fn act(
     service_port: u16,
     scheme: &str,
     path: &str,
+    chain: Option<&Chain>,
 ) -> (Response<Body>, Outcome) {
     let done = |resp, flags, details| (resp, Outcome::local(flags, details));
     let vars = super::vars::Vars {
@@ -372,6 +386,7 @@ async fn act(
                 live,
                 hash,
                 on_upgrade,
+                chain,
             ))
             .await;
             if let Some(cookie) = set_cookie {

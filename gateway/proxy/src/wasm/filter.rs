@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use meshgate_config::model::wasm_plugin::FailStrategy;
-use meshgate_wasm::{Action, LocalResponse, Resume, StreamId, StreamInfo, VmFailure};
+use meshgate_wasm::{Action, LocalResponse, RequestHead, Resume, StreamId, StreamInfo, VmFailure};
 
 use super::body::FilteredBody;
 use super::callout;
@@ -48,6 +48,8 @@ pub struct Chain {
     reached: Cell<usize>,
     /// The stream's facts as the chain opened (for a context opened later, on reload).
     info: StreamInfo,
+    /// The plugins have the request head they read after the request phase.
+    recorded: Cell<bool>,
 }
 
 /// A reply that ends the request early, with its response code details.
@@ -152,6 +154,7 @@ impl Chain {
             entries,
             reached: Cell::new(0),
             info: info.clone(),
+            recorded: Cell::new(false),
         }))
     }
 
@@ -208,11 +211,18 @@ impl Chain {
                     .on_request_headers(e.id(), head, end_of_stream);
                 self.dispatch(e);
                 let r = self.settle(e, r, false).await;
-                let back = e.vm().borrow_mut().take_request(e.id());
+                let back = e.vm().borrow_mut().take_request_unrecorded(e.id());
+                let ended = |back: Option<http::request::Parts>, reply: Reply| -> Reply {
+                    // The request ends here: the head is the plugins' to read from now on.
+                    if let Some(h) = back {
+                        self.share_request(Rc::new(RequestHead::from_parts(h)));
+                    }
+                    reply
+                };
                 match r {
                     Resume::Continue => {}
-                    Resume::LocalResponse(lr) => return Err(local_reply(lr)),
-                    Resume::Closed => return Err(fail_close()),
+                    Resume::LocalResponse(lr) => return Err(ended(back, local_reply(lr))),
+                    Resume::Closed => return Err(ended(back, fail_close())),
                     Resume::Failed(f) => {
                         // FAIL_RELOAD: a fresh VM gets the request once more.
                         if e.loaded.spec.fail_strategy == FailStrategy::FailReload && !reloaded {
@@ -223,11 +233,11 @@ impl Chain {
                                     reloaded = true;
                                     continue;
                                 }
-                                _ => return Err(fail_close()),
+                                (back, _) => return Err(ended(back, fail_close())),
                             }
                         }
                         if let Some(reply) = self.failed(e, &f) {
-                            return Err(reply);
+                            return Err(ended(back, reply));
                         }
                     }
                 }
@@ -236,6 +246,44 @@ impl Chain {
             }
         }
         Ok(head)
+    }
+
+    /// Gives the plugins `head`, the request as it went on, for what they read of it after the
+    /// request phase; the gateway keeps the same one for its upstream attempts. Once per
+    /// request: a later call does nothing.
+    pub fn share_request(&self, head: Rc<RequestHead>) {
+        if self.recorded.replace(true) {
+            return;
+        }
+        for e in &self.entries {
+            let vm_rc = e.vm();
+            let Ok(mut vm) = vm_rc.try_borrow_mut() else {
+                continue;
+            };
+            if vm.reads_request() {
+                vm.record_request(e.id(), head.clone());
+            }
+        }
+    }
+
+    /// As [`Chain::share_request`], with a copy of `head`: for a request that does not go
+    /// upstream (or not as it is), where the gateway keeps no head of its own.
+    pub fn record_request(&self, head: &http::request::Parts) {
+        if !self.recorded.get() {
+            self.share_request(Rc::new(RequestHead::copy_of(head)));
+        }
+    }
+
+    /// [`Chain::record_request`] for a whole request.
+    pub fn record_request_of<B>(&self, req: &http::Request<B>) {
+        if !self.recorded.get() {
+            self.share_request(Rc::new(RequestHead {
+                method: req.method().clone(),
+                uri: req.uri().clone(),
+                version: req.version(),
+                headers: req.headers().clone(),
+            }));
+        }
     }
 
     /// Moves `e` to a fresh VM of its plugin (the failed one is replaced on this worker).
