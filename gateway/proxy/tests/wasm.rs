@@ -276,15 +276,29 @@ fn plugin_metrics_and_per_plugin_telemetry_are_exported() {
 
 /// A hostile plugin (`kind` in `callback`) with this failStrategy, and a client.
 fn hostile(callback: &str, kind: &str, strategy: &str) -> Option<(Gateway, Upstream, Upstream)> {
+    hostile_with(callback, kind, strategy, "")
+}
+
+/// [`hostile`] with `annotations` (a YAML flow mapping's entries) on the WasmPlugin.
+fn hostile_with(
+    callback: &str,
+    kind: &str,
+    strategy: &str,
+    annotations: &str,
+) -> Option<(Gateway, Upstream, Upstream)> {
     let wasm = plugins::path("hostile")?;
     let (up, co) = (Upstream::echo("up"), Upstream::echo("co"));
     let spec = format!(
         "  failStrategy: {strategy}\n  pluginConfig: {{callback: {callback}, kind: {kind}}}\n"
     );
-    let gw = Gateway::start_with(
-        &config(&up, &co, &plugin("hostile", &wasm, &spec)),
-        &["--concurrency", "1"],
-    );
+    let mut doc = plugin("hostile", &wasm, &spec);
+    if !annotations.is_empty() {
+        doc = doc.replace(
+            "namespace: istio-system}",
+            &format!("namespace: istio-system, annotations: {{{annotations}}}}}"),
+        );
+    }
+    let gw = Gateway::start_with(&config(&up, &co, &doc), &["--concurrency", "1"]);
     Some((gw, up, co))
 }
 
@@ -351,7 +365,14 @@ fn a_panic_fails_open_when_the_plugin_says_so() {
 
 #[test]
 fn a_memory_hog_hits_its_cap_and_the_response_phase_fails_closed() {
-    let Some((gw, up, _co)) = hostile("response_headers", "alloc", "FAIL_CLOSE") else {
+    // A small cap and a long deadline: on a loaded machine, growing to the default 64 MiB cap
+    // could outlast the default 100 ms deadline, and the failure would count as a deadline.
+    let Some((gw, up, _co)) = hostile_with(
+        "response_headers",
+        "alloc",
+        "FAIL_CLOSE",
+        "plugins.meshgate.io/memory-limit: 8Mi, plugins.meshgate.io/callback-deadline: 10s",
+    ) else {
         return;
     };
     let c = Client::http1(gw.port);
