@@ -6,6 +6,7 @@
 //! from the gateway comes through [`Host`] and the data the filter hands over per stream.
 
 mod abi;
+mod body_buffer;
 mod code_cache;
 mod context;
 mod engine;

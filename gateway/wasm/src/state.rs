@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use wasmtime::{Memory, TypedFunc};
 
+use crate::body_buffer::BodyBuffer;
 use crate::context::{CallResponse, Callout, LocalResponse};
 use crate::header_cache::HeaderCache;
 use crate::host::{Host, StreamInfo};
@@ -69,11 +70,11 @@ pub struct VmState {
 pub struct StreamData {
     /// The request head, while the plugin holds it (request phase, or paused).
     pub(crate) request: Option<http::request::Parts>,
-    pub(crate) request_body: BytesMut,
+    pub(crate) request_body: BodyBuffer,
     pub(crate) request_trailers: Option<http::HeaderMap>,
     /// The response head, while the plugin holds it.
     pub(crate) response: Option<http::response::Parts>,
-    pub(crate) response_body: BytesMut,
+    pub(crate) response_body: BodyBuffer,
     pub(crate) response_trailers: Option<http::HeaderMap>,
     /// What the gateway knows of the stream (addresses, route, cluster, response code).
     pub(crate) info: StreamInfo,
@@ -81,7 +82,7 @@ pub struct StreamData {
     /// on (shared with the gateway's own copy when it keeps one).
     pub(crate) sent_request: Option<Rc<RequestHead>>,
     /// The response headers as they went downstream, kept for `response.*` properties later on.
-    pub(crate) sent_response: Option<Rc<http::HeaderMap>>,
+    pub(crate) sent_response: Option<http::HeaderMap>,
     /// A reply the plugin asked for with `proxy_send_local_response`.
     pub(crate) local_response: Option<LocalResponse>,
     /// The plugin resumed the request (`proxy_continue_stream(0)`) or the response.

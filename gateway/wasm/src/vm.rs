@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use wasmtime::{Store, Trap, WasmParams, WasmResults};
 
 use crate::context::{Action, Callout, LocalResponse};
@@ -339,7 +339,7 @@ impl PluginVm {
                 (&mut s.request_body, &mut s.info.request_body_size)
             };
             *seen += chunk.len() as u64;
-            append(buf, chunk);
+            buf.append(chunk);
             buf.len() as i32
         };
         let (f, callback) = if response {
@@ -418,7 +418,7 @@ impl PluginVm {
         let s = self.store.data_mut().streams.get_mut(&id.0)?;
         let head = s.response.take()?;
         if keep {
-            s.sent_response = Some(Rc::new(head.headers.clone()));
+            s.sent_response = Some(head.headers.clone());
         }
         Some(head)
     }
@@ -431,9 +431,9 @@ impl PluginVm {
             .get_mut(&id.0)
             .map_or_else(Bytes::new, |s| {
                 if response {
-                    s.response_body.split().freeze()
+                    s.response_body.take()
                 } else {
-                    s.request_body.split().freeze()
+                    s.request_body.take()
                 }
             })
     }
@@ -618,18 +618,6 @@ impl PluginVm {
         for s in self.store.data_mut().streams.values_mut() {
             s.wake();
         }
-    }
-}
-
-/// Appends `chunk` to `buf` without copying when `buf` is empty and `chunk` is not shared.
-fn append(buf: &mut BytesMut, chunk: Bytes) {
-    if buf.is_empty() {
-        match chunk.try_into_mut() {
-            Ok(m) => *buf = m,
-            Err(chunk) => buf.extend_from_slice(&chunk),
-        }
-    } else {
-        buf.extend_from_slice(&chunk);
     }
 }
 

@@ -6,30 +6,55 @@ use bytes::{Bytes, BytesMut};
 use wasmtime::{Caller, Linker};
 
 use super::{finish, hand_over, read, write_u32, BufferType, HostError, Status};
+use crate::body_buffer::BodyBuffer;
 use crate::state::VmState;
 
-/// The bytes of buffer `t` as the guest may read them.
-fn buffer(st: &mut VmState, t: BufferType) -> Result<Bytes, Status> {
-    Ok(match t {
-        BufferType::VmConfiguration => st.plugin.config.vm_configuration.clone(),
-        BufferType::PluginConfiguration => st.plugin.config.configuration.clone(),
-        BufferType::HttpCallResponseBody => st
-            .call_response
-            .as_ref()
-            .map(|r| r.body.clone())
-            .ok_or(Status::NotFound)?,
-        BufferType::GrpcReceiveBuffer => st.grpc_message.clone().ok_or(Status::NotFound)?,
-        BufferType::RequestBody => {
-            Bytes::copy_from_slice(&st.stream().ok_or(Status::NotFound)?.request_body)
+/// Buffer `t`: a body the plugin holds, or bytes of the host's.
+enum Buffer<'a> {
+    Body(&'a BodyBuffer),
+    Bytes(Bytes),
+}
+
+impl Buffer<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Buffer::Body(b) => b.len(),
+            Buffer::Bytes(b) => b.len(),
         }
+    }
+
+    /// Bytes `start..end` (within the buffer), shared where they can be.
+    fn range(&self, start: usize, end: usize) -> Bytes {
+        match self {
+            Buffer::Body(b) => b.range(start, end),
+            Buffer::Bytes(b) => b.slice(start..end),
+        }
+    }
+}
+
+/// Buffer `t` as the guest may read it.
+fn buffer(st: &mut VmState, t: BufferType) -> Result<Buffer<'_>, Status> {
+    Ok(match t {
+        BufferType::VmConfiguration => Buffer::Bytes(st.plugin.config.vm_configuration.clone()),
+        BufferType::PluginConfiguration => Buffer::Bytes(st.plugin.config.configuration.clone()),
+        BufferType::HttpCallResponseBody => Buffer::Bytes(
+            st.call_response
+                .as_ref()
+                .map(|r| r.body.clone())
+                .ok_or(Status::NotFound)?,
+        ),
+        BufferType::GrpcReceiveBuffer => {
+            Buffer::Bytes(st.grpc_message.clone().ok_or(Status::NotFound)?)
+        }
+        BufferType::RequestBody => Buffer::Body(&st.stream().ok_or(Status::NotFound)?.request_body),
         BufferType::ResponseBody => {
-            Bytes::copy_from_slice(&st.stream().ok_or(Status::NotFound)?.response_body)
+            Buffer::Body(&st.stream().ok_or(Status::NotFound)?.response_body)
         }
         _ => return Err(Status::NotFound),
     })
 }
 
-fn body_mut(st: &mut VmState, t: BufferType) -> Result<&mut BytesMut, Status> {
+fn body_mut(st: &mut VmState, t: BufferType) -> Result<&mut BodyBuffer, Status> {
     let s = st.stream().ok_or(Status::NotFound)?;
     match t {
         BufferType::RequestBody => Ok(&mut s.request_body),
@@ -52,12 +77,15 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
             let r = (|| -> Result<(), HostError> {
                 let t = BufferType::from_i32(t).ok_or(Status::BadArgument)?;
                 let (start, max) = (start as u32 as usize, max as u32 as usize);
-                let all = buffer(c.data_mut(), t)?;
-                if start > all.len() {
-                    return Err(Status::BadArgument.into());
-                }
-                let end = start.saturating_add(max).min(all.len());
-                hand_over(&mut c, &all[start..end], ret_ptr, ret_size)
+                // Only the range asked for is copied out of a gathered body.
+                let part = {
+                    let all = buffer(c.data_mut(), t)?;
+                    if start > all.len() {
+                        return Err(Status::BadArgument.into());
+                    }
+                    all.range(start, start.saturating_add(max).min(all.len()))
+                };
+                hand_over(&mut c, &part, ret_ptr, ret_size)
             })();
             finish(r)
         },
@@ -77,15 +105,16 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
                 let data = read(&mut c, data_ptr, data_len)?;
                 let (start, size) = (start as u32 as usize, size as u32 as usize);
                 let buf = body_mut(c.data_mut(), t)?;
-                if start > buf.len() {
+                let old = buf.bytes();
+                if start > old.len() {
                     return Err(Status::BadArgument);
                 }
-                let end = start.saturating_add(size).min(buf.len());
-                let mut out = BytesMut::with_capacity(buf.len() - (end - start) + data.len());
-                out.extend_from_slice(&buf[..start]);
+                let end = start.saturating_add(size).min(old.len());
+                let mut out = BytesMut::with_capacity(old.len() - (end - start) + data.len());
+                out.extend_from_slice(&old[..start]);
                 out.extend_from_slice(&data);
-                out.extend_from_slice(&buf[end..]);
-                *buf = out;
+                out.extend_from_slice(&old[end..]);
+                buf.set(out);
                 Ok(())
             })();
             r.map_or_else(Status::code, |()| Status::Ok.code())

@@ -145,7 +145,7 @@ fn response(s: &StreamData, rest: &[&[u8]]) -> Option<Vec<u8>> {
         s.response
             .as_ref()
             .map(|r| &r.headers)
-            .or(s.sent_response.as_deref())
+            .or(s.sent_response.as_ref())
     };
     Some(match (*rest.first()?, rest.get(1)) {
         (b"code", None) => int(i64::from(info.response_code?)),
