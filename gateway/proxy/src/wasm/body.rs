@@ -21,13 +21,39 @@ pub(super) struct FilteredBody {
     response: bool,
     /// How many entries the body goes through (in its direction).
     len: usize,
-    out: VecDeque<Frame<Bytes>>,
+    out: Outbox,
     /// A paused plugin holds the end of the body: its position on the body's way.
     waiting: Option<usize>,
     inner_done: bool,
     ended: bool,
     /// The body of a local reply: handed over whole, with end_of_stream.
     whole: bool,
+}
+
+/// Frames ready to go on, in order. Most bodies pass one frame at a time: that one is kept
+/// inline, so the queue allocates only when frames pile up.
+#[derive(Default)]
+struct Outbox {
+    first: Option<Frame<Bytes>>,
+    rest: VecDeque<Frame<Bytes>>,
+}
+
+impl Outbox {
+    fn push(&mut self, frame: Frame<Bytes>) {
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(frame);
+        } else {
+            self.rest.push_back(frame);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Frame<Bytes>> {
+        self.first.take().or_else(|| self.rest.pop_front())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
 }
 
 /// Why a body stopped.
@@ -47,7 +73,7 @@ impl FilteredBody {
             chain,
             response,
             len,
-            out: VecDeque::new(),
+            out: Outbox::default(),
             waiting: None,
             inner_done: false,
             ended: false,
@@ -96,7 +122,7 @@ impl FilteredBody {
             }
         }
         if !chunk.is_empty() {
-            self.out.push_back(Frame::data(chunk));
+            self.out.push(Frame::data(chunk));
         }
         Ok(())
     }
@@ -113,7 +139,7 @@ impl FilteredBody {
                 let mut vm = vm_rc.borrow_mut();
                 let held = vm.take_body(e.id(), self.response);
                 if !held.is_empty() {
-                    self.out.push_back(Frame::data(held));
+                    self.out.push(Frame::data(held));
                 }
                 if self.response {
                     vm.on_response_trailers(e.id(), trailers)
@@ -142,7 +168,7 @@ impl FilteredBody {
                 }
             }
         }
-        self.out.push_back(Frame::trailers(trailers));
+        self.out.push(Frame::trailers(trailers));
         Ok(())
     }
 }
@@ -157,7 +183,7 @@ impl HttpBody for FilteredBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
-            if let Some(f) = this.out.pop_front() {
+            if let Some(f) = this.out.pop() {
                 return Poll::Ready(Some(Ok(f)));
             }
             if let Some(pos) = this.waiting {

@@ -7,6 +7,8 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use meshgate_config::model::wasm_plugin::FailStrategy;
 use meshgate_wasm::{Action, LocalResponse, RequestHead, Resume, StreamId, StreamInfo, VmFailure};
@@ -43,7 +45,8 @@ impl Entry {
 /// A request's plugins.
 pub struct Chain {
     pub(super) ctx: Rc<WorkerCtx>,
-    pub(super) entries: Vec<Entry>,
+    /// Inline for the usual one or two plugins: no allocation of their own.
+    pub(super) entries: SmallVec<[Entry; 2]>,
     /// How many entries saw the request headers (the response goes back through them).
     reached: Cell<usize>,
     /// The stream's facts as the chain opened (for a context opened later, on reload).
@@ -128,7 +131,7 @@ impl Chain {
         plugins: impl Iterator<Item = &'a Arc<LoadedPlugin>>,
         info: &StreamInfo,
     ) -> Result<Rc<Chain>, Reply> {
-        let mut entries = Vec::with_capacity(plugins.size_hint().0.max(1));
+        let mut entries = SmallVec::new();
         for loaded in plugins {
             let opened = ctx.vms.get(ctx, loaded).and_then(|vm| {
                 let id = vm.borrow_mut().create_stream(info.clone());
