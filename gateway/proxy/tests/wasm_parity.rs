@@ -160,6 +160,10 @@ fn serve(conn: TcpStream, seen: &Mutex<Vec<Raw>>) {
 // ---------------------------------------------------------------------------------------------
 // Both proxies
 
+/// The routes of [`Both::start`]: `/body...` to the body upstream, the rest to `svc`.
+const MAIN_ROUTES: &str = "\x20 - name: body\n    match: [{uri: {prefix: /body}}]\n    route: [{destination: {host: body.test}}]\n\
+     \x20 - name: main\n    route: [{destination: {host: svc.test.svc.cluster.local}}]\n";
+
 /// meshgate and Envoy on the same upstreams: `svc` (echo, every path but `/body`), `callout.test`
 /// (echo, for callouts) and `body.test` (the body upstream, `/body...`).
 struct Both {
@@ -174,6 +178,16 @@ impl Both {
     /// Starts both with the WasmPlugin documents `plugins`; `edit` changes Envoy's config further
     /// (for what does not change behaviour, such as the stats flush interval).
     fn start(bin: &std::path::PathBuf, plugins: &str, edit: impl FnOnce(&mut Value)) -> Both {
+        Both::start_routes(bin, plugins, MAIN_ROUTES, edit)
+    }
+
+    /// [`Both::start`] with the VirtualService's `http` routes `routes` (YAML list items).
+    fn start_routes(
+        bin: &std::path::PathBuf,
+        plugins: &str,
+        routes: &str,
+        edit: impl FnOnce(&mut Value),
+    ) -> Both {
         let (up, co, body) = (
             Upstream::echo("up"),
             Upstream::echo("co"),
@@ -190,10 +204,9 @@ impl Both {
         ));
         y.push_str(
             "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs, namespace: test}\n\
-             spec:\n  hosts: ['*']\n  gateways: [istio-system/gw]\n  http:\n\
-             \x20 - name: body\n    match: [{uri: {prefix: /body}}]\n    route: [{destination: {host: body.test}}]\n\
-             \x20 - name: main\n    route: [{destination: {host: svc.test.svc.cluster.local}}]\n",
+             spec:\n  hosts: ['*']\n  gateways: [istio-system/gw]\n  http:\n",
         );
+        y.push_str(routes);
         y.push_str(plugins);
         // One worker, as Envoy runs with `--concurrency 1`.
         let gw = Gateway::start_with(&y, &["--concurrency", "1"]);
@@ -369,6 +382,47 @@ fn add_headers_matches_envoy() {
         let (a, b) = (run(&ours), run(&theirs));
         compare(&format!("add-headers {proto}"), &a, &b, &[XFF]);
     }
+}
+
+#[test]
+fn a_request_no_route_matches_goes_through_the_plugins_as_in_envoy() {
+    let Some((bin, add)) = needs("add-headers") else {
+        return;
+    };
+    let Some((_, wasm)) = needs("abi-probe") else {
+        return;
+    };
+    // Only /hello is routed. add-headers edits every response, the 404 included; the probe
+    // answers a request itself when asked to, routed or not.
+    let plugins = format!(
+        "{}{}",
+        plugin(
+            "add",
+            &add,
+            "  pluginConfig: {request: {x-req: one}, response: {x-resp: two}}\n",
+        ),
+        probe(&wasm, "")
+    );
+    let routes = "\x20 - name: hello\n    match: [{uri: {prefix: /hello}}]\n    route: [{destination: {host: svc.test.svc.cluster.local}}]\n";
+    let both = Both::start_routes(&bin, &plugins, routes, |_| {});
+    let (ours, theirs) = both.http1();
+    for (what, headers) in [
+        ("not found", &[][..]),
+        ("answered by a plugin", &[("x-probe", "local")][..]),
+    ] {
+        let run = |c: &Client| {
+            let r = c.get_h("app.example.com", "/nowhere", headers);
+            let mut d = desc();
+            describe_response(&mut d, "", &r, true);
+            d
+        };
+        let (a, b) = (run(&ours), run(&theirs));
+        compare(&format!("no route, {what}"), &a, &b, &[]);
+        assert_eq!(a["header x-resp"], "two", "{a:?}");
+    }
+    let (a, _) = (ours.get("app.example.com", "/nowhere"), ());
+    assert_eq!(a.status, 404);
+    assert_eq!(both.up.count(), 0, "nothing reaches the upstream");
 }
 
 /// The abi-probe plugin with `pluginName: probe-root` (and `spec` lines).

@@ -149,7 +149,7 @@ async fn route_and_forward(
         return no_route();
     };
     let Some(vhost) = listener.routes.lookup(authority) else {
-        return no_route();
+        return unrouted(req, conn, ctx, &live).await;
     };
     let scheme = "http";
     let path_and_query = req.uri().path_and_query().cloned();
@@ -185,7 +185,7 @@ async fn route_and_forward(
         headers: req.headers(),
     };
     let Some((mut route, mut matched_prefix)) = router::select(&vhost.routes, &view) else {
-        return no_route();
+        return unrouted(req, conn, ctx, &live).await;
     };
     // WasmPlugins run on the routed request, before CORS, faults and the router's action; the
     // route is chosen again after them, since they may have changed what it matched on (as
@@ -200,16 +200,12 @@ async fn route_and_forward(
         req.map(body::boxed)
     } else {
         let info = meshgate_wasm::StreamInfo {
-            source: Some(conn.peer),
-            destination: Some(conn.local),
-            start: Some(std::time::SystemTime::now()),
-            protocol: super::protocol_name(req.version()),
             route_name: Some(route.name.clone()),
             cluster_name: match &route.action {
                 RouteAction::Forward(f) => f.clusters.first().map(|c| c.cluster.clone()),
                 _ => None,
             },
-            ..Default::default()
+            ..stream_info(&conn, req.version())
         };
         let c = match crate::wasm::filter::Chain::open(ctx, plugins, &info) {
             Ok(c) => c,
@@ -305,6 +301,55 @@ async fn route_and_forward(
         super::cors::decorate(cors, origin.as_ref(), resp.headers_mut());
     }
     (resp, outcome)
+}
+
+/// What the plugins learn of a stream when it opens.
+fn stream_info(conn: &ConnInfo, version: http::Version) -> meshgate_wasm::StreamInfo {
+    meshgate_wasm::StreamInfo {
+        source: Some(conn.peer),
+        destination: Some(conn.local),
+        start: Some(std::time::SystemTime::now()),
+        protocol: super::protocol_name(version),
+        ..Default::default()
+    }
+}
+
+/// A request no route matches. As in Envoy, whose router answers 404 at the end of the filter
+/// chain, the plugins that are not scoped to routes see the request first (and may answer it
+/// themselves), and the 404 goes back through their response phase. Unlike Envoy, a plugin's
+/// header edits do not make the request match a route after all: it is answered 404.
+async fn unrouted(
+    req: Request<Incoming>,
+    conn: ConnInfo,
+    ctx: &Rc<WorkerCtx>,
+    live: &crate::live::Live,
+) -> (Response<Body>, Outcome) {
+    let not_found = || local_reply::text(StatusCode::NOT_FOUND, "");
+    let outcome = || Outcome::local("NR", "route_not_found");
+    let mut plugins = live.plugins_for(None, conn.local_port).peekable();
+    if plugins.peek().is_none() {
+        return (not_found(), outcome());
+    }
+    let info = stream_info(&conn, req.version());
+    let c = match Chain::open(ctx, plugins, &info) {
+        Ok(c) => c,
+        Err((r, details)) => return (r, Outcome::local("-", details)),
+    };
+    let (parts, body) = req.into_parts();
+    let end_of_stream = http_body::Body::is_end_stream(&body);
+    // The body is not read: the answer does not depend on it.
+    drop(body);
+    match c.request_headers(parts, end_of_stream).await {
+        Ok(parts) => {
+            c.record_request(&parts);
+            c.update(|i| {
+                i.response_code_details = Some("route_not_found");
+                i.response_flags = Some("NR");
+            });
+            (c.response(not_found()).await, outcome())
+        }
+        Err((r, details)) => (c.response(r).await, Outcome::local("-", details)),
+    }
 }
 
 /// Carries out a matched route's action.
