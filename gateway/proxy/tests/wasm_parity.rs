@@ -764,6 +764,103 @@ fn properties_match_envoy() {
     );
 }
 
+/// A ServiceEntry `NAME.test` (port protocol GRPC, so both proxies speak HTTP/2 to it) on
+/// `port`.
+fn grpc_service(name: &str, port: u16) -> String {
+    format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: test}}\n\
+         spec:\n  hosts: [{name}.test]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: 80, name: grpc, protocol: GRPC}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{grpc: {port}}}}}]\n"
+    )
+}
+
+#[test]
+fn grpc_callouts_match_envoy() {
+    let Some((bin, wasm)) = needs("abi-probe") else {
+        return;
+    };
+    let grpc_up = Upstream::echo("grpc");
+    let services =
+        grpc_service("grpc", grpc_up.port()) + &grpc_service("dead", support::free_port());
+    let both = Both::start(&bin, &(probe(&wasm, "") + &services), |_| {});
+    let (ours, theirs) = both.http1();
+    // A unary call and a stream (two messages, then half-close) to a cluster nobody listens on
+    // and to one that does not exist: what the plugin reports (on the request it lets go
+    // upstream, or in its own reply). A live call is not compared: Envoy sends the cluster name
+    // (`outbound|80||grpc.test`) as `:authority`, which an HTTP/2 server built on the h2 crate
+    // refuses as malformed (the stream is reset, as the assertion below shows).
+    for (mode, cluster) in [
+        ("grpc", "outbound|80||dead.test"),
+        ("grpc-stream", "outbound|80||dead.test"),
+        ("grpc", "outbound|80||nowhere.test"),
+        ("grpc-stream", "outbound|80||nowhere.test"),
+    ] {
+        let run = |c: &Client| {
+            let before = grpc_up.count();
+            let r = c.get_h(
+                "app.example.com",
+                "/up",
+                &[("x-probe", mode), ("x-probe-cluster", cluster)],
+            );
+            let mut d = desc();
+            d.insert("status".into(), r.status.as_u16().to_string());
+            if grpc_up.count() > before {
+                let call = grpc_up.last();
+                d.insert("call path".into(), call.path.clone());
+                d.insert("call version".into(), call.version.clone());
+                d.insert("call body bytes".into(), call.body_bytes.to_string());
+                for k in ["content-type", "te", "x-probe-md", "grpc-timeout"] {
+                    let v = call
+                        .headers
+                        .get(k)
+                        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                    d.insert(
+                        format!("call header {k}"),
+                        v.unwrap_or_else(|| "<absent>".into()),
+                    );
+                }
+            } else {
+                d.insert("call".into(), "none".into());
+            }
+            if r.status == 200 {
+                let seen = both.up.last();
+                for k in ["x-grpc-status", "x-grpc-message", "x-grpc-stream"] {
+                    let v = seen
+                        .headers
+                        .get(k)
+                        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                    d.insert(
+                        format!("plugin {k}"),
+                        v.unwrap_or_else(|| "<absent>".into()),
+                    );
+                }
+            } else {
+                d.insert("body".into(), String::from_utf8_lossy(&r.body).into_owned());
+            }
+            d
+        };
+        let (a, b) = (run(&ours), run(&theirs));
+        compare(&format!("{mode} to {cluster}"), &a, &b, &[]);
+    }
+    let live = &[
+        ("x-probe", "grpc"),
+        ("x-probe-cluster", "outbound|80||grpc.test"),
+    ];
+    assert_eq!(ours.get_h("app.example.com", "/up", live).status, 200);
+    let call = grpc_up.last();
+    assert_eq!(call.path, "/test.Echo/Say");
+    assert_eq!(
+        call.headers.get("x-probe-md").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    assert_eq!(theirs.get_h("app.example.com", "/up", live).status, 200);
+    assert_eq!(
+        both.ev
+            .cluster_stat("outbound|80||grpc.test", "http2.rx_reset"),
+        1,
+        "Envoy's call reached the service and was refused"
+    );
+}
+
 #[test]
 fn callouts_match_envoy() {
     let Some((bin, wasm)) = needs("abi-probe") else {

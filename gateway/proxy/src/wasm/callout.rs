@@ -227,18 +227,28 @@ async fn open_stream(
         .header("x-envoy-internal", "true")
         .body(crate::body::boxed(Fed(rx)))
         .map_err(|e| fail(GRPC_INTERNAL, &e.to_string()))?;
-    let ep = cluster
-        .pick(None)
-        .ok_or_else(|| fail(GRPC_UNAVAILABLE, "no healthy upstream"))?;
+    let Some(ep) = cluster.pick(None) else {
+        return Err(trailers_only(
+            deliver,
+            fail(GRPC_UNAVAILABLE, "no healthy upstream"),
+        ));
+    };
     let _active = ClusterState::start(&ep);
-    let resp = ctx
-        .pools
-        .send(ep.addr, proto, req, &cluster.circuit)
-        .await
-        .map_err(|e| fail(GRPC_UNAVAILABLE, &e.to_string()))?;
+    let resp = match ctx.pools.send(ep.addr, proto, req, &cluster.circuit).await {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(trailers_only(
+                deliver,
+                fail(GRPC_UNAVAILABLE, &e.to_string()),
+            ))
+        }
+    };
     let (parts, mut body) = resp.into_parts();
     if let Some(status) = status_of(&parts.headers) {
-        // A trailers-only answer.
+        // A trailers-only answer: as in Envoy, empty initial metadata, then its headers as the
+        // trailing metadata.
+        deliver(GrpcEvent::InitialMetadata(Vec::new()));
+        deliver(GrpcEvent::TrailingMetadata(pairs(&parts.headers)));
         return Ok(status);
     }
     if !deliver(GrpcEvent::InitialMetadata(pairs(&parts.headers))) {
@@ -275,6 +285,21 @@ async fn open_stream(
         }
     }
     Err(fail(GRPC_INTERNAL, "the stream ended without a status"))
+}
+
+/// A stream that got no answer: as Envoy's async client does, the plugin gets the trailers-only
+/// reply made up for it (empty initial metadata, then `:status`, `content-type`, `grpc-status`
+/// and `grpc-message` as trailing metadata) before the close with `status`.
+fn trailers_only(deliver: &impl Fn(GrpcEvent) -> bool, status: (u32, Bytes)) -> (u32, Bytes) {
+    let header = |k: &str, v: &[u8]| (k.to_owned(), Bytes::copy_from_slice(v));
+    deliver(GrpcEvent::InitialMetadata(Vec::new()));
+    deliver(GrpcEvent::TrailingMetadata(vec![
+        header(":status", b"200"),
+        header("content-type", b"application/grpc"),
+        header("grpc-status", status.0.to_string().as_bytes()),
+        header("grpc-message", &status.1),
+    ]));
+    status
 }
 
 enum Answer {

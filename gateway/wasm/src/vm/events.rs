@@ -107,9 +107,6 @@ impl PluginVm {
         let args = |n: usize| (root as i32, token as i32, n as i32);
         let initial = matches!(event, GrpcEvent::InitialMetadata(_));
         match event {
-            GrpcEvent::InitialMetadata(md) | GrpcEvent::TrailingMetadata(md) if md.is_empty() => {
-                Ok(())
-            }
             GrpcEvent::InitialMetadata(md) | GrpcEvent::TrailingMetadata(md) => {
                 let (f, callback) = if initial {
                     let f = self.ex.grpc_initial_metadata.clone();
