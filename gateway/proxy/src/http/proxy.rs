@@ -210,10 +210,17 @@ async fn route_and_forward(
             },
             ..Default::default()
         };
-        let c = match crate::wasm::filter::Chain::open(ctx, plugins, &info) {
-            Ok(c) => c,
-            Err((r, details)) => return (r, Outcome::local("-", details)),
-        };
+        let (c, opened) = crate::wasm::filter::Chain::open(ctx, plugins, &info);
+        let wants = |l: &Arc<access_log::AccessLog>| l.wants_plugins();
+        if let Some(e) = entry
+            .as_mut()
+            .filter(|_| ctx.shared.settings.access_log.as_ref().is_some_and(wants))
+        {
+            e.plugins = Some(c.clone());
+        }
+        if let Err((r, details)) = opened {
+            return (r, Outcome::local("-", details));
+        }
         let (parts, body) = req.into_parts();
         let end_of_stream = http_body::Body::is_end_stream(&body);
         let parts = match c.request_headers(parts, end_of_stream).await {

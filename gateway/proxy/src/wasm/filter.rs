@@ -21,6 +21,43 @@ use crate::worker::WorkerCtx;
 /// Largest body a plugin may hold buffered (Envoy's default buffer limit, 1 MiB).
 pub(super) const BUFFER_LIMIT: usize = 1 << 20;
 
+/// What became of one plugin in a request, for the access log's `%WASM_PLUGINS%`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginOutcome {
+    /// Not run: an earlier plugin (or a failure) ended the request first.
+    Skipped,
+    /// Ran and let the request go on.
+    Continue,
+    /// Failed in request headers and ran again on a fresh VM, which let it go on (FAIL_RELOAD).
+    Reloaded,
+    /// Answered the request itself (`proxy_send_local_response`).
+    LocalReply,
+    /// Closed the stream (`proxy_close_stream`): the request got the 503.
+    Closed,
+    /// Failed (or had no VM to run in); skipped for the rest of the request (FAIL_OPEN).
+    FailedOpen,
+    /// Failed (or had no VM to run in); the request got the 503.
+    FailedClosed,
+    /// Its module was still being fetched (FAIL_OPEN: skipped; otherwise the 503).
+    Pending,
+}
+
+impl PluginOutcome {
+    /// The word the access log shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginOutcome::Skipped => "skipped",
+            PluginOutcome::Continue => "continue",
+            PluginOutcome::Reloaded => "reloaded",
+            PluginOutcome::LocalReply => "local_reply",
+            PluginOutcome::Closed => "closed",
+            PluginOutcome::FailedOpen => "failed_open",
+            PluginOutcome::FailedClosed => "failed_closed",
+            PluginOutcome::Pending => "pending",
+        }
+    }
+}
+
 /// One plugin's part in a request.
 pub(super) struct Entry {
     pub(super) loaded: Arc<LoadedPlugin>,
@@ -28,6 +65,8 @@ pub(super) struct Entry {
     slot: std::cell::RefCell<(SharedVm, StreamId)>,
     /// False once the plugin failed open: the rest of the request skips it.
     pub(super) active: Cell<bool>,
+    /// What became of it so far.
+    outcome: Cell<PluginOutcome>,
 }
 
 impl Entry {
@@ -48,6 +87,9 @@ pub struct Chain {
     reached: Cell<usize>,
     /// The stream's facts as the chain opened (for a context opened later, on reload).
     info: StreamInfo,
+    /// Plugins that got no context (not loaded, no VM, or after one that stopped the request),
+    /// with the number of entries before them; empty (no allocation) when all opened.
+    unopened: Vec<(usize, Arc<LoadedPlugin>, PluginOutcome)>,
 }
 
 /// A reply that ends the request early, with its response code details.
@@ -125,9 +167,15 @@ impl Chain {
         ctx: &Rc<WorkerCtx>,
         plugins: impl Iterator<Item = &'a Arc<LoadedPlugin>>,
         info: &StreamInfo,
-    ) -> Result<Rc<Chain>, Reply> {
+    ) -> (Rc<Chain>, Result<(), Reply>) {
         let mut entries = Vec::with_capacity(plugins.size_hint().0.max(1));
+        let mut unopened = Vec::new();
+        let mut stop = Ok(());
         for loaded in plugins {
+            if stop.is_err() {
+                unopened.push((entries.len(), loaded.clone(), PluginOutcome::Skipped));
+                continue;
+            }
             let opened = ctx.vms.get(ctx, loaded).and_then(|vm| {
                 let id = vm.borrow_mut().create_stream(info.clone());
                 id.map(|id| (vm, id)).map_err(|e| e.to_string())
@@ -137,22 +185,61 @@ impl Chain {
                     loaded: loaded.clone(),
                     slot: std::cell::RefCell::new((vm, id)),
                     active: Cell::new(true),
+                    outcome: Cell::new(PluginOutcome::Skipped),
                 }),
-                Err(e) if loaded.spec.fail_strategy == FailStrategy::FailOpen => {
-                    tracing::debug!(plugin = %loaded.spec.name, error = %e, "plugin skipped (FAIL_OPEN)");
-                }
                 Err(e) => {
-                    tracing::debug!(plugin = %loaded.spec.name, error = %e, "request stopped (FAIL_CLOSE)");
-                    return Err(fail_close());
+                    let open = loaded.spec.fail_strategy == FailStrategy::FailOpen;
+                    let outcome = match (&**loaded.load_state(), open) {
+                        (super::loader::LoadState::Pending, _) => PluginOutcome::Pending,
+                        (_, true) => PluginOutcome::FailedOpen,
+                        (_, false) => PluginOutcome::FailedClosed,
+                    };
+                    unopened.push((entries.len(), loaded.clone(), outcome));
+                    if open {
+                        tracing::debug!(plugin = %loaded.spec.name, error = %e, "plugin skipped (FAIL_OPEN)");
+                    } else {
+                        tracing::debug!(plugin = %loaded.spec.name, error = %e, "request stopped (FAIL_CLOSE)");
+                        stop = Err(fail_close());
+                    }
                 }
             }
         }
-        Ok(Rc::new(Chain {
+        let chain = Rc::new(Chain {
             ctx: ctx.clone(),
             entries,
             reached: Cell::new(0),
             info: info.clone(),
-        }))
+            unopened,
+        });
+        (chain, stop)
+    }
+
+    /// Whether the request met no plugin at all.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.unopened.is_empty()
+    }
+
+    /// `name:outcome` for every plugin of the request, in chain order, joined by `,`.
+    pub fn write_outcomes(&self, out: &mut String) {
+        let mut unopened = self.unopened.iter().peekable();
+        let mut first = true;
+        let mut put = |out: &mut String, name: &str, o: PluginOutcome| {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push_str(name);
+            out.push(':');
+            out.push_str(o.as_str());
+        };
+        for i in 0..=self.entries.len() {
+            while let Some((_, l, o)) = unopened.next_if(|(at, _, _)| *at == i) {
+                put(out, &l.spec.name, *o);
+            }
+            if let Some(e) = self.entries.get(i) {
+                put(out, &e.loaded.spec.name, e.outcome.get());
+            }
+        }
     }
 
     /// Sends the callouts the entry's VM queued.
@@ -167,8 +254,14 @@ impl Chain {
         tracing::debug!(plugin = %e.loaded.spec.name, failure = %f, "wasm plugin failed");
         e.active.set(false);
         match e.loaded.spec.fail_strategy {
-            FailStrategy::FailOpen => None,
-            _ => Some(fail_close()),
+            FailStrategy::FailOpen => {
+                e.outcome.set(PluginOutcome::FailedOpen);
+                None
+            }
+            _ => {
+                e.outcome.set(PluginOutcome::FailedClosed);
+                Some(fail_close())
+            }
         }
     }
 
@@ -210,9 +303,19 @@ impl Chain {
                 let r = self.settle(e, r, false).await;
                 let back = e.vm().borrow_mut().take_request(e.id());
                 match r {
-                    Resume::Continue => {}
-                    Resume::LocalResponse(lr) => return Err(local_reply(lr)),
-                    Resume::Closed => return Err(fail_close()),
+                    Resume::Continue => e.outcome.set(if reloaded {
+                        PluginOutcome::Reloaded
+                    } else {
+                        PluginOutcome::Continue
+                    }),
+                    Resume::LocalResponse(lr) => {
+                        e.outcome.set(PluginOutcome::LocalReply);
+                        return Err(local_reply(lr));
+                    }
+                    Resume::Closed => {
+                        e.outcome.set(PluginOutcome::Closed);
+                        return Err(fail_close());
+                    }
                     Resume::Failed(f) => {
                         // FAIL_RELOAD: a fresh VM gets the request once more.
                         if e.loaded.spec.fail_strategy == FailStrategy::FailReload && !reloaded {
@@ -223,7 +326,10 @@ impl Chain {
                                     reloaded = true;
                                     continue;
                                 }
-                                _ => return Err(fail_close()),
+                                _ => {
+                                    e.outcome.set(PluginOutcome::FailedClosed);
+                                    return Err(fail_close());
+                                }
                             }
                         }
                         if let Some(reply) = self.failed(e, &f) {
@@ -269,8 +375,14 @@ impl Chain {
             let back = e.vm().borrow_mut().take_response(e.id());
             match r {
                 Resume::Continue => {}
-                Resume::LocalResponse(lr) => return local_reply(lr).0,
-                Resume::Closed => return fail_close().0,
+                Resume::LocalResponse(lr) => {
+                    e.outcome.set(PluginOutcome::LocalReply);
+                    return local_reply(lr).0;
+                }
+                Resume::Closed => {
+                    e.outcome.set(PluginOutcome::Closed);
+                    return fail_close().0;
+                }
                 Resume::Failed(f) => {
                     if let Some(reply) = self.failed(e, &f) {
                         return reply.0;
