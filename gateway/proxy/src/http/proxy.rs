@@ -270,7 +270,7 @@ async fn route_and_forward(
         .cors
         .as_ref()
         .and_then(|_| req.headers().get(header::ORIGIN).cloned());
-    let (mut resp, outcome) = act(
+    let (mut resp, mut outcome) = act(
         req,
         route,
         matched_prefix,
@@ -286,6 +286,12 @@ async fn route_and_forward(
     )
     .await;
     if let Some(c) = chain {
+        // A plugin buffered more request body than the limit: Envoy's 413, whatever the
+        // upstream exchange (cut off with the body) came to.
+        if c.request_too_large() {
+            resp = local_reply::sized(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large");
+            (outcome.flags, outcome.details) = ("-", "request_payload_too_large");
+        }
         let (code_details, flags, upstream) =
             (outcome.details, outcome.flags, outcome.upstream_host);
         c.update(|i| {

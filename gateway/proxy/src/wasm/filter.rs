@@ -90,6 +90,8 @@ pub struct Chain {
     /// Plugins that got no context (not loaded, no VM, or after one that stopped the request),
     /// with the number of entries before them; empty (no allocation) when all opened.
     unopened: Vec<(usize, Arc<LoadedPlugin>, PluginOutcome)>,
+    /// A plugin held more of the request body than the buffer limit (Envoy answers 413).
+    request_too_large: Cell<bool>,
 }
 
 /// A reply that ends the request early, with its response code details.
@@ -210,8 +212,21 @@ impl Chain {
             reached: Cell::new(0),
             info: info.clone(),
             unopened,
+            request_too_large: Cell::new(false),
         });
         (chain, stop)
+    }
+
+    /// Notes that a plugin held more of the request body than the buffer limit.
+    pub(super) fn set_request_too_large(&self) {
+        self.request_too_large.set(true);
+    }
+
+    /// Whether a plugin held more of the request body than the buffer limit: the request
+    /// failed for that reason, and the client gets Envoy's 413 when its response has not
+    /// started.
+    pub fn request_too_large(&self) -> bool {
+        self.request_too_large.get()
     }
 
     /// Whether the request met no plugin at all.
