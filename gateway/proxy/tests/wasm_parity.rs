@@ -1180,3 +1180,46 @@ fn body_buffer_overflow_matches_envoy() {
         compare(case, &a, &b, &[]);
     }
 }
+
+#[test]
+fn a_path_a_plugin_rewrites_is_routed_again_as_in_envoy() {
+    let Some((bin, wasm)) = needs("abi-probe") else {
+        return;
+    };
+    let both = Both::start(&bin, &probe(&wasm, ""), |_| {});
+    let (ours, theirs) = both.http1();
+    // `/r` is the `main` route (the echo upstream); the plugin moves it to `/body/r`, the
+    // `body` route's prefix: whether it lands there shows whether the route was chosen again.
+    for clear in ["0", "1"] {
+        let run = |c: &Client| {
+            let r = c.get_h(
+                "app.example.com",
+                "/r",
+                &[
+                    ("x-probe", "reroute"),
+                    ("x-probe-path", "/body/r"),
+                    ("x-probe-clear", clear),
+                ],
+            );
+            let mut d = desc();
+            d.insert("status".into(), r.status.as_u16().to_string());
+            d.insert(
+                "served by".into(),
+                r.header("x-upstream").unwrap_or("-").to_owned(),
+            );
+            d
+        };
+        let (a, b) = (run(&ours), run(&theirs));
+        compare(&format!("reroute, clear_route_cache {clear}"), &a, &b, &[]);
+        assert_eq!(a["served by"], "body", "{a:?}");
+        if clear == "1" {
+            let seen = both.body.last();
+            let status = seen
+                .headers
+                .iter()
+                .find(|(k, _)| k == "x-probe-clear-status")
+                .map(|(_, v)| v.as_str());
+            assert_eq!(status, Some("0"), "{:?}", seen.headers);
+        }
+    }
+}

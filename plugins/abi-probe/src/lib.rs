@@ -332,6 +332,27 @@ impl Probe {
             }
             "status" => self.status(),
             "foreign" => self.foreign(),
+            "reroute" => {
+                // `x-probe-path` becomes the path; `x-probe-clear: 1` then clears the route
+                // cache the foreign-function way (its status goes upstream as a header).
+                if let Some(path) = self.header("x-probe-path") {
+                    self.set_http_request_header(":path", Some(&path));
+                }
+                if self.header("x-probe-clear").as_deref() == Some("1") {
+                    let f = raw::foreign(
+                        "clear_route_cache",
+                        b"",
+                        raw::Ptr::Real,
+                        raw::Ptr::Real,
+                        raw::Ptr::Real,
+                    );
+                    self.set_http_request_header(
+                        "x-probe-clear-status",
+                        Some(&f.status.to_string()),
+                    );
+                }
+                Action::Continue
+            }
             other => {
                 let body = json!({"error": "unknown x-probe mode", "mode": other});
                 self.reply(400, &body)
