@@ -901,3 +901,45 @@ fn the_access_log_shows_each_plugins_outcome_when_its_format_asks() {
     assert!(line.starts_with('[') && line.ends_with(" main"), "{line}");
     assert!(!line.contains("add:"), "{line}");
 }
+
+#[test]
+fn uncompress_stops_at_the_vms_memory_limit() {
+    use std::io::Write as _;
+    let Some(wasm) = plugins::path("abi-probe") else {
+        return;
+    };
+    let (up, co) = (Upstream::echo("up"), Upstream::echo("co"));
+    let doc = format!(
+        "---\napiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata:\n  name: probe\n  namespace: istio-system\n\
+         \x20 annotations: {{plugins.meshgate.io/memory-limit: 8Mi}}\nspec:\n  url: file://{}\n",
+        wasm.display()
+    );
+    let gw = Gateway::start(&config(&up, &co, &doc));
+    let zlib = |n: usize| {
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(&vec![0u8; n]).expect("compress");
+        let z = z.finish().expect("finish");
+        z.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let c = Client::http1(gw.port);
+    let ask = |hex: &str| {
+        let r = c.get_h(
+            "app.example.com",
+            "/",
+            &[("x-probe", "foreign"), ("x-probe-zlib", hex)],
+        );
+        assert_eq!(r.status, 200, "{r:?}\n{}", gw.stderr());
+        r.json()["uncompress(x-probe-zlib)"].clone()
+    };
+    // 16 MiB of zeros (a 16 KiB stream) cannot be handed to a VM capped at 8 MiB: refused with
+    // InternalFailure, the return words left at 0, and the VM goes on serving.
+    let bomb = ask(&zlib(16 << 20));
+    assert_eq!(bomb["status"], 10, "{bomb}");
+    assert_eq!(
+        (bomb["null"].clone(), bomb["size"].clone()),
+        (true.into(), 0.into())
+    );
+    let fine = ask(&zlib(64 << 10));
+    assert_eq!(fine["status"], 0, "{fine}");
+    assert_eq!(fine["size"], 64 << 10, "{fine}");
+}
