@@ -161,10 +161,10 @@ pub(super) fn local_reply(lr: LocalResponse) -> Reply {
 }
 
 impl Chain {
-    // The error is the response the client gets; boxing it would only add an allocation.
-    #[allow(clippy::result_large_err)]
     /// Opens a context for the request in each plugin's VM on this worker. A plugin that is
-    /// not loaded or whose VM cannot start is skipped (FAIL_OPEN) or stops the request.
+    /// not loaded or whose VM cannot start is skipped (FAIL_OPEN) or stops the request: then
+    /// the second value is the reply (the chain is still returned, so what became of each
+    /// plugin can be logged and the contexts opened so far are ended).
     pub fn open<'a>(
         ctx: &Rc<WorkerCtx>,
         plugins: impl Iterator<Item = &'a Arc<LoadedPlugin>>,

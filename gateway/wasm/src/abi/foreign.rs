@@ -124,9 +124,12 @@ fn call(
         Foreign::ClearRouteCache => Ok(None),
     };
     let (addr, size) = match &answer {
-        // A caller that passes no address word gets the size only, as in Envoy.
-        Ok(Some(bytes)) if ret != 0 => (place(c, bytes)?, bytes.len() as u32),
-        Ok(Some(bytes)) => (0, bytes.len() as u32),
+        Ok(Some(bytes)) => {
+            let size = u32::try_from(bytes.len()).map_err(|_| Status::BadArgument)?;
+            // A caller that passes no address word gets the size only, as in Envoy.
+            let addr = if ret != 0 { place(c, bytes)? } else { 0 };
+            (addr, size)
+        }
         Ok(None) | Err(_) => (0, 0),
     };
     if ret != 0 {
