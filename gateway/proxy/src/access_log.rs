@@ -2,6 +2,10 @@
 //! request in Istio's default TEXT format, written when the response body has been sent (or
 //! abandoned), with Envoy's response flags and details.
 //!
+//! `--access-log-format` replaces the line with a format of Envoy command operators (Istio's
+//! `meshConfig.accessLogFormat`): the ones of Istio's default line, and meshgate's
+//! `%WASM_PLUGINS%` (each WasmPlugin's `name:outcome`). Unset, the line is Istio's default.
+//!
 //! Off by default (as in Istio's default profile), and then it costs nothing. When on, a
 //! worker formats the line and hands it to a writer thread through a bounded channel: a full
 //! channel drops the line (counted) rather than slowing requests down.
@@ -9,6 +13,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -26,6 +31,7 @@ const QUEUE: usize = 8192;
 /// Where lines go.
 pub struct AccessLog {
     tx: SyncSender<String>,
+    format: Format,
     /// Lines dropped because the writer fell behind.
     pub dropped: AtomicU64,
 }
@@ -41,6 +47,145 @@ pub enum AccessLogError {
         /// Why.
         source: std::io::Error,
     },
+    /// The format names an operator meshgate does not log, or is malformed.
+    #[error("access log format: {0}")]
+    Format(String),
+}
+
+/// Istio's default TEXT format (`meshConfig.accessLogFormat` unset).
+pub const ISTIO_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% \"%UPSTREAM_TRANSPORT_FAILURE_REASON%\" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n";
+
+/// A command operator the log knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    StartTime,
+    Method,
+    /// `X-ENVOY-ORIGINAL-PATH?:PATH` or `:PATH`: the path as the client asked.
+    Path,
+    Protocol,
+    ResponseCode,
+    ResponseFlags,
+    ResponseCodeDetails,
+    BytesReceived,
+    BytesSent,
+    Duration,
+    UpstreamServiceTime,
+    ForwardedFor,
+    UserAgent,
+    RequestId,
+    Authority,
+    UpstreamHost,
+    UpstreamCluster,
+    DownstreamLocal,
+    DownstreamRemote,
+    RouteName,
+    /// Operators meshgate knows but has no value for (always `-`).
+    Dash,
+    /// meshgate's own: `name:outcome` of each WasmPlugin the request met.
+    WasmPlugins,
+}
+
+impl Op {
+    fn parse(name: &str) -> Option<Op> {
+        if let Some(h) = name.strip_prefix("REQ(").and_then(|h| h.strip_suffix(')')) {
+            return Some(match h.to_ascii_lowercase().as_str() {
+                ":method" => Op::Method,
+                "x-envoy-original-path?:path" | ":path" => Op::Path,
+                "x-forwarded-for" => Op::ForwardedFor,
+                "user-agent" => Op::UserAgent,
+                "x-request-id" => Op::RequestId,
+                ":authority" => Op::Authority,
+                _ => return None,
+            });
+        }
+        if let Some(h) = name.strip_prefix("RESP(").and_then(|h| h.strip_suffix(')')) {
+            return h
+                .eq_ignore_ascii_case("x-envoy-upstream-service-time")
+                .then_some(Op::UpstreamServiceTime);
+        }
+        Some(match name {
+            "START_TIME" => Op::StartTime,
+            "PROTOCOL" => Op::Protocol,
+            "RESPONSE_CODE" => Op::ResponseCode,
+            "RESPONSE_FLAGS" => Op::ResponseFlags,
+            "RESPONSE_CODE_DETAILS" => Op::ResponseCodeDetails,
+            "BYTES_RECEIVED" => Op::BytesReceived,
+            "BYTES_SENT" => Op::BytesSent,
+            "DURATION" => Op::Duration,
+            "UPSTREAM_HOST" => Op::UpstreamHost,
+            "UPSTREAM_CLUSTER" | "UPSTREAM_CLUSTER_RAW" => Op::UpstreamCluster,
+            "DOWNSTREAM_LOCAL_ADDRESS" => Op::DownstreamLocal,
+            "DOWNSTREAM_REMOTE_ADDRESS" => Op::DownstreamRemote,
+            "ROUTE_NAME" => Op::RouteName,
+            "CONNECTION_TERMINATION_DETAILS"
+            | "UPSTREAM_TRANSPORT_FAILURE_REASON"
+            | "UPSTREAM_LOCAL_ADDRESS"
+            | "REQUESTED_SERVER_NAME" => Op::Dash,
+            "WASM_PLUGINS" => Op::WasmPlugins,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Op(Op),
+}
+
+/// A parsed TEXT format: text and `%OPERATOR%`s.
+#[derive(Debug, Clone)]
+pub struct Format {
+    parts: Vec<Part>,
+    /// Whether `%WASM_PLUGINS%` is used (the request then keeps its plugins' outcomes).
+    pub wasm_plugins: bool,
+}
+
+impl Format {
+    /// Parses `format`; an unknown operator or a lone `%` is an error (nothing would log it).
+    pub fn parse(format: &str) -> Result<Format, AccessLogError> {
+        let mut parts = Vec::new();
+        let mut rest = format;
+        while let Some(at) = rest.find('%') {
+            if at > 0 {
+                parts.push(Part::Text(rest[..at].to_owned()));
+            }
+            let after = &rest[at + 1..];
+            let end = after.find('%').ok_or_else(|| {
+                AccessLogError::Format(format!("unclosed `%` before {:?}", truncate(after)))
+            })?;
+            let name = &after[..end];
+            let op = Op::parse(name)
+                .ok_or_else(|| AccessLogError::Format(format!("meshgate does not log %{name}%")))?;
+            parts.push(Part::Op(op));
+            rest = &after[end + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_owned()));
+        }
+        // Envoy ends a TEXT format's line itself when the format does not.
+        if !matches!(parts.last(), Some(Part::Text(t)) if t.ends_with('\n')) {
+            parts.push(Part::Text("\n".to_owned()));
+        }
+        let wasm_plugins = parts.contains(&Part::Op(Op::WasmPlugins));
+        Ok(Format {
+            parts,
+            wasm_plugins,
+        })
+    }
+
+    /// Istio's default line.
+    pub fn istio() -> Format {
+        // The constant is known to parse (a unit test checks it).
+        Format::parse(ISTIO_FORMAT).unwrap_or(Format {
+            parts: Vec::new(),
+            wasm_plugins: false,
+        })
+    }
+}
+
+fn truncate(s: &str) -> &str {
+    s.get(..s.len().min(20)).unwrap_or(s)
 }
 
 impl std::fmt::Debug for AccessLog {
@@ -53,8 +198,12 @@ impl std::fmt::Debug for AccessLog {
 
 impl AccessLog {
     /// Opens `path` for appending (`-` or `/dev/stdout`: standard output) and starts the
-    /// writer thread.
-    pub fn open(path: &str) -> Result<Arc<AccessLog>, AccessLogError> {
+    /// writer thread; lines follow `format` (Istio's default when `None`).
+    pub fn open(path: &str, format: Option<&str>) -> Result<Arc<AccessLog>, AccessLogError> {
+        let format = match format {
+            Some(f) => Format::parse(f)?,
+            None => Format::istio(),
+        };
         let mut out: Box<dyn std::io::Write + Send> = if path == "-" || path == "/dev/stdout" {
             Box::new(std::io::stdout())
         } else {
@@ -93,8 +242,14 @@ impl AccessLog {
             })?;
         Ok(Arc::new(AccessLog {
             tx,
+            format,
             dropped: AtomicU64::new(0),
         }))
+    }
+
+    /// Whether lines show the plugins' outcomes.
+    pub fn wants_plugins(&self) -> bool {
+        self.format.wasm_plugins
     }
 
     fn write(&self, line: String) {
@@ -148,6 +303,8 @@ pub struct Entry {
     pub route: Option<Arc<str>>,
     /// Request body bytes.
     pub received: Received,
+    /// The request's WasmPlugins (for `%WASM_PLUGINS%`), once they ran.
+    pub plugins: Option<Rc<crate::wasm::filter::Chain>>,
 }
 
 impl Entry {
@@ -178,6 +335,7 @@ impl Entry {
             cluster: None,
             route: None,
             received,
+            plugins: None,
         }
     }
 
@@ -217,41 +375,58 @@ fn opt<T: std::fmt::Display>(out: &mut String, v: Option<T>) {
 }
 
 impl Entry {
-    /// The line, in Istio's default format (`sent`: response body bytes).
-    pub fn line(&self, sent: u64) -> String {
+    /// The line in `format` (`sent`: response body bytes).
+    pub fn line(&self, format: &Format, sent: u64) -> String {
         let mut o = String::with_capacity(320);
-        o.push('[');
-        rfc3339_millis(&mut o, self.start);
-        let _ = write!(
-            o,
-            "] \"{} {} {}\" {} ",
-            self.method, self.path, self.protocol, self.status
-        );
-        let _ = write!(o, "{} {} - \"-\" ", self.flags, self.details);
-        let received = self.received.0.load(Ordering::Relaxed);
-        let ms = self.started.elapsed().as_millis();
-        let _ = write!(o, "{received} {sent} {ms} ");
-        header(&mut o, &self.upstream_service_time);
-        o.push_str(" \"");
-        header(&mut o, &self.xff);
-        o.push_str("\" \"");
-        header(&mut o, &self.user_agent);
-        o.push_str("\" \"");
-        header(&mut o, &self.request_id);
-        o.push_str("\" \"");
-        header(&mut o, &self.authority);
-        o.push_str("\" \"");
-        opt(&mut o, self.upstream_host);
-        o.push_str("\" ");
-        opt(&mut o, self.cluster.as_deref());
-        let _ = write!(
-            o,
-            " - {} {} - ",
-            self.downstream_local, self.downstream_remote
-        );
-        opt(&mut o, self.route.as_deref());
-        o.push('\n');
+        for part in &format.parts {
+            match part {
+                Part::Text(t) => o.push_str(t),
+                Part::Op(op) => self.put(&mut o, *op, sent),
+            }
+        }
         o
+    }
+
+    fn put(&self, o: &mut String, op: Op, sent: u64) {
+        match op {
+            Op::StartTime => rfc3339_millis(o, self.start),
+            Op::Method => o.push_str(self.method.as_str()),
+            Op::Path => o.push_str(&self.path),
+            Op::Protocol => o.push_str(self.protocol),
+            Op::ResponseCode => {
+                let _ = write!(o, "{}", self.status);
+            }
+            Op::ResponseFlags => o.push_str(self.flags),
+            Op::ResponseCodeDetails => o.push_str(self.details),
+            Op::BytesReceived => {
+                let _ = write!(o, "{}", self.received.0.load(Ordering::Relaxed));
+            }
+            Op::BytesSent => {
+                let _ = write!(o, "{sent}");
+            }
+            Op::Duration => {
+                let _ = write!(o, "{}", self.started.elapsed().as_millis());
+            }
+            Op::UpstreamServiceTime => header(o, &self.upstream_service_time),
+            Op::ForwardedFor => header(o, &self.xff),
+            Op::UserAgent => header(o, &self.user_agent),
+            Op::RequestId => header(o, &self.request_id),
+            Op::Authority => header(o, &self.authority),
+            Op::UpstreamHost => opt(o, self.upstream_host),
+            Op::UpstreamCluster => opt(o, self.cluster.as_deref()),
+            Op::DownstreamLocal => {
+                let _ = write!(o, "{}", self.downstream_local);
+            }
+            Op::DownstreamRemote => {
+                let _ = write!(o, "{}", self.downstream_remote);
+            }
+            Op::RouteName => opt(o, self.route.as_deref()),
+            Op::Dash => o.push('-'),
+            Op::WasmPlugins => match &self.plugins {
+                Some(c) if !c.is_empty() => c.write_outcomes(o),
+                _ => o.push('-'),
+            },
+        }
     }
 }
 
@@ -310,7 +485,8 @@ impl Watch for Logged {
 
     fn end(&mut self, _complete: bool) {
         if let Some(e) = self.entry.take() {
-            self.log.write(e.line(self.sent));
+            let line = e.line(&self.log.format, self.sent);
+            self.log.write(line);
         }
     }
 }
@@ -373,9 +549,34 @@ mod tests {
             cluster: Some(Arc::from("outbound|80||svc.test.svc.cluster.local")),
             route: Some(Arc::from("default")),
             received: Received::default(),
+            plugins: None,
         };
-        let line = e.line(91);
+        let line = e.line(
+            &Format::parse(ISTIO_FORMAT).expect("Istio's format parses"),
+            91,
+        );
         assert!(line.starts_with("[1970-01-01T00:00:00.000Z] \"GET /a?b=1 HTTP/1.1\" 503 UF,URX upstream_reset_before_response_started{remote_connection_failure} - \"-\" 0 91 "), "{line}");
         assert!(line.ends_with(" - \"10.0.0.1,127.0.0.1\" \"-\" \"id-1\" \"app.example.com\" \"127.0.0.1:9000\" outbound|80||svc.test.svc.cluster.local - 127.0.0.1:8080 127.0.0.1:5555 - default\n"), "{line}");
+    }
+
+    #[test]
+    fn formats_parse_or_say_what_is_wrong() {
+        let f = Format::parse("%RESPONSE_CODE% %WASM_PLUGINS% %REQ(user-agent)%").expect("parses");
+        assert!(f.wasm_plugins);
+        assert!(!Format::istio().wasm_plugins);
+        assert_eq!(
+            Format::istio().parts.len(),
+            Format::parse(ISTIO_FORMAT).expect("p").parts.len()
+        );
+        // A line always ends.
+        assert_eq!(f.parts.last(), Some(&Part::Text("\n".into())));
+        for (bad, says) in [
+            ("%NOPE%", "does not log %NOPE%"),
+            ("%REQ(x-custom)%", "does not log %REQ(x-custom)%"),
+            ("50% off", "unclosed"),
+        ] {
+            let e = Format::parse(bad).expect_err(bad).to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 }

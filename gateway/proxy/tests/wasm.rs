@@ -789,3 +789,178 @@ fn a_config_swap_keeps_an_unchanged_plugins_vms_and_reloads_a_changed_one() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// The access log's lines once `n` are there (bounded wait).
+fn log_lines(path: &std::path::Path, n: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} access log lines: got {lines:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_access_log_shows_each_plugins_outcome_when_its_format_asks() {
+    let (Some(add), Some(probe), Some(hostile)) = (
+        plugins::path("add-headers"),
+        plugins::path("abi-probe"),
+        plugins::path("hostile"),
+    ) else {
+        return;
+    };
+    let (up, co) = (Upstream::echo("up"), Upstream::echo("co"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("access.log");
+    let format = "%RESPONSE_CODE% %WASM_PLUGINS%";
+    let args = |log: &std::path::Path| {
+        vec![
+            "--access-log".to_owned(),
+            log.to_string_lossy().into_owned(),
+            "--access-log-format".to_owned(),
+            format.to_owned(),
+        ]
+    };
+    // Priorities set the order: add, gone (no module: fails open), hostile (panics in request
+    // headers unless told `x-hostile: off`: fails open), probe.
+    let plugins = [
+        plugin("add", &add, "  priority: 40\n  pluginConfig: {request: {x-req: one}}\n"),
+        plugin(
+            "gone",
+            std::path::Path::new("/nonexistent/p.wasm"),
+            "  priority: 30\n  failStrategy: FAIL_OPEN\n",
+        ),
+        plugin(
+            "hostile",
+            &hostile,
+            "  priority: 20\n  failStrategy: FAIL_OPEN\n  pluginConfig: {callback: request_headers, kind: panic}\n",
+        ),
+        plugin("probe", &probe, "  priority: 10\n"),
+    ]
+    .concat();
+    let a = args(&log);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let gw = Gateway::start_with(&config(&up, &co, &plugins), &a);
+    let c = Client::http1(gw.port);
+    assert_eq!(c.get("app.example.com", "/").status, 200);
+    let r = c.get_h(
+        "app.example.com",
+        "/",
+        &[("x-probe", "local"), ("x-hostile", "off")],
+    );
+    assert_eq!(r.status, 418, "{r:?}");
+    let lines = log_lines(&log, 2);
+    assert_eq!(
+        lines,
+        [
+            "200 istio-system/add:continue,istio-system/gone:failed_open,\
+             istio-system/hostile:failed_open,istio-system/probe:continue",
+            "418 istio-system/add:continue,istio-system/gone:failed_open,\
+             istio-system/hostile:continue,istio-system/probe:local_reply",
+        ]
+    );
+    drop(gw);
+
+    // A plugin that fails closed ends the request: the later ones are skipped. A module still
+    // being fetched (its server accepts and never answers) is pending.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_port = silent.local_addr().expect("addr").port();
+    let held = std::thread::spawn(move || {
+        let conns: Vec<_> = silent.incoming().take(1).collect();
+        std::thread::sleep(std::time::Duration::from_secs(15));
+        drop(conns);
+    });
+    let remote = format!(
+        "---\napiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: {{name: slow, namespace: istio-system}}\n\
+         spec:\n  url: http://127.0.0.1:{silent_port}/p.wasm\n  sha256: {}\n  priority: 50\n  failStrategy: FAIL_OPEN\n",
+        "ab".repeat(32)
+    );
+    let plugins = [
+        remote,
+        plugin("add", &add, "  priority: 40\n"),
+        plugin(
+            "hostile",
+            &hostile,
+            "  priority: 20\n  failStrategy: FAIL_CLOSE\n  pluginConfig: {callback: request_headers, kind: panic}\n",
+        ),
+        plugin("probe", &probe, "  priority: 10\n"),
+    ]
+    .concat();
+    let log = dir.path().join("access2.log");
+    let a = args(&log);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let gw = Gateway::start_with(&config(&up, &co, &plugins), &a);
+    let c = Client::http1(gw.port);
+    assert_eq!(c.get("app.example.com", "/").status, 503);
+    let lines = log_lines(&log, 1);
+    assert_eq!(
+        lines,
+        ["503 istio-system/slow:pending,istio-system/add:continue,\
+          istio-system/hostile:failed_closed,istio-system/probe:skipped"]
+    );
+    drop(gw);
+    drop(held);
+
+    // Without the format, the line is Istio's default (no plugin field).
+    let log = dir.path().join("access3.log");
+    let gw = Gateway::start_with(
+        &config(&up, &co, &plugin("add", &add, "")),
+        &["--access-log", &log.to_string_lossy()],
+    );
+    assert_eq!(
+        Client::http1(gw.port).get("app.example.com", "/").status,
+        200
+    );
+    let line = log_lines(&log, 1).remove(0);
+    assert!(line.starts_with('[') && line.ends_with(" main"), "{line}");
+    assert!(!line.contains("add:"), "{line}");
+}
+
+#[test]
+fn uncompress_stops_at_the_vms_memory_limit() {
+    use std::io::Write as _;
+    let Some(wasm) = plugins::path("abi-probe") else {
+        return;
+    };
+    let (up, co) = (Upstream::echo("up"), Upstream::echo("co"));
+    let doc = format!(
+        "---\napiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata:\n  name: probe\n  namespace: istio-system\n\
+         \x20 annotations: {{plugins.meshgate.io/memory-limit: 8Mi}}\nspec:\n  url: file://{}\n",
+        wasm.display()
+    );
+    let gw = Gateway::start(&config(&up, &co, &doc));
+    let zlib = |n: usize| {
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(&vec![0u8; n]).expect("compress");
+        let z = z.finish().expect("finish");
+        z.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let c = Client::http1(gw.port);
+    let ask = |hex: &str| {
+        let r = c.get_h(
+            "app.example.com",
+            "/",
+            &[("x-probe", "foreign"), ("x-probe-zlib", hex)],
+        );
+        assert_eq!(r.status, 200, "{r:?}\n{}", gw.stderr());
+        r.json()["uncompress(x-probe-zlib)"].clone()
+    };
+    // 16 MiB of zeros (a 16 KiB stream) cannot be handed to a VM capped at 8 MiB: refused with
+    // InternalFailure, the return words left at 0, and the VM goes on serving.
+    let bomb = ask(&zlib(16 << 20));
+    assert_eq!(bomb["status"], 10, "{bomb}");
+    assert_eq!(
+        (bomb["null"].clone(), bomb["size"].clone()),
+        (true.into(), 0.into())
+    );
+    let fine = ask(&zlib(64 << 10));
+    assert_eq!(fine["status"], 0, "{fine}");
+    assert_eq!(fine["size"], 64 << 10, "{fine}");
+}

@@ -1161,3 +1161,216 @@ fn a_panic_in_request_headers_matches_envoy_on_the_first_request() {
         assert_eq!(a["status"], expected);
     }
 }
+
+#[test]
+fn foreign_functions_match_envoy() {
+    let Some((bin, wasm)) = needs("abi-probe") else {
+        return;
+    };
+    let both = Both::start(&bin, &probe(&wasm, ""), |_| {});
+    let (ours, theirs) = both.http1();
+    let data = "hello hello hello foreign functions, hello again";
+    let call = |c: &Client, zlib: &str| {
+        let r = c.get_h(
+            "app.example.com",
+            "/f",
+            &[
+                ("x-probe", "foreign"),
+                ("x-probe-data", data),
+                ("x-probe-zlib", zlib),
+            ],
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        r.json()
+    };
+    let flat = |j: &Value| -> Desc {
+        let mut d = desc();
+        for (k, v) in j.as_object().into_iter().flatten() {
+            for (field, v) in v.as_object().into_iter().flatten() {
+                d.insert(format!("{k} {field}"), v.to_string());
+            }
+        }
+        d
+    };
+    let (a, b) = (call(&ours, ""), call(&theirs, ""));
+    // Envoy's zlib and meshgate's miniz_oxide both write a valid zlib stream at the default
+    // level, but not the same one for every input (the empty input's is the same).
+    let why = "documented: zlib and miniz_oxide deflate differently (both streams are valid)";
+    compare(
+        "foreign",
+        &flat(&a),
+        &flat(&b),
+        &[("compress data", why), ("compress size", why)],
+    );
+    assert_eq!(
+        a["compress(empty)"]["data"]["hex"], "789c030000000001",
+        "{a}"
+    );
+    assert_eq!(a["compress"]["status"], 0, "{a}");
+    assert_eq!(a["uncompress(compress)"]["data"]["utf8"], data, "{a}");
+    // Each host reads the stream the other one wrote.
+    let zlib = |j: &Value| {
+        j["compress"]["data"]["hex"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    let (za, zb) = (zlib(&a), zlib(&b));
+    let (a2, b2) = (call(&ours, &zb), call(&theirs, &za));
+    let key = "uncompress(x-probe-zlib)";
+    assert_eq!(a2[key], b2[key], "cross-read");
+    assert_eq!(a2[key]["data"]["utf8"], data, "{a2}");
+}
+
+/// What a client sees on a raw HTTP/1.1 connection after sending `head` and then `body`
+/// (written from another thread, so a proxy that answers early is read at once): the response
+/// head, the body bytes that came (up to its content-length), and whether the proxy then
+/// closed the connection (rather than keeping it for another request).
+fn raw_exchange(port: u16, head: &str, body: Vec<u8>) -> (String, Vec<u8>, bool) {
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let mut w = s.try_clone().expect("clone");
+    let head = head.to_owned();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(head.as_bytes());
+        for chunk in body.chunks(64 << 10) {
+            if w.write_all(chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let mut r = BufReader::new(s);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())
+                .flatten()
+        })
+        .unwrap_or(0);
+    let mut body = Vec::new();
+    let _ = (&mut r).take(len as u64).read_to_end(&mut body);
+    // Closed: end of stream or a reset before the read timeout.
+    let mut more = [0u8; 1];
+    let closed = match r.read(&mut more) {
+        Ok(_) => true,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    };
+    let _ = writer.join();
+    (head, body, closed)
+}
+
+#[test]
+fn body_buffer_overflow_matches_envoy() {
+    let Some((bin, wasm)) = needs("abi-probe") else {
+        return;
+    };
+    let both = Both::start(&bin, &probe(&wasm, ""), |_| {});
+    let limit = 1 << 20;
+    let cases = [
+        // The plugin holds the request body until its end: at the limit it passes, past it the
+        // client gets 413 and the connection is closed.
+        ("request at the limit", "body-req", limit),
+        ("request over the limit", "body-req", limit + (256 << 10)),
+        // The response's headers have gone out when its body overflows: it is cut off.
+        ("response over the limit", "body-resp", limit + (256 << 10)),
+    ];
+    for (case, mode, n) in cases {
+        let run = |port: u16| {
+            let before = both.body.seen.lock().expect("lock").len();
+            let head = format!(
+                "POST /body/x HTTP/1.1\r\nhost: app.example.com\r\nx-probe: {mode}\r\n\
+                 content-length: {n}\r\n\r\n"
+            );
+            let (head, body, closed) = raw_exchange(port, &head, vec![b'a'; n]);
+            let mut d = desc();
+            let mut lines = head.lines();
+            d.insert("status line".into(), lines.next().unwrap_or("").to_owned());
+            let mut names = Vec::new();
+            for l in lines.filter(|l| !l.is_empty()) {
+                let (k, v) = l.split_once(':').unwrap_or((l, ""));
+                let k = k.to_ascii_lowercase();
+                if VOLATILE_RESPONSE.contains(&k.as_str()) {
+                    continue;
+                }
+                // `connection` is compared by value, not position (as describe_response does).
+                if k != "connection" {
+                    names.push(k.clone());
+                }
+                d.insert(format!("header {k}"), v.trim().to_owned());
+            }
+            d.insert("header order".into(), names.join(","));
+            d.insert("body bytes".into(), body.len().to_string());
+            let upper = !body.is_empty() && body.iter().all(|b| *b == b'A');
+            d.insert("body is the uppercased request".into(), upper.to_string());
+            if body.len() < 64 {
+                d.insert("body".into(), String::from_utf8_lossy(&body).into_owned());
+            }
+            d.insert("connection closed".into(), closed.to_string());
+            let seen = both.body.seen.lock().expect("lock").len() - before;
+            d.insert("complete requests upstream".into(), seen.to_string());
+            d
+        };
+        let (a, b) = (run(both.gw.port), run(both.ev.port));
+        compare(case, &a, &b, &[]);
+    }
+}
+
+#[test]
+fn a_path_a_plugin_rewrites_is_routed_again_as_in_envoy() {
+    let Some((bin, wasm)) = needs("abi-probe") else {
+        return;
+    };
+    let both = Both::start(&bin, &probe(&wasm, ""), |_| {});
+    let (ours, theirs) = both.http1();
+    // `/r` is the `main` route (the echo upstream); the plugin moves it to `/body/r`, the
+    // `body` route's prefix: whether it lands there shows whether the route was chosen again.
+    for clear in ["0", "1"] {
+        let run = |c: &Client| {
+            let r = c.get_h(
+                "app.example.com",
+                "/r",
+                &[
+                    ("x-probe", "reroute"),
+                    ("x-probe-path", "/body/r"),
+                    ("x-probe-clear", clear),
+                ],
+            );
+            let mut d = desc();
+            d.insert("status".into(), r.status.as_u16().to_string());
+            d.insert(
+                "served by".into(),
+                r.header("x-upstream").unwrap_or("-").to_owned(),
+            );
+            d
+        };
+        let (a, b) = (run(&ours), run(&theirs));
+        compare(&format!("reroute, clear_route_cache {clear}"), &a, &b, &[]);
+        assert_eq!(a["served by"], "body", "{a:?}");
+        if clear == "1" {
+            let seen = both.body.last();
+            let status = seen
+                .headers
+                .iter()
+                .find(|(k, _)| k == "x-probe-clear-status")
+                .map(|(_, v)| v.as_str());
+            assert_eq!(status, Some("0"), "{:?}", seen.headers);
+        }
+    }
+}

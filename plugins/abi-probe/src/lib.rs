@@ -54,6 +54,15 @@ fn bytes_json(bytes: &[u8]) -> Value {
     json!({"hex": hex(bytes), "utf8": std::str::from_utf8(bytes).ok()})
 }
 
+/// Lowercase or uppercase hex to bytes; an odd or bad digit ends the input.
+fn unhex(s: &str) -> Vec<u8> {
+    let digits: Vec<u8> = s.bytes().collect();
+    digits
+        .chunks_exact(2)
+        .map_while(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
+        .collect()
+}
+
 fn got_bytes_json(got: Got) -> Value {
     match got {
         Got::Ok(Some(bytes)) => bytes_json(&bytes),
@@ -322,6 +331,28 @@ impl Probe {
                 self.reply(200, &json!({"status": status, "nanos": nanos}))
             }
             "status" => self.status(),
+            "foreign" => self.foreign(),
+            "reroute" => {
+                // `x-probe-path` becomes the path; `x-probe-clear: 1` then clears the route
+                // cache the foreign-function way (its status goes upstream as a header).
+                if let Some(path) = self.header("x-probe-path") {
+                    self.set_http_request_header(":path", Some(&path));
+                }
+                if self.header("x-probe-clear").as_deref() == Some("1") {
+                    let f = raw::foreign(
+                        "clear_route_cache",
+                        b"",
+                        raw::Ptr::Real,
+                        raw::Ptr::Real,
+                        raw::Ptr::Real,
+                    );
+                    self.set_http_request_header(
+                        "x-probe-clear-status",
+                        Some(&f.status.to_string()),
+                    );
+                }
+                Action::Continue
+            }
             other => {
                 let body = json!({"error": "unknown x-probe mode", "mode": other});
                 self.reply(400, &body)
@@ -562,6 +593,56 @@ impl Probe {
             "get_empty_request_header (x-probe-empty)": empty_header.raw_json(),
             "get_metric_unknown_id": no_metric,
             "dequeue_unknown_queue": no_queue.raw_json(),
+        });
+        self.reply(200, &body)
+    }
+
+    /// Envoy's foreign functions: `compress` of `x-probe-data`, `uncompress` of that and of the
+    /// hex stream in `x-probe-zlib`, bad streams, `clear_route_cache`, other names, and bad
+    /// pointers; each reported with its status and the return words as the host left them.
+    fn foreign(&self) -> Action {
+        use raw::Ptr::{Bad, Null, Real};
+        let data = self.header("x-probe-data").unwrap_or_default();
+        let zlib = unhex(&self.header("x-probe-zlib").unwrap_or_default());
+        let report = |f: raw::Foreign| {
+            json!({
+                "status": f.status,
+                "null": f.null,
+                "size": f.size,
+                "data": f.data.as_deref().map(bytes_json),
+            })
+        };
+        let call = |name: &str, args: &[u8]| raw::foreign(name, args, Real, Real, Real);
+        let compressed = call("compress", data.as_bytes());
+        let again = compressed
+            .data
+            .clone()
+            .map(|z| report(call("uncompress", &z)));
+        let empty = call("compress", b"");
+        let empty_again = empty.data.clone().map(|z| report(call("uncompress", &z)));
+        let mut cut = compressed.data.clone().unwrap_or_default();
+        cut.truncate(cut.len().saturating_sub(3));
+        let body = json!({
+            "compress": report(compressed),
+            "uncompress(compress)": again,
+            "compress(empty)": report(empty),
+            "uncompress(compress(empty))": empty_again,
+            "uncompress(x-probe-zlib)": report(call("uncompress", &zlib)),
+            "uncompress(truncated)": report(call("uncompress", &cut)),
+            "uncompress(garbage)": report(call("uncompress", b"not a zlib stream")),
+            "uncompress(empty)": report(call("uncompress", b"")),
+            "clear_route_cache": report(call("clear_route_cache", b"")),
+            "clear_route_cache(args)": report(call("clear_route_cache", b"ignored")),
+            "unknown": report(call("no_such_function", b"x")),
+            "empty name": report(call("", b"")),
+            "compress(bad name pointer)": report(raw::foreign("compress", b"x", Bad, Real, Real)),
+            "unknown(bad name pointer)": report(raw::foreign("nope", b"x", Bad, Real, Real)),
+            "compress(bad args pointer)": report(raw::foreign("compress", b"x", Real, Bad, Real)),
+            "unknown(bad args pointer)": report(raw::foreign("nope", b"x", Real, Bad, Real)),
+            "compress(bad return pointer)": report(raw::foreign("compress", b"x", Real, Real, Bad)),
+            "compress(null return pointer)": report(raw::foreign("compress", b"x", Real, Real, Null)),
+            "uncompress(garbage, bad return pointer)": report(raw::foreign("uncompress", b"junk", Real, Real, Bad)),
+            "clear_route_cache(bad return pointer)": report(raw::foreign("clear_route_cache", b"", Real, Real, Bad)),
         });
         self.reply(200, &body)
     }

@@ -112,6 +112,14 @@ extern "C" {
         timeout_ms: u32,
         token: *mut u32,
     ) -> u32;
+    fn proxy_call_foreign_function(
+        name: *const u8,
+        name_size: usize,
+        args: *const u8,
+        args_size: usize,
+        ret: *mut *mut u8,
+        ret_size: *mut usize,
+    ) -> u32;
 }
 
 /// Takes ownership of a buffer the host filled through proxy_on_memory_allocate (the SDK's
@@ -291,4 +299,67 @@ pub fn http_call(cluster: &str, headers: &[(&str, &str)], timeout_ms: u32) -> (u
         )
     };
     (status, token)
+}
+
+/// What `proxy_call_foreign_function` answered, with the two return words as the host left
+/// them (they start at `FOREIGN_UNSET`, so a word the host did not write shows).
+pub struct Foreign {
+    pub status: u32,
+    /// The address word: `None` when it is still unset, else whether it is null.
+    pub null: Option<bool>,
+    pub size: Option<usize>,
+    pub data: Option<Vec<u8>>,
+}
+
+pub const FOREIGN_UNSET: usize = 0xdead_0000;
+
+/// Where the name, the arguments or the return words of a foreign call point: their real
+/// buffers, or an address past the end of memory (a "bad pointer").
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Ptr {
+    Real,
+    Bad,
+    Null,
+}
+
+const BAD: usize = 0xffff_fff0;
+
+pub fn foreign(name: &str, args: &[u8], name_at: Ptr, args_at: Ptr, ret_at: Ptr) -> Foreign {
+    let (mut data, mut size): (*mut u8, usize) = (FOREIGN_UNSET as *mut u8, FOREIGN_UNSET);
+    let pick = |p: Ptr, real: *const u8| match p {
+        Ptr::Real => real,
+        Ptr::Bad => BAD as *const u8,
+        Ptr::Null => null(),
+    };
+    let ret: *mut *mut u8 = match ret_at {
+        Ptr::Real => &mut data,
+        Ptr::Bad => BAD as *mut *mut u8,
+        Ptr::Null => null_mut(),
+    };
+    // SAFETY: real in-pointers describe live buffers and the real out-pointers are locals; the
+    // bad and null ones are for the host to refuse (it bounds-checks every pointer).
+    let status = unsafe {
+        proxy_call_foreign_function(
+            pick(name_at, name.as_ptr()),
+            name.len(),
+            pick(args_at, args.as_ptr()),
+            args.len(),
+            ret,
+            &mut size,
+        )
+    };
+    let addr = data as usize;
+    let null = (addr != FOREIGN_UNSET).then_some(addr == 0);
+    let got_size = (size != FOREIGN_UNSET).then_some(size);
+    let bytes = if status == 0 && null == Some(false) {
+        take(0, data, size).bytes()
+    } else {
+        None
+    };
+    Foreign {
+        status,
+        null,
+        size: got_size,
+        data: bytes,
+    }
 }

@@ -57,6 +57,11 @@ pub struct ServeArgs {
     /// standard output), as Istio's `meshConfig.accessLogFile` does. Off by default.
     #[arg(long, value_name = "PATH")]
     pub access_log: Option<String>,
+    /// The access log line, as Istio's `meshConfig.accessLogFormat` (TEXT): Envoy command
+    /// operators of Istio's default line, plus `%WASM_PLUGINS%` (`name:outcome` of each
+    /// WasmPlugin the request met). Default: Istio's default line.
+    #[arg(long, value_name = "FORMAT", requires = "access_log")]
+    pub access_log_format: Option<String>,
     /// Where compiled WasmPlugin modules are kept, so a restart does not compile them again
     /// (default: `$XDG_CACHE_HOME/meshgate/wasm` or `~/.cache/meshgate/wasm`; `none`: memory only).
     #[arg(long, value_name = "DIR")]
@@ -208,7 +213,7 @@ pub fn serve(
             access_log: a
                 .access_log
                 .as_deref()
-                .map(meshgate::access_log::AccessLog::open)
+                .map(|p| meshgate::access_log::AccessLog::open(p, a.access_log_format.as_deref()))
                 .transpose()?,
             node: Node::new(&a.locality, labels.clone()),
             // wasmtime owns `DIR/code` (its cleanup deletes files it does not know), the

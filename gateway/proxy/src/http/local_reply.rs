@@ -29,3 +29,15 @@ pub fn owned(status: StatusCode, text: String) -> Response<Body> {
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     r
 }
+
+/// A plain-text local reply with `content-length` set ahead of `content-type`, the order
+/// Envoy's filter manager writes them in for the replies it makes itself (such as 413).
+pub fn sized(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut r = Response::new(body::full(text));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}

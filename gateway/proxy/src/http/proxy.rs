@@ -149,7 +149,7 @@ async fn route_and_forward(
         return no_route();
     };
     let Some(vhost) = listener.routes.lookup(authority) else {
-        return unrouted(req, conn, ctx, &live).await;
+        return unrouted(req, conn, ctx, &live, entry).await;
     };
     let scheme = "http";
     let path_and_query = req.uri().path_and_query().cloned();
@@ -185,7 +185,7 @@ async fn route_and_forward(
         headers: req.headers(),
     };
     let Some((mut route, mut matched_prefix)) = router::select(&vhost.routes, &view) else {
-        return unrouted(req, conn, ctx, &live).await;
+        return unrouted(req, conn, ctx, &live, entry).await;
     };
     // WasmPlugins run on the routed request, before CORS, faults and the router's action; the
     // route is chosen again after them, since they may have changed what it matched on (as
@@ -207,10 +207,11 @@ async fn route_and_forward(
             },
             ..stream_info(&conn, req.version())
         };
-        let c = match crate::wasm::filter::Chain::open(ctx, plugins, &info) {
-            Ok(c) => c,
-            Err((r, details)) => return (r, Outcome::local("-", details)),
-        };
+        let (c, opened) = Chain::open(ctx, plugins, &info);
+        log_plugins(ctx, entry, &c);
+        if let Err((r, details)) = opened {
+            return (r, Outcome::local("-", details));
+        }
         let (parts, body) = req.into_parts();
         let end_of_stream = http_body::Body::is_end_stream(&body);
         let parts = match c.request_headers(parts, end_of_stream).await {
@@ -271,7 +272,7 @@ async fn route_and_forward(
         .cors
         .as_ref()
         .and_then(|_| req.headers().get(header::ORIGIN).cloned());
-    let (mut resp, outcome) = act(
+    let (mut resp, mut outcome) = act(
         req,
         route,
         matched_prefix,
@@ -288,6 +289,12 @@ async fn route_and_forward(
     )
     .await;
     if let Some(c) = chain {
+        // A plugin buffered more request body than the limit: Envoy's 413, whatever the
+        // upstream exchange (cut off with the body) came to.
+        if c.request_too_large() {
+            resp = local_reply::sized(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large");
+            (outcome.flags, outcome.details) = ("-", "request_payload_too_large");
+        }
         let (code_details, flags, upstream) =
             (outcome.details, outcome.flags, outcome.upstream_host);
         c.update(|i| {
@@ -301,6 +308,17 @@ async fn route_and_forward(
         super::cors::decorate(cors, origin.as_ref(), resp.headers_mut());
     }
     (resp, outcome)
+}
+
+/// Keeps the request's plugin chain for the access log, when its format shows the plugins.
+fn log_plugins(ctx: &WorkerCtx, entry: &mut Option<access_log::Entry>, c: &Rc<Chain>) {
+    let wants = |l: &Arc<access_log::AccessLog>| l.wants_plugins();
+    if let Some(e) = entry
+        .as_mut()
+        .filter(|_| ctx.shared.settings.access_log.as_ref().is_some_and(wants))
+    {
+        e.plugins = Some(c.clone());
+    }
 }
 
 /// What the plugins learn of a stream when it opens.
@@ -323,6 +341,7 @@ async fn unrouted(
     conn: ConnInfo,
     ctx: &Rc<WorkerCtx>,
     live: &crate::live::Live,
+    entry: &mut Option<access_log::Entry>,
 ) -> (Response<Body>, Outcome) {
     let not_found = || local_reply::text(StatusCode::NOT_FOUND, "");
     let outcome = || Outcome::local("NR", "route_not_found");
@@ -331,10 +350,11 @@ async fn unrouted(
         return (not_found(), outcome());
     }
     let info = stream_info(&conn, req.version());
-    let c = match Chain::open(ctx, plugins, &info) {
-        Ok(c) => c,
-        Err((r, details)) => return (r, Outcome::local("-", details)),
-    };
+    let (c, opened) = Chain::open(ctx, plugins, &info);
+    log_plugins(ctx, entry, &c);
+    if let Err((r, details)) = opened {
+        return (r, Outcome::local("-", details));
+    }
     let (parts, body) = req.into_parts();
     let end_of_stream = http_body::Body::is_end_stream(&body);
     // The body is not read: the answer does not depend on it.

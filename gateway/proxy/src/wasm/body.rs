@@ -109,6 +109,12 @@ impl FilteredBody {
                 }
                 Ok(Action::Pause) => {
                     if e.vm().borrow().buffered(e.id(), self.response) > BUFFER_LIMIT {
+                        // The request side's reply is Envoy's 413 (the proxy sees the flag once
+                        // the upstream exchange fails); a response whose headers are gone can
+                        // only be cut off, as Envoy does.
+                        if !self.response {
+                            self.chain.set_request_too_large();
+                        }
                         return Err(BodyError::TooLarge);
                     }
                     return Ok(());

@@ -23,6 +23,43 @@ use crate::worker::WorkerCtx;
 /// Largest body a plugin may hold buffered (Envoy's default buffer limit, 1 MiB).
 pub(super) const BUFFER_LIMIT: usize = 1 << 20;
 
+/// What became of one plugin in a request, for the access log's `%WASM_PLUGINS%`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginOutcome {
+    /// Not run: an earlier plugin (or a failure) ended the request first.
+    Skipped,
+    /// Ran and let the request go on.
+    Continue,
+    /// Failed in request headers and ran again on a fresh VM, which let it go on (FAIL_RELOAD).
+    Reloaded,
+    /// Answered the request itself (`proxy_send_local_response`).
+    LocalReply,
+    /// Closed the stream (`proxy_close_stream`): the request got the 503.
+    Closed,
+    /// Failed (or had no VM to run in); skipped for the rest of the request (FAIL_OPEN).
+    FailedOpen,
+    /// Failed (or had no VM to run in); the request got the 503.
+    FailedClosed,
+    /// Its module was still being fetched (FAIL_OPEN: skipped; otherwise the 503).
+    Pending,
+}
+
+impl PluginOutcome {
+    /// The word the access log shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginOutcome::Skipped => "skipped",
+            PluginOutcome::Continue => "continue",
+            PluginOutcome::Reloaded => "reloaded",
+            PluginOutcome::LocalReply => "local_reply",
+            PluginOutcome::Closed => "closed",
+            PluginOutcome::FailedOpen => "failed_open",
+            PluginOutcome::FailedClosed => "failed_closed",
+            PluginOutcome::Pending => "pending",
+        }
+    }
+}
+
 /// One plugin's part in a request.
 pub(super) struct Entry {
     pub(super) loaded: Arc<LoadedPlugin>,
@@ -30,6 +67,8 @@ pub(super) struct Entry {
     slot: std::cell::RefCell<(SharedVm, StreamId)>,
     /// False once the plugin failed open: the rest of the request skips it.
     pub(super) active: Cell<bool>,
+    /// What became of it so far.
+    outcome: Cell<PluginOutcome>,
 }
 
 impl Entry {
@@ -53,6 +92,11 @@ pub struct Chain {
     info: StreamInfo,
     /// The plugins have the request head they read after the request phase.
     recorded: Cell<bool>,
+    /// Plugins that got no context (not loaded, no VM, or after one that stopped the request),
+    /// with the number of entries before them; empty (no allocation) when all opened.
+    unopened: Vec<(usize, Arc<LoadedPlugin>, PluginOutcome)>,
+    /// A plugin held more of the request body than the buffer limit (Envoy answers 413).
+    request_too_large: Cell<bool>,
 }
 
 /// A reply that ends the request early, with its response code details.
@@ -122,17 +166,23 @@ pub(super) fn local_reply(lr: LocalResponse) -> Reply {
 }
 
 impl Chain {
-    // The error is the response the client gets; boxing it would only add an allocation.
-    #[allow(clippy::result_large_err)]
     /// Opens a context for the request in each plugin's VM on this worker. A plugin that is
-    /// not loaded or whose VM cannot start is skipped (FAIL_OPEN) or stops the request.
+    /// not loaded or whose VM cannot start is skipped (FAIL_OPEN) or stops the request: then
+    /// the second value is the reply (the chain is still returned, so what became of each
+    /// plugin can be logged and the contexts opened so far are ended).
     pub fn open<'a>(
         ctx: &Rc<WorkerCtx>,
         plugins: impl Iterator<Item = &'a Arc<LoadedPlugin>>,
         info: &StreamInfo,
-    ) -> Result<Rc<Chain>, Reply> {
+    ) -> (Rc<Chain>, Result<(), Reply>) {
         let mut entries = SmallVec::new();
+        let mut unopened = Vec::new();
+        let mut stop = Ok(());
         for loaded in plugins {
+            if stop.is_err() {
+                unopened.push((entries.len(), loaded.clone(), PluginOutcome::Skipped));
+                continue;
+            }
             let opened = ctx.vms.get(ctx, loaded).and_then(|vm| {
                 let id = vm.borrow_mut().create_stream(info.clone());
                 id.map(|id| (vm, id)).map_err(|e| e.to_string())
@@ -142,23 +192,75 @@ impl Chain {
                     loaded: loaded.clone(),
                     slot: std::cell::RefCell::new((vm, id)),
                     active: Cell::new(true),
+                    outcome: Cell::new(PluginOutcome::Skipped),
                 }),
-                Err(e) if loaded.spec.fail_strategy == FailStrategy::FailOpen => {
-                    tracing::debug!(plugin = %loaded.spec.name, error = %e, "plugin skipped (FAIL_OPEN)");
-                }
                 Err(e) => {
-                    tracing::debug!(plugin = %loaded.spec.name, error = %e, "request stopped (FAIL_CLOSE)");
-                    return Err(fail_close());
+                    let open = loaded.spec.fail_strategy == FailStrategy::FailOpen;
+                    let outcome = match (&**loaded.load_state(), open) {
+                        (super::loader::LoadState::Pending, _) => PluginOutcome::Pending,
+                        (_, true) => PluginOutcome::FailedOpen,
+                        (_, false) => PluginOutcome::FailedClosed,
+                    };
+                    unopened.push((entries.len(), loaded.clone(), outcome));
+                    if open {
+                        tracing::debug!(plugin = %loaded.spec.name, error = %e, "plugin skipped (FAIL_OPEN)");
+                    } else {
+                        tracing::debug!(plugin = %loaded.spec.name, error = %e, "request stopped (FAIL_CLOSE)");
+                        stop = Err(fail_close());
+                    }
                 }
             }
         }
-        Ok(Rc::new(Chain {
+        let chain = Rc::new(Chain {
             ctx: ctx.clone(),
             entries,
             reached: Cell::new(0),
             info: info.clone(),
             recorded: Cell::new(false),
-        }))
+            unopened,
+            request_too_large: Cell::new(false),
+        });
+        (chain, stop)
+    }
+
+    /// Notes that a plugin held more of the request body than the buffer limit.
+    pub(super) fn set_request_too_large(&self) {
+        self.request_too_large.set(true);
+    }
+
+    /// Whether a plugin held more of the request body than the buffer limit: the request
+    /// failed for that reason, and the client gets Envoy's 413 when its response has not
+    /// started.
+    pub fn request_too_large(&self) -> bool {
+        self.request_too_large.get()
+    }
+
+    /// Whether the request met no plugin at all.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.unopened.is_empty()
+    }
+
+    /// `name:outcome` for every plugin of the request, in chain order, joined by `,`.
+    pub fn write_outcomes(&self, out: &mut String) {
+        let mut unopened = self.unopened.iter().peekable();
+        let mut first = true;
+        let mut put = |out: &mut String, name: &str, o: PluginOutcome| {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push_str(name);
+            out.push(':');
+            out.push_str(o.as_str());
+        };
+        for i in 0..=self.entries.len() {
+            while let Some((_, l, o)) = unopened.next_if(|(at, _, _)| *at == i) {
+                put(out, &l.spec.name, *o);
+            }
+            if let Some(e) = self.entries.get(i) {
+                put(out, &e.loaded.spec.name, e.outcome.get());
+            }
+        }
     }
 
     /// Sends the callouts the entry's VM queued.
@@ -173,8 +275,14 @@ impl Chain {
         tracing::debug!(plugin = %e.loaded.spec.name, failure = %f, "wasm plugin failed");
         e.active.set(false);
         match e.loaded.spec.fail_strategy {
-            FailStrategy::FailOpen => None,
-            _ => Some(fail_close()),
+            FailStrategy::FailOpen => {
+                e.outcome.set(PluginOutcome::FailedOpen);
+                None
+            }
+            _ => {
+                e.outcome.set(PluginOutcome::FailedClosed);
+                Some(fail_close())
+            }
         }
     }
 
@@ -223,9 +331,19 @@ impl Chain {
                     reply
                 };
                 match r {
-                    Resume::Continue => {}
-                    Resume::LocalResponse(lr) => return Err(ended(back, local_reply(lr))),
-                    Resume::Closed => return Err(ended(back, fail_close())),
+                    Resume::Continue => e.outcome.set(if reloaded {
+                        PluginOutcome::Reloaded
+                    } else {
+                        PluginOutcome::Continue
+                    }),
+                    Resume::LocalResponse(lr) => {
+                        e.outcome.set(PluginOutcome::LocalReply);
+                        return Err(ended(back, local_reply(lr)));
+                    }
+                    Resume::Closed => {
+                        e.outcome.set(PluginOutcome::Closed);
+                        return Err(ended(back, fail_close()));
+                    }
                     Resume::Failed(f) => {
                         // FAIL_RELOAD: a fresh VM gets the request once more.
                         if e.loaded.spec.fail_strategy == FailStrategy::FailReload && !reloaded {
@@ -236,7 +354,10 @@ impl Chain {
                                     reloaded = true;
                                     continue;
                                 }
-                                (back, _) => return Err(ended(back, fail_close())),
+                                (back, _) => {
+                                    e.outcome.set(PluginOutcome::FailedClosed);
+                                    return Err(ended(back, fail_close()));
+                                }
                             }
                         }
                         if let Some(reply) = self.failed(e, &f) {
@@ -320,8 +441,14 @@ impl Chain {
             let back = e.vm().borrow_mut().take_response(e.id());
             match r {
                 Resume::Continue => {}
-                Resume::LocalResponse(lr) => return local_reply(lr).0,
-                Resume::Closed => return fail_close().0,
+                Resume::LocalResponse(lr) => {
+                    e.outcome.set(PluginOutcome::LocalReply);
+                    return local_reply(lr).0;
+                }
+                Resume::Closed => {
+                    e.outcome.set(PluginOutcome::Closed);
+                    return fail_close().0;
+                }
                 Resume::Failed(f) => {
                     if let Some(reply) = self.failed(e, &f) {
                         return reply.0;
