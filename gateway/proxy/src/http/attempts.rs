@@ -323,12 +323,19 @@ fn attempt_request(
         *req.headers_mut() = headers.clone();
         req
     };
-    let mut req = match head.as_mut()? {
-        AttemptHead::Owned(_) if last => match head.take() {
-            Some(AttemptHead::Owned(p)) => Request::from_parts(p, body),
-            _ => return None,
-        },
-        AttemptHead::Owned(p) => copy(&p.method, &p.uri, p.version, &p.headers, body),
+    match head.as_mut()? {
+        AttemptHead::Owned(p) => {
+            // Into the kept head, which has room for it: a copy's map is full to capacity and
+            // would grow for one more header.
+            p.headers.insert(super::names::X_ENVOY_ATTEMPT_COUNT, count);
+            if !last {
+                return Some(copy(&p.method, &p.uri, p.version, &p.headers, body));
+            }
+            match head.take() {
+                Some(AttemptHead::Owned(p)) => Some(Request::from_parts(p, body)),
+                _ => None,
+            }
+        }
         AttemptHead::Shared(h, extensions) => {
             let mut req = copy(&h.method, &h.uri, h.version, &h.headers, body);
             if last {
@@ -336,12 +343,12 @@ fn attempt_request(
                     *req.extensions_mut() = x;
                 }
             }
-            req
+            // Replaces the count the shared head already has, in place.
+            req.headers_mut()
+                .insert(super::names::X_ENVOY_ATTEMPT_COUNT, count);
+            Some(req)
         }
-    };
-    req.headers_mut()
-        .insert(super::names::X_ENVOY_ATTEMPT_COUNT, count);
-    Some(req)
+    }
 }
 
 /// The local reply for an attempt that failed before a response, in Envoy's words.
