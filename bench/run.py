@@ -54,17 +54,18 @@ def envoy_binary():
 
 
 def cpu_seconds(pid):
-    """User + system CPU seconds of a process and its children (nginx's workers)."""
+    """(user, system) CPU seconds of a process and its children (nginx's workers)."""
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
+    user = system = 0
     for p in [pid] + children(pid):
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
+            user += int(fields[11])
+            system += int(fields[12])
         except OSError:
             pass
-    return total / ticks
+    return user / ticks, system / ticks
 
 
 def rss_mib(pid):
@@ -288,11 +289,13 @@ def oha_fixed(port, rate, seconds, pid):
     out = subprocess.run(["taskset", "-c", "1", "oha", "--no-tui", "--output-format", "json", "-q", str(rate),
                           "--latency-correction", "-c", "16", "-n", str(n), "-H", f"Host: {HOST}",
                           f"http://127.0.0.1:{port}/"], capture_output=True, text=True).stdout
-    cpu = cpu_seconds(pid) - before
+    after = cpu_seconds(pid)
+    user, system = after[0] - before[0], after[1] - before[1]
     j = json.loads(out)
     pct = j.get("latencyPercentiles", {})
     return {"p50_ms": pct.get("p50", 0) * 1000, "p99_ms": pct.get("p99", 0) * 1000,
-            "cpu_us_per_req": cpu / n * 1e6, "loaded_rss_mib": rss_mib(pid)}
+            "cpu_us_per_req": (user + system) / n * 1e6, "user_us_per_req": user / n * 1e6,
+            "loaded_rss_mib": rss_mib(pid)}
 
 
 def fmt(values, unit="", digits=1):
@@ -308,6 +311,9 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rate", type=int, default=4000)
     ap.add_argument("--quick", action="store_true", help="1 round, 3 s per measurement")
+    ap.add_argument("--fixed-only", action="store_true",
+                    help="only the fixed-rate run (latency, CPU per request): quick rounds, so many "
+                         "of them can narrow a small CPU difference")
     ap.add_argument("--json", help="also write every round's raw measurements to this file")
     ap.add_argument("--targets", default="meshgate,meshgate+policies,meshgate+plugin,envoy,envoy+plugin,nginx",
                     help="comma-separated proxies to measure (direct is always measured)")
@@ -336,7 +342,9 @@ def main():
     try:
         for rnd in range(a.rounds):
             order = order[1:] + order[:1]
-            results["direct"].append({"rps_h1": wrk(up_port, a.seconds), "rps_h2": h2load(up_h2, a.seconds)})
+            if not a.fixed_only:
+                results["direct"].append({"rps_h1": wrk(up_port, a.seconds),
+                                          "rps_h2": h2load(up_h2, a.seconds)})
             for name in order:
                 # A port handed out by free_port can be taken before the proxy binds it (rare):
                 # start again on fresh ports rather than lose the run.
@@ -355,8 +363,10 @@ def main():
                                     f"http://127.0.0.1:{port}/"], check=False, timeout=10)
                     time.sleep(0.2)
                     idle = rss_mib(p.pid)
-                    r = {"startup_ms": p.startup * 1000, "idle_rss_mib": idle,
-                         "rps_h1": wrk(port, a.seconds), "rps_h2": h2load(p.h2_port, a.seconds)}
+                    r = {"startup_ms": p.startup * 1000, "idle_rss_mib": idle}
+                    if not a.fixed_only:
+                        r["rps_h1"] = wrk(port, a.seconds)
+                        r["rps_h2"] = h2load(p.h2_port, a.seconds)
                     r.update(oha_fixed(port, a.rate, a.seconds, p.pid))
                     results[name].append(r)
                 finally:
@@ -366,7 +376,8 @@ def main():
         upstream.stop()
     metrics = [("rps_h1", "HTTP/1.1 RPS (64 conns)", ""), ("rps_h2", "h2c RPS (16x16 streams)", ""),
                ("p50_ms", f"p50 @ {a.rate} rps", " ms"), ("p99_ms", f"p99 @ {a.rate} rps", " ms"),
-               ("cpu_us_per_req", "CPU per request", " us"), ("idle_rss_mib", "idle RSS", " MiB"),
+               ("cpu_us_per_req", "CPU per request", " us"),
+               ("user_us_per_req", "user CPU per request", " us"), ("idle_rss_mib", "idle RSS", " MiB"),
                ("loaded_rss_mib", "loaded RSS", " MiB"), ("startup_ms", "start-up", " ms")]
     names = ["direct"] + [n for n in every if n in starters]
     print(f"\n{a.rounds} rounds x {a.seconds}s; medians (min-max). Proxy pinned to CPU 0, upstream+load on CPU 1.\n")
@@ -384,12 +395,12 @@ def main():
     print("\nPer-round ratios:\n")
     print("| metric | " + " | ".join(f"{x}/{y}" for x, y in pairs) + " |")
     print("|---|" + "---|" * len(pairs))
-    for key, label, _ in metrics[:6]:
+    for key, label, _ in metrics[:7]:
         cells = []
         for x, y in pairs:
-            xs = [r[key] for r in results[x]]
-            ys = [r[key] for r in results[y]]
-            cells.append(fmt([p / q for p, q in zip(xs, ys) if q], digits=2))
+            xs = [r.get(key) for r in results[x]]
+            ys = [r.get(key) for r in results[y]]
+            cells.append(fmt([p / q for p, q in zip(xs, ys) if p is not None and q], digits=2))
         print(f"| {label} | " + " | ".join(cells) + " |")
     if "meshgate+plugin" in starters:
         starts = subprocess.run(["cargo", "run", "--release", "-q", "-p", "meshgate-wasm", "--example", "plugin_start",
