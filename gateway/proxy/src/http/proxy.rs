@@ -148,8 +148,9 @@ async fn route_and_forward(
     let Some(listener) = live.listener(conn.local_port) else {
         return no_route();
     };
+    // Boxed: a rare path, whose state would otherwise make every request's future bigger.
     let Some(vhost) = listener.routes.lookup(authority) else {
-        return unrouted(req, conn, ctx, &live, entry).await;
+        return Box::pin(unrouted(req, conn, ctx, &live, entry)).await;
     };
     let scheme = "http";
     let path_and_query = req.uri().path_and_query().cloned();
@@ -185,7 +186,7 @@ async fn route_and_forward(
         headers: req.headers(),
     };
     let Some((mut route, mut matched_prefix)) = router::select(&vhost.routes, &view) else {
-        return unrouted(req, conn, ctx, &live, entry).await;
+        return Box::pin(unrouted(req, conn, ctx, &live, entry)).await;
     };
     // WasmPlugins run on the routed request, before CORS, faults and the router's action; the
     // route is chosen again after them, since they may have changed what it matched on (as
