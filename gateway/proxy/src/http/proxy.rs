@@ -208,16 +208,9 @@ async fn route_and_forward(
             },
             ..stream_info(&conn, req.version())
         };
-        let (c, opened) = Chain::open(ctx, plugins, &info);
-        log_plugins(ctx, entry, &c);
-        if let Err((r, details)) = opened {
-            return (r, Outcome::local("-", details));
-        }
-        let (parts, body) = req.into_parts();
-        let end_of_stream = http_body::Body::is_end_stream(&body);
-        let parts = match c.request_headers(parts, end_of_stream).await {
-            Ok(p) => p,
-            Err((r, details)) => return (c.response(r).await, Outcome::local("-", details)),
+        let (c, parts, body) = match request_plugins(ctx, entry, plugins, &info, req).await {
+            Ok(opened) => opened,
+            Err(reply) => return reply,
         };
         let req = Request::from_parts(parts, c.request_body(body::boxed(body)));
         let authority = router::authority_value(&req);
@@ -351,25 +344,39 @@ async fn unrouted(
         return (not_found(), outcome());
     }
     let info = stream_info(&conn, req.version());
-    let (c, opened) = Chain::open(ctx, plugins, &info);
+    // The body is not read (dropped with `_body`): the answer does not depend on it.
+    let (c, parts, _body) = match request_plugins(ctx, entry, plugins, &info, req).await {
+        Ok(opened) => opened,
+        Err(reply) => return reply,
+    };
+    c.record_request(&parts);
+    c.update(|i| {
+        i.response_code_details = Some("route_not_found");
+        i.response_flags = Some("NR");
+    });
+    (c.response(not_found()).await, outcome())
+}
+
+/// Opens the request's plugin chain and runs the request head through it: the chain, the head
+/// as the plugins left it and the body; or the reply (through the plugins' response phase)
+/// that ends the request.
+async fn request_plugins<'a>(
+    ctx: &Rc<WorkerCtx>,
+    entry: &mut Option<access_log::Entry>,
+    plugins: impl Iterator<Item = &'a Arc<crate::wasm::LoadedPlugin>>,
+    info: &meshgate_wasm::StreamInfo,
+    req: Request<Incoming>,
+) -> Result<(Rc<Chain>, http::request::Parts, Incoming), (Response<Body>, Outcome)> {
+    let (c, opened) = Chain::open(ctx, plugins, info);
     log_plugins(ctx, entry, &c);
     if let Err((r, details)) = opened {
-        return (r, Outcome::local("-", details));
+        return Err((r, Outcome::local("-", details)));
     }
     let (parts, body) = req.into_parts();
     let end_of_stream = http_body::Body::is_end_stream(&body);
-    // The body is not read: the answer does not depend on it.
-    drop(body);
     match c.request_headers(parts, end_of_stream).await {
-        Ok(parts) => {
-            c.record_request(&parts);
-            c.update(|i| {
-                i.response_code_details = Some("route_not_found");
-                i.response_flags = Some("NR");
-            });
-            (c.response(not_found()).await, outcome())
-        }
-        Err((r, details)) => (c.response(r).await, Outcome::local("-", details)),
+        Ok(parts) => Ok((c, parts, body)),
+        Err((r, details)) => Err((c.response(r).await, Outcome::local("-", details))),
     }
 }
 
