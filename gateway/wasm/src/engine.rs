@@ -2,6 +2,7 @@
 //! thread, and an on-disk cache of precompiled code keyed by the module's content, so a
 //! restart loads plugins without compiling them. Modules are also kept in memory by sha256.
 
+use crate::epoch::Clock;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -83,6 +84,7 @@ pub struct Engine {
     modules: Mutex<HashMap<[u8; 32], CompiledModule>>,
     cache: Option<CodeCache>,
     epoch_tick: Duration,
+    clock: Arc<Clock>,
     /// Shared data and queues of every plugin.
     pub shared: Arc<SharedState>,
     /// Metrics plugins defined.
@@ -109,17 +111,9 @@ impl Engine {
             .map(|dir| CodeCache::new(dir, &engine));
         let mut linker = Linker::new(&engine);
         crate::abi::link(&mut linker).map_err(err)?;
-        let weak = engine.weak();
         let tick = opts.epoch_tick.max(Duration::from_millis(1));
-        std::thread::Builder::new()
-            .name("wasm-epoch".into())
-            .spawn(move || loop {
-                std::thread::sleep(tick);
-                match weak.upgrade() {
-                    Some(e) => e.increment_epoch(),
-                    None => return,
-                }
-            })
+        let clock = Arc::new(Clock::default());
+        Clock::start(clock.clone(), engine.weak(), tick)
             .map_err(|e| WasmError::Engine(format!("starting the epoch thread: {e}")))?;
         Ok(Arc::new(Engine {
             engine,
@@ -127,6 +121,7 @@ impl Engine {
             modules: Mutex::new(HashMap::new()),
             cache,
             epoch_tick: tick,
+            clock,
             shared: Arc::default(),
             metrics: Arc::default(),
         }))
@@ -229,6 +224,7 @@ impl Engine {
             metrics: self.metrics.clone(),
             stats: PluginStats::default(),
             epoch_tick: self.epoch_tick,
+            clock: self.clock.clone(),
         }))
     }
 
@@ -243,6 +239,7 @@ impl Engine {
             metrics: Arc::default(),
             stats: PluginStats::default(),
             epoch_tick: self.epoch_tick,
+            clock: self.clock.clone(),
         }))
     }
 

@@ -10,6 +10,7 @@ mod body_buffer;
 mod code_cache;
 mod context;
 mod engine;
+mod epoch;
 mod error;
 mod header_cache;
 mod host;
@@ -25,6 +26,7 @@ pub use context::{
 };
 pub use engine::{hex, AbiVersion};
 pub use engine::{CompiledModule, Engine, EngineOptions};
+pub use epoch::IDLE_TICK;
 pub use error::{VmFailure, WasmError};
 pub use host::{Host, NoHost, StreamInfo};
 pub use metrics::{Metric, MetricKind, MetricRegistry, HISTOGRAM_BOUNDS};

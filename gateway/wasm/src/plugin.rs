@@ -170,6 +170,8 @@ pub(crate) struct PluginShared {
     pub(crate) stats: PluginStats,
     /// The engine's epoch tick (deadlines are counted in it).
     pub(crate) epoch_tick: Duration,
+    /// The engine's epoch clock (which VMs are in guest code).
+    pub(crate) clock: Arc<crate::epoch::Clock>,
 }
 
 /// A loaded plugin: cheap to clone, shared by its VMs on every worker.

@@ -15,6 +15,7 @@ use wasmtime::{Store, Trap, WasmParams, WasmResults};
 
 use crate::context::{Action, Callout, LocalResponse};
 use crate::engine::AbiVersion;
+use crate::epoch::InGuest;
 use crate::error::{VmFailure, WasmError};
 use crate::host::{Host, StreamInfo};
 use crate::plugin::{Plugin, PluginStats};
@@ -57,6 +58,8 @@ pub struct PluginVm {
     counted_memory: usize,
     /// Callbacks run (for latency sampling).
     calls: u32,
+    /// Set while the VM runs guest code (the epoch clock ticks fast only then).
+    in_guest: InGuest,
 }
 
 impl Drop for PluginVm {
@@ -122,7 +125,11 @@ impl PluginVm {
             WasmError::Start(f)
         };
         store.set_epoch_deadline(ticks(shared.epoch_tick, cfg.start_deadline));
-        let instance = match pre.instantiate(&mut store) {
+        let in_guest = shared.clock.register();
+        in_guest.enter();
+        let instantiated = pre.instantiate(&mut store);
+        in_guest.leave();
+        let instance = match instantiated {
             Ok(i) => i,
             Err(e) => {
                 let limits = &store.data().limits;
@@ -152,6 +159,7 @@ impl PluginVm {
             failed: None,
             counted_memory: 0,
             calls: 0,
+            in_guest,
         };
         let deadline = cfg.start_deadline;
         let root = 1;
@@ -582,7 +590,9 @@ impl PluginVm {
         // of a small plugin's time.
         self.calls = self.calls.wrapping_add(1);
         let started = (self.calls % LATENCY_SAMPLE == 0).then(std::time::Instant::now);
+        self.in_guest.enter();
         let r = f.call(&mut self.store, params);
+        self.in_guest.leave();
         let stats = &self.plugin.0.stats;
         if let Some(t) = started {
             stats.latency.record(callback, t.elapsed());
