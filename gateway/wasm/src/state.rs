@@ -34,7 +34,12 @@ pub struct VmState {
     pub(crate) root_id: u32,
     /// The context host calls act on (the callback's, or what `proxy_set_effective_context` set).
     pub(crate) effective: u32,
-    pub(crate) streams: HashMap<u32, StreamData, BuildHasherDefault<IdHasher>>,
+    /// Boxed: a stream's data is about a kilobyte, and boxes move as pointers in and out of
+    /// the map; ended streams' boxes are kept in `spare` for the next ones.
+    pub(crate) streams: HashMap<u32, Box<StreamData>, BuildHasherDefault<IdHasher>>,
+    // Boxes on purpose: they go back into `streams` as they are, without moving the data.
+    #[allow(clippy::vec_box)]
+    pub(crate) spare: Vec<Box<StreamData>>,
     /// The root context's tick period; `None` when ticks are off.
     pub(crate) tick_period: Option<Duration>,
     pub(crate) tick_waker: Option<Waker>,
@@ -136,6 +141,46 @@ impl RequestHead {
 }
 
 impl StreamData {
+    /// Empties the data in place for the next stream (keeping what it allocated where that can
+    /// be reused).
+    pub(crate) fn reset(&mut self) {
+        // Every field by name, so a new one cannot be forgotten here.
+        let StreamData {
+            request,
+            request_body,
+            request_trailers,
+            response,
+            response_body,
+            response_trailers,
+            info,
+            sent_request,
+            sent_response,
+            local_response,
+            resumed_request,
+            resumed_response,
+            closed,
+            waker,
+            filter_state,
+            ended,
+        } = self;
+        *request = None;
+        *request_body = BodyBuffer::default();
+        *request_trailers = None;
+        *response = None;
+        *response_body = BodyBuffer::default();
+        *response_trailers = None;
+        *info = StreamInfo::default();
+        *sent_request = None;
+        *sent_response = None;
+        *local_response = None;
+        *resumed_request = false;
+        *resumed_response = false;
+        *closed = false;
+        *waker = None;
+        filter_state.clear();
+        *ended = false;
+    }
+
     /// Wakes whoever waits on the stream.
     pub(crate) fn wake(&mut self) {
         if let Some(w) = self.waker.take() {
@@ -147,7 +192,7 @@ impl StreamData {
 impl VmState {
     /// The stream the guest is acting on, if the effective context is a stream.
     pub(crate) fn stream(&mut self) -> Option<&mut StreamData> {
-        self.streams.get_mut(&self.effective)
+        self.streams.get_mut(&self.effective).map(|s| &mut **s)
     }
 }
 
