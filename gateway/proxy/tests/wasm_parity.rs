@@ -423,6 +423,33 @@ fn a_request_no_route_matches_goes_through_the_plugins_as_in_envoy() {
     let (a, _) = (ours.get("app.example.com", "/nowhere"), ());
     assert_eq!(a.status, 404);
     assert_eq!(both.up.count(), 0, "nothing reaches the upstream");
+    // A plugin that moves the request onto a route: it is routed after all, with what the
+    // plugins set (add-headers' request header included), and the plugins run once.
+    let run = |c: &Client| {
+        let r = c.get_h(
+            "app.example.com",
+            "/nowhere",
+            &[("x-probe", "reroute"), ("x-probe-path", "/hello/there")],
+        );
+        let mut d = desc();
+        d.insert("status".into(), r.status.as_u16().to_string());
+        d.insert(
+            "header x-resp".into(),
+            r.header("x-resp").unwrap_or("-").into(),
+        );
+        let seen = both.up.last();
+        d.insert("upstream path".into(), seen.path.clone());
+        let req_header = seen.headers.get_all("x-req").iter().count();
+        d.insert("upstream x-req headers".into(), req_header.to_string());
+        d
+    };
+    let (a, b) = (run(&ours), run(&theirs));
+    compare("no route, rerouted by a plugin", &a, &b, &[]);
+    assert_eq!(a["status"], "200", "{a:?}");
+    assert_eq!(
+        a["upstream x-req headers"], "1",
+        "the plugins ran once: {a:?}"
+    );
 }
 
 /// The abi-probe plugin with `pluginName: probe-root` (and `spec` lines).

@@ -107,12 +107,6 @@ async fn route_and_forward(
     ctx: &Rc<WorkerCtx>,
     entry: &mut Option<access_log::Entry>,
 ) -> (Response<Body>, Outcome) {
-    let no_route = || {
-        (
-            local_reply::text(StatusCode::NOT_FOUND, ""),
-            Outcome::local("NR", "route_not_found"),
-        )
-    };
     // Envoy's max_request_headers_kb (60 KiB of header names and values).
     let header_bytes: usize = req
         .headers()
@@ -137,6 +131,26 @@ async fn route_and_forward(
         e.request(&req);
     }
     let live = ctx.shared.live.load_full();
+    route(req, conn, ctx, entry, &live, None).await
+}
+
+/// Routes a request and carries out the route. `ran` is the plugin chain a request no route
+/// matched went through already: it is routed again as the plugins left it (as Envoy does once
+/// a plugin's edit has cleared its route cache), and its plugins do not run a second time.
+async fn route(
+    mut req: Request<Incoming>,
+    conn: ConnInfo,
+    ctx: &Rc<WorkerCtx>,
+    entry: &mut Option<access_log::Entry>,
+    live: &Arc<crate::live::Live>,
+    ran: Option<Rc<Chain>>,
+) -> (Response<Body>, Outcome) {
+    let no_route = || {
+        (
+            local_reply::text(StatusCode::NOT_FOUND, ""),
+            Outcome::local("NR", "route_not_found"),
+        )
+    };
     // Cheap clones (shared bytes), so the request can be consumed later.
     let Some(authority_value) = router::authority_value(&req) else {
         return (
@@ -150,7 +164,7 @@ async fn route_and_forward(
     };
     // Boxed: a rare path, whose state would otherwise make every request's future bigger.
     let Some(vhost) = listener.routes.lookup(authority) else {
-        return Box::pin(unrouted(req, conn, ctx, &live, entry)).await;
+        return Box::pin(unrouted(req, conn, ctx, live, entry, ran)).await;
     };
     let scheme = "http";
     let path_and_query = req.uri().path_and_query().cloned();
@@ -186,7 +200,7 @@ async fn route_and_forward(
         headers: req.headers(),
     };
     let Some((mut route, mut matched_prefix)) = router::select(&vhost.routes, &view) else {
-        return Box::pin(unrouted(req, conn, ctx, &live, entry)).await;
+        return Box::pin(unrouted(req, conn, ctx, live, entry, ran)).await;
     };
     // WasmPlugins run on the routed request, before CORS, faults and the router's action; the
     // route is chosen again after them, since they may have changed what it matched on (as
@@ -197,7 +211,16 @@ async fn route_and_forward(
         .peekable();
     let mut chain = None;
     let mut path = path;
-    let req = if plugins.peek().is_none() {
+    let req = if let Some(c) = ran {
+        // Routed by what the plugins left: nothing to run or choose again.
+        let (parts, body) = req.into_parts();
+        let req = Request::from_parts(parts, c.request_body(body::boxed(body)));
+        if !shares_head_later(route) {
+            c.record_request_of(&req);
+        }
+        chain = Some(c);
+        req
+    } else if plugins.peek().is_none() {
         req.map(body::boxed)
     } else {
         let info = meshgate_wasm::StreamInfo {
@@ -234,12 +257,7 @@ async fn route_and_forward(
         if view.path != path {
             path = view.path.to_owned().into();
         }
-        // The head the plugins read from now on: the one forward() sends upstream, shared with
-        // them; a request that ends otherwise (or is held up first) gets a copy here.
-        let shared_later = matches!(route.action, RouteAction::Forward(_))
-            && route.fault.is_none()
-            && route.cors.is_none();
-        if !shared_later {
+        if !shares_head_later(route) {
             c.record_request_of(&req);
         }
         chain = Some(c);
@@ -304,6 +322,12 @@ async fn route_and_forward(
     (resp, outcome)
 }
 
+/// Whether forward() will share the head it sends upstream with the plugins (they read it after
+/// their phase); a request that ends otherwise (or is held up first) gets a copy instead.
+fn shares_head_later(route: &Route) -> bool {
+    matches!(route.action, RouteAction::Forward(_)) && route.fault.is_none() && route.cors.is_none()
+}
+
 /// Keeps the request's plugin chain for the access log, when its format shows the plugins.
 fn log_plugins(ctx: &WorkerCtx, entry: &mut Option<access_log::Entry>, c: &Rc<Chain>) {
     let wants = |l: &Arc<access_log::AccessLog>| l.wants_plugins();
@@ -328,27 +352,39 @@ fn stream_info(conn: &ConnInfo, version: http::Version) -> meshgate_wasm::Stream
 
 /// A request no route matches. As in Envoy, whose router answers 404 at the end of the filter
 /// chain, the plugins that are not scoped to routes see the request first (and may answer it
-/// themselves), and the 404 goes back through their response phase. Unlike Envoy, a plugin's
-/// header edits do not make the request match a route after all: it is answered 404.
+/// themselves), and the 404 goes back through their response phase. A request their edits
+/// move onto a route is routed after all (Envoy's route cache, cleared by a plugin's edit).
+/// `ran`: the plugins ran already and the request still matches no route.
 async fn unrouted(
     req: Request<Incoming>,
     conn: ConnInfo,
     ctx: &Rc<WorkerCtx>,
-    live: &crate::live::Live,
+    live: &Arc<crate::live::Live>,
     entry: &mut Option<access_log::Entry>,
+    ran: Option<Rc<Chain>>,
 ) -> (Response<Body>, Outcome) {
     let not_found = || local_reply::text(StatusCode::NOT_FOUND, "");
     let outcome = || Outcome::local("NR", "route_not_found");
-    let mut plugins = live.plugins_for(None, conn.local_port).peekable();
-    if plugins.peek().is_none() {
-        return (not_found(), outcome());
-    }
-    let info = stream_info(&conn, req.version());
-    // The body is not read (dropped with `_body`): the answer does not depend on it.
-    let (c, parts, _body) = match request_plugins(ctx, entry, plugins, &info, req).await {
-        Ok(opened) => opened,
-        Err(reply) => return reply,
+    let c = match ran {
+        // The plugins ran and the request still matches no route.
+        Some(c) => c,
+        None => {
+            let mut plugins = live.plugins_for(None, conn.local_port).peekable();
+            if plugins.peek().is_none() {
+                return (not_found(), outcome());
+            }
+            let info = stream_info(&conn, req.version());
+            let (c, parts, body) = match request_plugins(ctx, entry, plugins, &info, req).await {
+                Ok(opened) => opened,
+                Err(reply) => return reply,
+            };
+            // Routed again as the plugins left it.
+            let req = Request::from_parts(parts, body);
+            return Box::pin(route(req, conn, ctx, entry, live, Some(c))).await;
+        }
     };
+    // The body is not read (dropped with the request): the answer does not depend on it.
+    let (parts, _body) = req.into_parts();
     c.record_request(&parts);
     c.update(|i| {
         i.response_code_details = Some("route_not_found");
