@@ -288,7 +288,7 @@ async fn route(
         req,
         route,
         matched_prefix,
-        &live,
+        live,
         conn,
         ctx,
         authority,
