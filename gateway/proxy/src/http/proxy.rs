@@ -67,7 +67,7 @@ pub async fn handle(
         req.extensions_mut().insert(received.clone());
         access_log::Entry::new(start, conn.local, conn.peer, received)
     });
-    let (mut resp, outcome) = route_and_forward(req, conn, &ctx, &mut entry).await;
+    let (mut resp, outcome) = route_and_forward(req, conn, &ctx, &mut entry, None).await;
     resp.headers_mut()
         .insert(header::SERVER, HeaderValue::from_static("meshgate"));
     let millis = start.elapsed().as_secs_f64() * 1000.0;
@@ -101,12 +101,14 @@ pub(super) fn unknown() -> Arc<str> {
     UNKNOWN.with(Arc::clone)
 }
 
-async fn route_and_forward(
-    mut req: Request<Incoming>,
-    conn: ConnInfo,
-    ctx: &Rc<WorkerCtx>,
+/// The connection manager's checks and edge rules, before routing: the reply when they refuse
+/// the request.
+fn edge(
+    req: &mut Request<Incoming>,
+    conn: &ConnInfo,
+    ctx: &WorkerCtx,
     entry: &mut Option<access_log::Entry>,
-) -> (Response<Body>, Outcome) {
+) -> Option<(Response<Body>, Outcome)> {
     // Envoy's max_request_headers_kb (60 KiB of header names and values).
     let header_bytes: usize = req
         .headers()
@@ -114,10 +116,10 @@ async fn route_and_forward(
         .map(|(k, v)| k.as_str().len() + v.len())
         .sum();
     if header_bytes > super::MAX_HEADER_BYTES {
-        return (
+        return Some((
             local_reply::text(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, ""),
             Outcome::local("DPE", "request_headers_too_large"),
-        );
+        ));
     }
     // The connection manager's edge rules, before routing as in Envoy: headers only Envoy may
     // set are dropped, the client joins x-forwarded-for, the request gets its id.
@@ -128,23 +130,29 @@ async fn route_and_forward(
         ctx.shared.settings.preserve_external_request_id,
     );
     if let Some(e) = entry.as_mut() {
-        e.request(&req);
+        e.request(req);
     }
-    let live = ctx.shared.live.load_full();
-    route(req, conn, ctx, entry, &live, None).await
+    None
 }
 
 /// Routes a request and carries out the route. `ran` is the plugin chain a request no route
 /// matched went through already: it is routed again as the plugins left it (as Envoy does once
 /// a plugin's edit has cleared its route cache), and its plugins do not run a second time.
-async fn route(
+/// One function, edge rules included: a future built by a separate call would be moved
+/// (kilobytes of state) for every request.
+async fn route_and_forward(
     mut req: Request<Incoming>,
     conn: ConnInfo,
     ctx: &Rc<WorkerCtx>,
     entry: &mut Option<access_log::Entry>,
-    live: &Arc<crate::live::Live>,
     ran: Option<Rc<Chain>>,
 ) -> (Response<Body>, Outcome) {
+    if ran.is_none() {
+        if let Some(refused) = edge(&mut req, &conn, ctx, entry) {
+            return refused;
+        }
+    }
+    let live = &ctx.shared.live.load_full();
     let no_route = || {
         (
             local_reply::text(StatusCode::NOT_FOUND, ""),
@@ -380,7 +388,7 @@ async fn unrouted(
             };
             // Routed again as the plugins left it.
             let req = Request::from_parts(parts, body);
-            return Box::pin(route(req, conn, ctx, entry, live, Some(c))).await;
+            return Box::pin(route_and_forward(req, conn, ctx, entry, Some(c))).await;
         }
     };
     // The body is not read (dropped with the request): the answer does not depend on it.
