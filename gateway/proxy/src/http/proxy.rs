@@ -223,9 +223,6 @@ async fn route_and_forward(
         // Routed by what the plugins left: nothing to run or choose again.
         let (parts, body) = req.into_parts();
         let req = Request::from_parts(parts, c.request_body(body::boxed(body)));
-        if !shares_head_later(route) {
-            c.record_request_of(&req);
-        }
         chain = Some(c);
         req
     } else if plugins.peek().is_none() {
@@ -265,12 +262,12 @@ async fn route_and_forward(
         if view.path != path {
             path = view.path.to_owned().into();
         }
-        if !shares_head_later(route) {
-            c.record_request_of(&req);
-        }
         chain = Some(c);
         req
     };
+    if let Some(c) = chain.as_ref().filter(|_| !shares_head_later(route)) {
+        c.record_request_of(&req);
+    }
     let path: &str = &path;
     if let Some(e) = entry.as_mut() {
         e.route = Some(route.name.clone());
