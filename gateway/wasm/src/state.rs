@@ -121,11 +121,21 @@ pub struct RequestHead {
 impl RequestHead {
     /// A copy of `head` (without its extensions).
     pub fn copy_of(head: &http::request::Parts) -> RequestHead {
+        RequestHead::copy(&head.method, &head.uri, head.version, &head.headers)
+    }
+
+    /// A copy of a request's head.
+    pub fn copy(
+        method: &http::Method,
+        uri: &http::Uri,
+        version: http::Version,
+        headers: &http::HeaderMap,
+    ) -> RequestHead {
         RequestHead {
-            method: head.method.clone(),
-            uri: head.uri.clone(),
-            version: head.version,
-            headers: head.headers.clone(),
+            method: method.clone(),
+            uri: uri.clone(),
+            version,
+            headers: headers.clone(),
         }
     }
 

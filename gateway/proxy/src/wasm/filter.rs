@@ -401,12 +401,12 @@ impl Chain {
     /// [`Chain::record_request`] for a whole request.
     pub fn record_request_of<B>(&self, req: &http::Request<B>) {
         if !self.recorded.get() {
-            self.share_request(Rc::new(RequestHead {
-                method: req.method().clone(),
-                uri: req.uri().clone(),
-                version: req.version(),
-                headers: req.headers().clone(),
-            }));
+            self.share_request(Rc::new(RequestHead::copy(
+                req.method(),
+                req.uri(),
+                req.version(),
+                req.headers(),
+            )));
         }
     }
 
