@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 /// How long the clock sleeps while no VM runs guest code.
-pub const IDLE_TICK: Duration = Duration::from_millis(50);
+pub(crate) const IDLE_TICK: Duration = Duration::from_millis(50);
 
 /// The clock's view of the VMs.
 #[derive(Debug, Default)]

@@ -26,7 +26,6 @@ pub use context::{
 };
 pub use engine::{hex, AbiVersion};
 pub use engine::{CompiledModule, Engine, EngineOptions};
-pub use epoch::IDLE_TICK;
 pub use error::{VmFailure, WasmError};
 pub use host::{Host, NoHost, StreamInfo};
 pub use metrics::{Metric, MetricKind, MetricRegistry, HISTOGRAM_BOUNDS};
