@@ -16,7 +16,7 @@ use std::io::Write;
 use flate2::{Compression, Decompress, FlushDecompress, Status as Inflate};
 use wasmtime::{Caller, Linker};
 
-use super::{finish, read, write, write_u32, HostError, Status};
+use super::{finish, place, read, write_u32, HostError, Status};
 use crate::state::VmState;
 
 /// The functions meshgate offers, by the name a plugin calls them with.
@@ -87,22 +87,6 @@ fn uncompress(input: &[u8], cap: usize) -> Result<Vec<u8>, Status> {
 
 /// How much room the inflater gets at least per step.
 const CHUNK: usize = 32 << 10;
-
-/// Copies `bytes` into memory from the guest's allocator and returns its address.
-fn place(c: &mut Caller<'_, VmState>, bytes: &[u8]) -> Result<u32, HostError> {
-    let size = i32::try_from(bytes.len()).map_err(|_| HostError::Status(Status::BadArgument))?;
-    let alloc = c
-        .data()
-        .alloc
-        .clone()
-        .ok_or(HostError::Status(Status::Unimplemented))?;
-    let addr = alloc.call(&mut *c, size).map_err(HostError::Trap)?;
-    if addr == 0 {
-        return Err(HostError::Status(Status::InvalidMemoryAccess));
-    }
-    write(c, addr, bytes)?;
-    Ok(addr as u32)
-}
 
 fn call(
     c: &mut Caller<'_, VmState>,

@@ -240,23 +240,28 @@ fn hand_over(
     let addr = if bytes.is_empty() {
         0
     } else {
-        let alloc = caller
-            .data()
-            .alloc
-            .clone()
-            .ok_or(HostError::Status(Status::Unimplemented))?;
-        let addr = alloc
-            .call(&mut *caller, size as i32)
-            .map_err(HostError::Trap)?;
-        if addr == 0 {
-            return Err(HostError::Status(Status::InvalidMemoryAccess));
-        }
-        write(caller, addr, bytes).map_err(HostError::Status)?;
-        addr
+        place(caller, bytes)?
     };
-    write_u32(caller, ret_ptr, addr as u32).map_err(HostError::Status)?;
+    write_u32(caller, ret_ptr, addr).map_err(HostError::Status)?;
     write_u32(caller, ret_size, size).map_err(HostError::Status)?;
     Ok(())
+}
+
+/// Copies `bytes` into memory the guest's allocator gives (even for no bytes) and returns its
+/// address.
+fn place(caller: &mut Caller<'_, VmState>, bytes: &[u8]) -> Result<u32, HostError> {
+    let size = i32::try_from(bytes.len()).map_err(|_| HostError::Status(Status::BadArgument))?;
+    let alloc = caller
+        .data()
+        .alloc
+        .clone()
+        .ok_or(HostError::Status(Status::Unimplemented))?;
+    let addr = alloc.call(&mut *caller, size).map_err(HostError::Trap)?;
+    if addr == 0 {
+        return Err(HostError::Status(Status::InvalidMemoryAccess));
+    }
+    write(caller, addr, bytes).map_err(HostError::Status)?;
+    Ok(addr as u32)
 }
 
 /// A host call's failure: a status for the guest, or a trap to propagate (one raised inside a
