@@ -28,7 +28,7 @@ mod exports;
 use exports::{export, Exports, HeadersFn, F};
 
 /// One callback in this many is timed for the latency histograms.
-pub const LATENCY_SAMPLE: u32 = 4;
+pub const LATENCY_SAMPLE: u32 = 16;
 
 /// A stream's context in a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,6 +58,8 @@ pub struct PluginVm {
     counted_memory: usize,
     /// Callbacks run (for latency sampling).
     calls: u32,
+    /// Every callback's CPU budget (`callbackDeadline`), in time and in epoch ticks.
+    callback_budget: Budget,
     /// Set while the VM runs guest code (the epoch clock ticks fast only then).
     in_guest: InGuest,
 }
@@ -125,7 +127,8 @@ impl PluginVm {
             PluginStats::bump(&shared.stats.start_failures);
             WasmError::Start(f)
         };
-        store.set_epoch_deadline(ticks(shared.epoch_tick, cfg.start_deadline));
+        let start_budget = Budget::new(cfg.start_deadline, shared.epoch_tick);
+        store.set_epoch_deadline(start_budget.ticks);
         let in_guest = shared.clock.register();
         in_guest.enter();
         let instantiated = pre.instantiate(&mut store);
@@ -160,9 +163,10 @@ impl PluginVm {
             failed: None,
             counted_memory: 0,
             calls: 0,
+            callback_budget: Budget::new(cfg.callback_deadline, shared.epoch_tick),
             in_guest,
         };
-        let deadline = cfg.start_deadline;
+        let deadline = start_budget;
         let root = 1;
         if let Some(f) = init {
             vm.call_with(root, "_initialize", deadline, f, ())
@@ -575,21 +579,20 @@ impl PluginVm {
         f: F<P, R>,
         params: P,
     ) -> Result<R, VmFailure> {
-        let deadline = self.plugin.config().callback_deadline;
-        self.call_with(context, callback, deadline, f, params)
+        let budget = self.callback_budget;
+        self.call_with(context, callback, budget, f, params)
     }
 
     fn call_with<P: WasmParams, R: WasmResults>(
         &mut self,
         context: u32,
         callback: &'static str,
-        deadline: Duration,
+        budget: Budget,
         f: F<P, R>,
         params: P,
     ) -> Result<R, VmFailure> {
         self.check()?;
-        self.store
-            .set_epoch_deadline(ticks(self.plugin.0.epoch_tick, deadline));
+        self.store.set_epoch_deadline(budget.ticks);
         self.store.data_mut().effective = context;
         // One callback in LATENCY_SAMPLE is timed: two clock reads per call would cost a tenth
         // of a small plugin's time.
@@ -614,7 +617,7 @@ impl PluginVm {
         match r {
             Ok(r) => Ok(r),
             Err(e) => {
-                let failure = classify(callback, e, &self.store.data().limits, deadline);
+                let failure = classify(callback, e, &self.store.data().limits, budget.time);
                 self.fail(failure.clone());
                 Err(failure)
             }
@@ -640,9 +643,20 @@ impl PluginVm {
 /// commonly reach (a kilobyte each, so at most about 280 KiB per VM, once that many were open).
 const MAX_SPARE_STREAMS: usize = 256;
 
-/// Epoch ticks for `deadline` (at least one whole tick beyond the current one).
-fn ticks(tick: Duration, deadline: Duration) -> u64 {
-    (deadline.as_nanos() / tick.as_nanos().max(1)) as u64 + 1
+/// How long a guest call may run: the deadline, and the epoch ticks it comes to (worked out
+/// once per VM, not per call).
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    time: Duration,
+    ticks: u64,
+}
+
+impl Budget {
+    /// `time` in ticks of `tick` (at least one whole tick beyond the current one).
+    fn new(time: Duration, tick: Duration) -> Budget {
+        let ticks = (time.as_nanos() / tick.as_nanos().max(1)) as u64 + 1;
+        Budget { time, ticks }
+    }
 }
 
 /// What a failed guest call means.

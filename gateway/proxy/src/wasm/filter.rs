@@ -113,7 +113,9 @@ impl Drop for Chain {
                 }
                 Err(_) => continue,
             };
-            callout::dispatch(&self.ctx, &vm_rc, calls);
+            if !calls.is_empty() {
+                callout::dispatch(&self.ctx, &vm_rc, calls);
+            }
         }
     }
 }
@@ -265,8 +267,11 @@ impl Chain {
 
     /// Sends the callouts the entry's VM queued.
     pub(super) fn dispatch(&self, e: &Entry) {
-        let calls = e.vm().borrow_mut().take_calls();
-        callout::dispatch(&self.ctx, &e.vm(), calls);
+        let vm = e.vm();
+        let calls = vm.borrow_mut().take_calls();
+        if !calls.is_empty() {
+            callout::dispatch(&self.ctx, &vm, calls);
+        }
     }
 
     /// What a plugin's failure does to the request: `None` to go on without the plugin
