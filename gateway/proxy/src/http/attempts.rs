@@ -343,9 +343,11 @@ fn attempt_request(
                     *req.extensions_mut() = x;
                 }
             }
-            // Replaces the count the shared head already has, in place.
-            req.headers_mut()
-                .insert(super::names::X_ENVOY_ATTEMPT_COUNT, count);
+            // The shared head already says 1; a later attempt's count replaces it in place.
+            if attempt != 1 {
+                req.headers_mut()
+                    .insert(super::names::X_ENVOY_ATTEMPT_COUNT, count);
+            }
             Some(req)
         }
     }
