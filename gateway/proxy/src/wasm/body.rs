@@ -267,7 +267,9 @@ impl HttpBody for FilteredBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended && self.out.is_empty()
+        // Once the inner body is done and nothing is held or queued, the frame just handed out
+        // was the last: HTTP/2 then ends the stream with it instead of sending an empty frame.
+        self.out.is_empty() && self.waiting.is_none() && (self.ended || self.inner_done)
     }
 
     fn size_hint(&self) -> SizeHint {
