@@ -25,6 +25,8 @@ missing=""
 command -v docker-registry >/dev/null 2>&1 || missing="$missing docker-registry"
 command -v skopeo >/dev/null 2>&1 || missing="$missing skopeo"
 command -v htpasswd >/dev/null 2>&1 || missing="$missing apache2-utils"
+# nghttp shows the HTTP/2 frames a response arrives in (tests/wasm.rs).
+command -v nghttp >/dev/null 2>&1 || missing="$missing nghttp2-client"
 if [ -n "$missing" ] && command -v apt-get >/dev/null 2>&1; then
   # shellcheck disable=SC2086
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) >/dev/null

@@ -79,6 +79,41 @@ fn add_headers_edits_the_request_and_the_response_on_http1_and_h2c() {
     }
 }
 
+/// An h2c response that went through a plugin's body hooks ends the stream on its last DATA
+/// frame, as a response without plugins does, rather than with an empty frame of its own.
+#[test]
+fn an_h2c_response_through_a_plugin_ends_on_its_last_data_frame() {
+    let Some(wasm) = plugins::path("add-headers") else {
+        return;
+    };
+    let (up, co) = (Upstream::echo("up"), Upstream::echo("co"));
+    let gw = Gateway::start(&config(&up, &co, &plugin("add", &wasm, "")));
+    let out = std::process::Command::new("nghttp")
+        .args(["-v", "-H", ":authority: app.example.com"])
+        .arg(format!("http://127.0.0.1:{}/frames", gw.port))
+        .output()
+        .expect("nghttp (nghttp2-client) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("x-wasm-response: added"), "{text}");
+    // `recv DATA frame <length=N, flags=0xF, stream_id=S>` for each frame of the response.
+    let frames: Vec<(usize, u8)> = text
+        .lines()
+        .filter_map(|l| l.split("recv DATA frame <").nth(1))
+        .filter_map(|l| {
+            let field = |k: &str| l.split(k).nth(1)?.split([',', '>']).next();
+            let len = field("length=")?.parse().ok()?;
+            let flags = u8::from_str_radix(field("flags=0x")?, 16).ok()?;
+            Some((len, flags))
+        })
+        .collect();
+    assert!(!frames.is_empty(), "{text}");
+    assert!(
+        frames.iter().all(|(len, _)| *len > 0),
+        "an empty DATA frame: {text}"
+    );
+    assert_eq!(frames.last().map(|(_, f)| f & 1), Some(1), "{text}");
+}
+
 #[test]
 fn probe_replies_locally_mutates_headers_and_rewrites_bodies() {
     let Some(wasm) = plugins::path("abi-probe") else {
