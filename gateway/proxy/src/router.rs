@@ -65,6 +65,25 @@ pub fn select<'r>(routes: &'r [Route], view: &View<'_>) -> Option<(&'r Route, Op
     None
 }
 
+/// Whether a change to a request's regular headers (not its pseudo-headers or `host`) could
+/// change which of `routes` is chosen, when `chosen` was: only if `chosen` or a route before it
+/// has a header condition.
+pub fn headers_matter(routes: &[Route], chosen: &Route) -> bool {
+    for r in routes {
+        let by_headers = r
+            .matches
+            .iter()
+            .any(|m| !m.headers.is_empty() || !m.without_headers.is_empty());
+        if by_headers {
+            return true;
+        }
+        if std::ptr::eq(r, chosen) {
+            return false;
+        }
+    }
+    true
+}
+
 /// Picks a weighted destination (weights are relative; the draw is uniform in the total).
 pub fn pick_cluster(f: &Forward) -> &WeightedCluster {
     if f.clusters.len() == 1 || f.total_weight == 0 {

@@ -79,6 +79,68 @@ fn add_headers_edits_the_request_and_the_response_on_http1_and_h2c() {
     }
 }
 
+/// A header a plugin adds is routed on, as Envoy clears its route cache on a request header
+/// edit: the request lands on the route that matches the added header. A header no route
+/// matches on leaves the choice as it was (it is not made again).
+#[test]
+fn a_header_a_plugin_adds_is_routed_on() {
+    let Some(wasm) = plugins::path("add-headers") else {
+        return;
+    };
+    let (fast, slow) = (Upstream::echo("fast"), Upstream::echo("slow"));
+    let mut y = fixtures::base(&[
+        ("fast.test", &[(&fast, "v1")], "HTTP"),
+        ("slow.test", &[(&slow, "v1")], "HTTP"),
+    ]);
+    y.push_str(
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs, namespace: test}\n\
+         spec:\n  hosts: ['*']\n  gateways: [istio-system/gw]\n  http:\n\
+         \x20 - name: fast\n    match: [{headers: {x-lane: {exact: fast}}}]\n    route: [{destination: {host: fast.test}}]\n\
+         \x20 - name: slow\n    route: [{destination: {host: slow.test}}]\n",
+    );
+    y.push_str(&plugin(
+        "lane",
+        &wasm,
+        "  pluginConfig: {request: {x-lane: fast}}\n",
+    ));
+    let gw = Gateway::start(&y);
+    let c = Client::http1(gw.port);
+    let r = c.get("app.example.com", "/");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!((fast.count(), slow.count()), (1, 0));
+    assert_eq!(
+        fast.last().headers.get("x-lane").map(|v| v.as_bytes()),
+        Some(&b"fast"[..])
+    );
+
+    // A header no route looks at: the route chosen before the plugin stays.
+    let (a, b) = (Upstream::echo("a"), Upstream::echo("b"));
+    let mut y = fixtures::base(&[
+        ("a.test", &[(&a, "v1")], "HTTP"),
+        ("b.test", &[(&b, "v1")], "HTTP"),
+    ]);
+    y.push_str(
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs, namespace: test}\n\
+         spec:\n  hosts: ['*']\n  gateways: [istio-system/gw]\n  http:\n\
+         \x20 - name: a\n    match: [{uri: {prefix: /a}}]\n    route: [{destination: {host: a.test}}]\n\
+         \x20 - name: b\n    route: [{destination: {host: b.test}}]\n",
+    );
+    y.push_str(&plugin(
+        "other",
+        &wasm,
+        "  pluginConfig: {request: {x-other: one}}\n",
+    ));
+    let gw = Gateway::start(&y);
+    let c = Client::http1(gw.port);
+    assert_eq!(c.get("app.example.com", "/a/1").status, 200);
+    assert_eq!(c.get("app.example.com", "/b/1").status, 200);
+    assert_eq!((a.count(), b.count()), (1, 1));
+    assert_eq!(
+        b.last().headers.get("x-other").map(|v| v.as_bytes()),
+        Some(&b"one"[..])
+    );
+}
+
 /// An h2c response that went through a plugin's body hooks ends the stream on its last DATA
 /// frame, as a response without plugins does, rather than with an empty frame of its own.
 #[test]
@@ -143,7 +205,7 @@ fn probe_replies_locally_mutates_headers_and_rewrites_bodies() {
     let seen = up.last();
     assert_eq!(
         seen.headers.get("x-probe-added").map(|v| v.as_bytes()),
-        Some(&b"1"[..])
+        Some(&b"one"[..])
     );
     assert_eq!(
         seen.headers.get("x-probe-replaced").map(|v| v.as_bytes()),
@@ -687,7 +749,7 @@ fn a_unary_grpc_callout_gets_its_message_or_its_status() {
     assert_eq!(call.version, "HTTP/2.0");
     assert_eq!(
         call.headers.get("x-probe-md").map(|v| v.as_bytes()),
-        Some(&b"1"[..])
+        Some(&b"one"[..])
     );
     assert_eq!(call.body_bytes, 9, "5-byte gRPC prefix + `ping`");
     let seen = up.last();

@@ -32,5 +32,5 @@ pub use metrics::{Metric, MetricKind, MetricRegistry, HISTOGRAM_BOUNDS};
 pub use plugin::{Latency, Plugin, PluginConfig, PluginStats, CALLBACKS, LATENCY_BOUNDS_US};
 pub use shared::Inbox;
 pub use shared::SharedState;
-pub use state::RequestHead;
+pub use state::{RequestEdits, RequestHead};
 pub use vm::{PluginVm, Resume, StreamId, LATENCY_SAMPLE};

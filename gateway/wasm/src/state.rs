@@ -101,6 +101,27 @@ pub struct StreamData {
     pub(crate) filter_state: HashMap<Vec<u8>, Bytes>,
     /// The exchange is over (on_log and after): `request.duration` is known.
     pub(crate) ended: bool,
+    /// What the plugin changed of the request head.
+    pub(crate) request_edits: RequestEdits,
+}
+
+/// What plugins changed of a request head: whether its route may have to be chosen again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestEdits {
+    /// A regular header was added, replaced or removed.
+    pub headers: bool,
+    /// A pseudo-header or `host` was written, or the whole map was replaced.
+    pub pseudo: bool,
+}
+
+impl RequestEdits {
+    /// Both sets of changes.
+    pub fn union(self, other: RequestEdits) -> RequestEdits {
+        RequestEdits {
+            headers: self.headers || other.headers,
+            pseudo: self.pseudo || other.pseudo,
+        }
+    }
 }
 
 /// A request head once the plugins are done with it: what header reads and `request.*`
@@ -172,6 +193,7 @@ impl StreamData {
             waker,
             filter_state,
             ended,
+            request_edits,
         } = self;
         *request = None;
         *request_body = BodyBuffer::default();
@@ -189,6 +211,7 @@ impl StreamData {
         *waker = None;
         filter_state.clear();
         *ended = false;
+        *request_edits = RequestEdits::default();
     }
 
     /// Wakes whoever waits on the stream.

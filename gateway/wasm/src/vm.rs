@@ -20,7 +20,7 @@ use crate::error::{VmFailure, WasmError};
 use crate::host::{Host, StreamInfo};
 use crate::plugin::{Plugin, PluginStats};
 use crate::shared::Inbox;
-use crate::state::{Limits, RequestHead, StreamData, VmState};
+use crate::state::{Limits, RequestEdits, RequestHead, StreamData, VmState};
 
 mod events;
 mod exports;
@@ -408,6 +408,15 @@ impl PluginVm {
     /// it builds its upstream attempts from, rather than copying it here).
     pub fn take_request_unrecorded(&mut self, id: StreamId) -> Option<http::request::Parts> {
         self.store.data_mut().streams.get_mut(&id.0)?.request.take()
+    }
+
+    /// What the plugin changed of the stream's request head so far.
+    pub fn request_edits(&self, id: StreamId) -> RequestEdits {
+        self.store
+            .data()
+            .streams
+            .get(&id.0)
+            .map_or_else(RequestEdits::default, |s| s.request_edits)
     }
 
     /// The request head the plugin's later callbacks read (header reads, `request.*`).

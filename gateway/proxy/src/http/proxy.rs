@@ -241,26 +241,31 @@ async fn route_and_forward(
             Err(reply) => return reply,
         };
         let req = Request::from_parts(parts, c.request_body(body::boxed(body)));
-        let authority = router::authority_value(&req);
-        let view = View {
-            method: req.method().as_str(),
-            scheme,
-            authority: authority.as_ref().map_or("", |a| a.as_str()),
-            path: req.uri().path_and_query().map_or("/", |p| p.as_str()),
-            headers: req.headers(),
-        };
-        match router::select(&vhost.routes, &view) {
-            Some((r, m)) => (route, matched_prefix) = (r, m),
-            None => {
-                c.record_request_of(&req);
-                return (
-                    c.response(no_route().0).await,
-                    Outcome::local("NR", "route_not_found"),
-                );
+        // Chosen again only if the plugins' edits could change the choice: the same inputs
+        // choose the same route.
+        let edits = c.request_edits();
+        if edits.pseudo || (edits.headers && router::headers_matter(&vhost.routes, route)) {
+            let authority = router::authority_value(&req);
+            let view = View {
+                method: req.method().as_str(),
+                scheme,
+                authority: authority.as_ref().map_or("", |a| a.as_str()),
+                path: req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                headers: req.headers(),
+            };
+            match router::select(&vhost.routes, &view) {
+                Some((r, m)) => (route, matched_prefix) = (r, m),
+                None => {
+                    c.record_request_of(&req);
+                    return (
+                        c.response(no_route().0).await,
+                        Outcome::local("NR", "route_not_found"),
+                    );
+                }
             }
-        }
-        if view.path != path {
-            path = view.path.to_owned().into();
+            if view.path != path {
+                path = view.path.to_owned().into();
+            }
         }
         chain = Some(c);
         req

@@ -11,7 +11,9 @@ use smallvec::SmallVec;
 
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use meshgate_config::model::wasm_plugin::FailStrategy;
-use meshgate_wasm::{Action, LocalResponse, RequestHead, Resume, StreamId, StreamInfo, VmFailure};
+use meshgate_wasm::{
+    Action, LocalResponse, RequestEdits, RequestHead, Resume, StreamId, StreamInfo, VmFailure,
+};
 
 use super::body::FilteredBody;
 use super::callout;
@@ -97,6 +99,8 @@ pub struct Chain {
     unopened: Vec<(usize, Arc<LoadedPlugin>, PluginOutcome)>,
     /// A plugin held more of the request body than the buffer limit (Envoy answers 413).
     request_too_large: Cell<bool>,
+    /// What the plugins changed of the request head.
+    edits: Cell<RequestEdits>,
 }
 
 /// A reply that ends the request early, with its response code details.
@@ -221,6 +225,7 @@ impl Chain {
             recorded: Cell::new(false),
             unopened,
             request_too_large: Cell::new(false),
+            edits: Cell::new(RequestEdits::default()),
         });
         (chain, stop)
     }
@@ -235,6 +240,12 @@ impl Chain {
     /// started.
     pub fn request_too_large(&self) -> bool {
         self.request_too_large.get()
+    }
+
+    /// What the plugins changed of the request head in the request phase: whether its route
+    /// may have to be chosen again.
+    pub fn request_edits(&self) -> RequestEdits {
+        self.edits.get()
     }
 
     /// Whether the request met no plugin at all.
@@ -327,7 +338,13 @@ impl Chain {
                     .on_request_headers(e.id(), head, end_of_stream);
                 self.dispatch(e);
                 let r = self.settle(e, r, false).await;
-                let back = e.vm().borrow_mut().take_request_unrecorded(e.id());
+                let back = {
+                    let vm_rc = e.vm();
+                    let mut vm = vm_rc.borrow_mut();
+                    self.edits
+                        .set(self.edits.get().union(vm.request_edits(e.id())));
+                    vm.take_request_unrecorded(e.id())
+                };
                 let ended = |back: Option<http::request::Parts>, reply: Reply| -> Reply {
                     // The request ends here: the head is the plugins' to read from now on.
                     if let Some(h) = back {

@@ -15,7 +15,7 @@ use super::{
     MapType, Status,
 };
 use crate::header_cache::HeaderCache;
-use crate::state::VmState;
+use crate::state::{RequestEdits, VmState};
 
 /// A map's entries as the guest sees them.
 type Pairs = Vec<(Cow<'static, [u8]>, Vec<u8>)>;
@@ -250,6 +250,11 @@ fn edit(st: &mut VmState, t: MapType, e: Edit<'_>) -> Result<(), Status> {
     };
     match t {
         MapType::RequestHeaders => {
+            if key.first() == Some(&b':') || key.eq_ignore_ascii_case(b"host") {
+                s.request_edits.pseudo = true;
+            } else {
+                s.request_edits.headers = true;
+            }
             let h = s.request.as_mut().ok_or(Status::NotFound)?;
             if key.first() == Some(&b':') {
                 return match e {
@@ -302,6 +307,10 @@ fn set_all(st: &mut VmState, t: MapType, new: &[(&[u8], &[u8])]) -> Result<(), S
     }
     match t {
         MapType::RequestHeaders => {
+            s.request_edits = RequestEdits {
+                headers: true,
+                pseudo: true,
+            };
             let h = s.request.as_mut().ok_or(Status::NotFound)?;
             let host = h.headers.get(HOST).cloned();
             h.headers = map;
