@@ -437,7 +437,8 @@ impl PluginVm {
         let s = self.store.data_mut().streams.get_mut(&id.0)?;
         let head = s.response.take()?;
         if keep {
-            s.sent_response = Some(head.headers.clone());
+            let pairs = head.headers.iter();
+            s.sent_response = Some(pairs.map(|(k, v)| (k.clone(), v.clone())).collect());
         }
         Some(head)
     }

@@ -3,6 +3,7 @@
 //! little-endian, booleans as one byte, times and durations as nanoseconds, maps as header pairs.
 //! `node.*` comes from the host; values a plugin set are read back from the stream's state.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -141,22 +142,23 @@ fn http_to_grpc(code: u16) -> i64 {
 fn response(s: &StreamData, rest: &[&[u8]]) -> Option<Vec<u8>> {
     let info = &s.info;
     // The head while the plugin holds it, or the copy kept once it went downstream.
-    let headers = || {
-        s.response
-            .as_ref()
-            .map(|r| &r.headers)
-            .or(s.sent_response.as_ref())
+    let headers = || -> Option<Cow<'_, HeaderMap>> {
+        match (&s.response, &s.sent_response) {
+            (Some(r), _) => Some(Cow::Borrowed(&r.headers)),
+            (None, Some(pairs)) => Some(Cow::Owned(pairs.iter().cloned().collect())),
+            (None, None) => None,
+        }
     };
     Some(match (*rest.first()?, rest.get(1)) {
         (b"code", None) => int(i64::from(info.response_code?)),
         (b"code_details", None) => text(info.response_code_details?),
         (b"flags", None) => int(info.response_flags.map_or(0, flag_bits)),
         (b"size", None) => int(info.response_body_size as i64),
-        (b"headers", None) => map(headers()?),
-        (b"headers", Some(name)) if rest.len() == 2 => joined(headers()?, name)?,
+        (b"headers", None) => map(&*headers()?),
+        (b"headers", Some(name)) if rest.len() == 2 => joined(&*headers()?, name)?,
         (b"grpc_status", None) => {
             let h = headers()?;
-            match header(h, b"grpc-status") {
+            match header(&h, b"grpc-status") {
                 Some(v) => int(std::str::from_utf8(&v).ok()?.parse().ok()?),
                 None => int(http_to_grpc(info.response_code?)),
             }
