@@ -302,19 +302,22 @@ impl Chain {
         }
     }
 
-    /// What a headers callback came to: a reply the plugin sent, the failure, or (after a
-    /// pause, once the plugin resumes) going on.
-    async fn settle(&self, e: &Entry, r: Result<Action, VmFailure>, response: bool) -> Resume {
+    /// What a headers callback came to: a reply the plugin sent, the failure, or going on;
+    /// `None` when it paused (then wait with [`Chain::resumed`]). Not async: most callbacks
+    /// do not pause, and those need no future.
+    fn settled(&self, e: &Entry, r: Result<Action, VmFailure>) -> Option<Resume> {
         let paused = match r {
-            Err(f) => return Resume::Failed(f),
+            Err(f) => return Some(Resume::Failed(f)),
             Ok(a) => a == Action::Pause,
         };
         if let Some(lr) = e.vm().borrow_mut().take_local_response(e.id()) {
-            return Resume::LocalResponse(lr);
+            return Some(Resume::LocalResponse(lr));
         }
-        if !paused {
-            return Resume::Continue;
-        }
+        (!paused).then_some(Resume::Continue)
+    }
+
+    /// How a paused headers callback goes on, once the plugin resumes, replies or fails.
+    async fn resumed(&self, e: &Entry, response: bool) -> Resume {
         std::future::poll_fn(|cx| e.vm().borrow_mut().poll_resume(e.id(), response, cx)).await
     }
 
@@ -337,7 +340,10 @@ impl Chain {
                     .borrow_mut()
                     .on_request_headers(e.id(), head, end_of_stream);
                 self.dispatch(e);
-                let r = self.settle(e, r, false).await;
+                let r = match self.settled(e, r) {
+                    Some(r) => r,
+                    None => self.resumed(e, false).await,
+                };
                 let back = {
                     let vm_rc = e.vm();
                     let mut vm = vm_rc.borrow_mut();
@@ -459,7 +465,10 @@ impl Chain {
                 .borrow_mut()
                 .on_response_headers(e.id(), head, end_of_stream);
             self.dispatch(e);
-            let r = self.settle(e, r, true).await;
+            let r = match self.settled(e, r) {
+                Some(r) => r,
+                None => self.resumed(e, true).await,
+            };
             let back = e.vm().borrow_mut().take_response(e.id());
             match r {
                 Resume::Continue => {}
