@@ -205,7 +205,7 @@ fn probe_replies_locally_mutates_headers_and_rewrites_bodies() {
     let seen = up.last();
     assert_eq!(
         seen.headers.get("x-probe-added").map(|v| v.as_bytes()),
-        Some(&b"one"[..])
+        Some(&b"1"[..])
     );
     assert_eq!(
         seen.headers.get("x-probe-replaced").map(|v| v.as_bytes()),
@@ -749,7 +749,7 @@ fn a_unary_grpc_callout_gets_its_message_or_its_status() {
     assert_eq!(call.version, "HTTP/2.0");
     assert_eq!(
         call.headers.get("x-probe-md").map(|v| v.as_bytes()),
-        Some(&b"one"[..])
+        Some(&b"1"[..])
     );
     assert_eq!(call.body_bytes, 9, "5-byte gRPC prefix + `ping`");
     let seen = up.last();
