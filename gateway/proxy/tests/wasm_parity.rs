@@ -1142,6 +1142,59 @@ fn callback_order_matches_envoy() {
     compare("order", &a, &b, &[]);
 }
 
+/// Header maps read after their phase: the response headers from the response body callbacks
+/// and from `proxy_on_log`, the request headers there too (names in order, and a few values,
+/// with the host's raw statuses).
+#[test]
+fn header_maps_read_after_their_phase_match_envoy() {
+    let Some((bin, wasm)) = needs("abi-probe") else {
+        return;
+    };
+    let both = Both::start(&bin, &probe(&wasm, ""), |_| {});
+    let (ours, theirs) = both.http1();
+    let run = |c: &Client| {
+        let r = c.get_h(
+            "app.example.com",
+            "/body/late",
+            &[("x-probe", "late-headers")],
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        let j = eventually("late-last", || {
+            let r = c.get_h("app.example.com", "/", &[("x-probe", "late-read")]);
+            let j = r.json();
+            j["value"].is_array().then_some(j)
+        });
+        let mut d = desc();
+        for view in j["value"].as_array().into_iter().flatten() {
+            let phase = view["phase"].as_str().unwrap_or("?");
+            for map in ["response", "request"] {
+                for (k, v) in view[map].as_object().into_iter().flatten() {
+                    d.insert(format!("{phase} {map} {k}"), v.to_string());
+                }
+            }
+        }
+        d
+    };
+    let (a, b) = (run(&ours), run(&theirs));
+    compare(
+        "late header reads",
+        &a,
+        &b,
+        &[
+            (
+                "body ",
+                "deliberate: meshgate keeps both header maps readable in the body callbacks \
+                 (Envoy 1.40: an empty map, and BadArgument for a value)",
+            ),
+            (
+                "log response names",
+                "documented: Envoy's map also has the date and server its codec added; \
+                 meshgate's is the map as the plugins passed it on",
+            ),
+        ],
+    );
+}
+
 #[test]
 fn a_panic_in_request_headers_matches_envoy_on_the_first_request() {
     let Some((bin, wasm)) = needs("hostile") else {

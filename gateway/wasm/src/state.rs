@@ -86,9 +86,11 @@ pub struct StreamData {
     /// The request head as it went on, kept for `request.*` properties and header reads later
     /// on (shared with the gateway's own copy when it keeps one).
     pub(crate) sent_request: Option<Rc<RequestHead>>,
-    /// The response headers as they went downstream, kept for `response.*` properties later on:
-    /// a plain list (one allocation), made into a map only when such a property is read.
-    pub(crate) sent_response: Option<Vec<(http::HeaderName, http::HeaderValue)>>,
+    /// The response status and headers as they went downstream, kept for reads after the
+    /// response-headers phase: a plain list (one allocation), made into a map only when a
+    /// `response.*` property is read.
+    pub(crate) sent_response:
+        Option<(http::StatusCode, Vec<(http::HeaderName, http::HeaderValue)>)>,
     /// A reply the plugin asked for with `proxy_send_local_response`.
     pub(crate) local_response: Option<LocalResponse>,
     /// The plugin resumed the request (`proxy_continue_stream(0)`) or the response.

@@ -438,7 +438,8 @@ impl PluginVm {
         let head = s.response.take()?;
         if keep {
             let pairs = head.headers.iter();
-            s.sent_response = Some(pairs.map(|(k, v)| (k.clone(), v.clone())).collect());
+            let pairs = pairs.map(|(k, v)| (k.clone(), v.clone())).collect();
+            s.sent_response = Some((head.status, pairs));
         }
         Some(head)
     }

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 const BUFFER_VM_CONFIGURATION: u32 = 6;
 const BUFFER_PLUGIN_CONFIGURATION: u32 = 7;
 const MAP_REQUEST_HEADERS: u32 = 0;
+const MAP_RESPONSE_HEADERS: u32 = 2;
 
 const QUEUE_NAME: &str = "probe-queue";
 const DEFAULT_TICK_MS: u64 = 100;
@@ -184,6 +185,7 @@ impl RootContext for Root {
                 json!({"cb": "context_create", "ctx": context_id, "root": self.context_id}),
             ],
             stream_seen: Vec::new(),
+            late: Vec::new(),
         }))
     }
 
@@ -205,6 +207,8 @@ struct Probe {
     events: Vec<Value>,
     /// grpc-stream: what the stream brought back, reported at its close.
     stream_seen: Vec<String>,
+    /// late-headers: what header reads gave after the headers phases.
+    late: Vec<Value>,
 }
 
 /// `{path: hex | null | {"status": n}}` for `a.b.c,d.e` (paths split at `.`).
@@ -213,6 +217,37 @@ fn properties(paths: &[String]) -> Value {
     for path in paths {
         let segments: Vec<&str> = path.split('.').collect();
         out.insert(path.clone(), raw::property(&segments).to_json());
+    }
+    Value::Object(out)
+}
+
+/// The names of a serialized header map, in order (`None` if it is malformed).
+fn pair_names(serialized: &[u8]) -> Option<Vec<String>> {
+    let word = |at: usize| -> Option<usize> {
+        let b = serialized.get(at..at + 4)?;
+        Some(u32::from_le_bytes(b.try_into().ok()?) as usize)
+    };
+    let count = word(0)?;
+    let mut at = 4 + count * 8;
+    let mut names = Vec::with_capacity(count);
+    for i in 0..count {
+        let (k, v) = (word(4 + i * 8)?, word(8 + i * 8)?);
+        names.push(String::from_utf8_lossy(serialized.get(at..at + k)?).into_owned());
+        at += k + 1 + v + 1;
+    }
+    Some(names)
+}
+
+/// What reading map `map_type` gives: its names in order, and the raw answers for `values`.
+fn map_view(map_type: u32, values: &[&str]) -> Value {
+    let pairs = match raw::header_pairs(map_type) {
+        Got::Ok(Some(map)) => pair_names(&map).map_or(json!("malformed"), Value::from),
+        other => other.raw_json(),
+    };
+    let mut out = serde_json::Map::new();
+    out.insert("names".into(), pairs);
+    for name in values {
+        out.insert((*name).into(), raw::header(map_type, name).raw_json());
     }
     Value::Object(out)
 }
@@ -269,6 +304,16 @@ impl Probe {
         self.reply(200, &json!({"key": key, "value": value, "cas": cas}))
     }
 
+    /// late-headers: the response and request header maps as `phase` reads them.
+    fn late_view(&mut self, phase: &str) {
+        let view = json!({
+            "phase": phase,
+            "response": map_view(MAP_RESPONSE_HEADERS, &[":status", "x-upstream", "content-length"]),
+            "request": map_view(MAP_REQUEST_HEADERS, &[":path", "x-probe"]),
+        });
+        self.late.push(view);
+    }
+
     fn header(&self, name: &str) -> Option<String> {
         self.get_http_request_header(name)
     }
@@ -321,6 +366,8 @@ impl Probe {
                 self.reply(200, &json!({"ticks": text(ticks)}))
             }
             "order" => self.then(),
+            "late-headers" => self.then(),
+            "late-read" => self.reply_shared("late-last"),
             "order-read" => self.reply_shared("order-last"),
             "order-root" => self.reply_shared("order-root"),
             "config" => self.config(),
@@ -799,6 +846,9 @@ impl HttpContext for Probe {
             "response_body",
             json!({"body_size": size, "end_of_stream": end_of_stream}),
         );
+        if self.mode() == "late-headers" {
+            self.late_view(if end_of_stream { "body end" } else { "body" });
+        }
         if self.mode() != "body-resp" {
             return Action::Continue;
         }
@@ -824,6 +874,11 @@ impl HttpContext for Probe {
         });
         self.event("log", detail);
         self.save_order();
+        if self.mode() == "late-headers" {
+            self.late_view("log");
+            let list = Value::from(std::mem::take(&mut self.late));
+            raw::set_shared("late-last", list.to_string().as_bytes(), 0);
+        }
         if self.mode() == "properties-log" {
             let body = json!({
                 "response_headers": self.at_response,

@@ -108,15 +108,33 @@ fn pairs(st: &mut VmState, t: MapType) -> Result<Pairs, Status> {
             (None, Some(f)) => Ok(request_pairs(&f.method, &f.uri, &f.headers)),
             _ => Err(Status::NotFound),
         },
-        MapType::ResponseHeaders => {
-            let h = s.response.as_ref().ok_or(Status::NotFound)?;
-            let mut out = vec![(
-                Cow::Borrowed(&b":status"[..]),
-                h.status.as_str().as_bytes().to_vec(),
-            )];
-            out.extend(plain_pairs(&h.headers));
-            Ok(out)
-        }
+        // The head while the plugin holds it, or (body callbacks, on_log) the headers as they
+        // went downstream, as Envoy keeps them readable to the end of the stream.
+        MapType::ResponseHeaders => match (&s.response, &s.sent_response) {
+            (Some(h), _) => {
+                let mut out = vec![(
+                    Cow::Borrowed(&b":status"[..]),
+                    h.status.as_str().as_bytes().to_vec(),
+                )];
+                out.extend(plain_pairs(&h.headers));
+                Ok(out)
+            }
+            (None, Some((status, sent))) => {
+                let mut out = Vec::with_capacity(sent.len() + 1);
+                out.push((
+                    Cow::Borrowed(&b":status"[..]),
+                    status.as_str().as_bytes().to_vec(),
+                ));
+                out.extend(sent.iter().map(|(k, v)| {
+                    (
+                        Cow::Owned(k.as_str().as_bytes().to_vec()),
+                        v.as_bytes().to_vec(),
+                    )
+                }));
+                Ok(out)
+            }
+            _ => Err(Status::NotFound),
+        },
         MapType::RequestTrailers => Ok(plain_pairs(
             s.request_trailers.as_ref().ok_or(Status::NotFound)?,
         )),

@@ -145,7 +145,7 @@ fn response(s: &StreamData, rest: &[&[u8]]) -> Option<Vec<u8>> {
     let headers = || -> Option<Cow<'_, HeaderMap>> {
         match (&s.response, &s.sent_response) {
             (Some(r), _) => Some(Cow::Borrowed(&r.headers)),
-            (None, Some(pairs)) => Some(Cow::Owned(pairs.iter().cloned().collect())),
+            (None, Some((_, pairs))) => Some(Cow::Owned(pairs.iter().cloned().collect())),
             (None, None) => None,
         }
     };
