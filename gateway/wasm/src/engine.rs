@@ -104,6 +104,10 @@ impl Engine {
         let mut config = Config::new();
         config.cranelift_opt_level(OptLevel::Speed);
         config.epoch_interruption(true);
+        // Tables filled at instantiation (a few microseconds per VM start) instead of on first
+        // use: an indirect call, which the SDKs' dispatch makes in every callback, then needs
+        // no check for a slot still to be filled.
+        config.table_lazy_init(false);
         let engine = wasmtime::Engine::new(&config).map_err(err)?;
         let cache = opts
             .cache_dir
