@@ -81,7 +81,7 @@ fn add_headers_edits_the_request_and_the_response_on_http1_and_h2c() {
 
 /// A header a plugin adds is routed on, as Envoy clears its route cache on a request header
 /// edit: the request lands on the route that matches the added header. A header no route
-/// matches on leaves the choice as it was (it is not made again).
+/// matches on leaves the choice as it was.
 #[test]
 fn a_header_a_plugin_adds_is_routed_on() {
     let Some(wasm) = plugins::path("add-headers") else {
