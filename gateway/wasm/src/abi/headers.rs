@@ -109,7 +109,8 @@ fn pairs(st: &mut VmState, t: MapType) -> Result<Pairs, Status> {
             _ => Err(Status::NotFound),
         },
         // The head while the plugin holds it, or (body callbacks, on_log) the headers as they
-        // went downstream, as Envoy keeps them readable to the end of the stream.
+        // went downstream: Envoy gives them in on_log, and meshgate in the body callbacks too
+        // (docs/envoy-differences.md).
         MapType::ResponseHeaders => match (&s.response, &s.sent_response) {
             (Some(h), _) => {
                 let mut out = vec![(
