@@ -206,7 +206,10 @@ pub fn wasm_filters(dump: &Value) -> Vec<Value> {
         .collect()
 }
 
-/// Inserts [`wasm_filters`] of `dump` before the router of a [`translate`]d config.
+/// Inserts [`wasm_filters`] of `dump` where istiod puts WasmPlugins in a [`translate`]d
+/// config: before the fault and CORS filters (and so before the router), every phase of them.
+/// Responses, the local replies of those filters included, go back through the plugins after
+/// fault and CORS handled them.
 pub fn add_wasm_filters(config: &mut Value, dump: &Value) {
     let filters = config
         .pointer_mut(
@@ -214,12 +217,16 @@ pub fn add_wasm_filters(config: &mut Value, dump: &Value) {
         )
         .and_then(Value::as_array_mut)
         .expect("translated config has http_filters");
-    let router = filters
+    let at = filters
         .iter()
-        .position(|f| f["name"] == "envoy.filters.http.router")
+        .position(|f| {
+            let name = f["name"].as_str().unwrap_or("");
+            ["envoy.filters.http.fault", "envoy.filters.http.cors", "envoy.filters.http.router"]
+                .contains(&name)
+        })
         .expect("router filter");
     for (i, f) in wasm_filters(dump).into_iter().enumerate() {
-        filters.insert(router + i, f);
+        filters.insert(at + i, f);
     }
 }
 
