@@ -1142,6 +1142,81 @@ fn callback_order_matches_envoy() {
     compare("order", &a, &b, &[]);
 }
 
+/// CORS runs after the plugins, as istiod orders the filters: the response headers CORS adds
+/// reach the plugins' response phase (and `on_log`), and a preflight answered by CORS goes back
+/// through the plugins' response callbacks.
+#[test]
+fn cors_answers_and_headers_reach_the_plugins_as_in_envoy() {
+    let Some((bin, wasm)) = needs("abi-probe") else {
+        return;
+    };
+    let routes = format!(
+        "\x20 - name: cors\n    match: [{{uri: {{prefix: /cors}}}}]\n    route: [{{destination: {{host: body.test}}}}]\n\
+         \x20   corsPolicy: {{allowOrigins: [{{exact: 'https://a.test'}}], allowMethods: [GET], allowHeaders: [x-probe]}}\n{MAIN_ROUTES}"
+    );
+    let both = Both::start_routes(&bin, &probe(&wasm, ""), &routes, |_| {});
+    let (ours, theirs) = both.http1();
+    let run = |c: &Client| {
+        let mut d = desc();
+        // A simple CORS request: what the plugin reads of the response in on_log.
+        let r = c.get_h(
+            "app.example.com",
+            "/cors/late",
+            &[("x-probe", "late-headers"), ("origin", "https://a.test")],
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        d.insert(
+            "reply access-control-allow-origin".into(),
+            r.header("access-control-allow-origin")
+                .unwrap_or("-")
+                .into(),
+        );
+        let j = eventually("late-last", || {
+            let r = c.get_h("app.example.com", "/", &[("x-probe", "late-read")]);
+            let j = r.json();
+            j["value"].is_array().then_some(j)
+        });
+        let log = j["value"]
+            .as_array()
+            .and_then(|v| v.iter().find(|e| e["phase"] == "log"))
+            .cloned()
+            .unwrap_or_default();
+        d.insert(
+            "log access-control-allow-origin".into(),
+            log["response"]["access-control-allow-origin"].to_string(),
+        );
+        // A preflight CORS answers: the callbacks the plugin saw.
+        let r = c.send(
+            Method::OPTIONS,
+            "app.example.com",
+            "/cors/pre",
+            &[
+                ("x-probe", "order"),
+                ("origin", "https://a.test"),
+                ("access-control-request-method", "GET"),
+            ],
+            Bytes::new(),
+        );
+        d.insert("preflight status".into(), r.status.as_u16().to_string());
+        let j = eventually("order-last", || {
+            let r = c.get_h("app.example.com", "/", &[("x-probe", "order-read")]);
+            let j = r.json();
+            let list = j["value"].as_array().cloned().unwrap_or_default();
+            list.last()
+                .is_some_and(|e| e["cb"] == "delete")
+                .then_some(list)
+        });
+        let seq: Vec<String> = j
+            .iter()
+            .filter_map(|e| e["cb"].as_str().map(String::from))
+            .collect();
+        d.insert("preflight callbacks".into(), seq.join(","));
+        d
+    };
+    let (a, b) = (run(&ours), run(&theirs));
+    compare("cors and plugins", &a, &b, &[]);
+}
+
 /// Header maps read after their phase: the response headers from the response body callbacks
 /// and from `proxy_on_log`, the request headers there too (names in order, and a few values,
 /// with the host's raw statuses).

@@ -308,7 +308,10 @@ impl Probe {
     fn late_view(&mut self, phase: &str) {
         let view = json!({
             "phase": phase,
-            "response": map_view(MAP_RESPONSE_HEADERS, &[":status", "x-upstream", "content-length"]),
+            "response": map_view(
+                MAP_RESPONSE_HEADERS,
+                &[":status", "x-upstream", "content-length", "access-control-allow-origin"],
+            ),
             "request": map_view(MAP_REQUEST_HEADERS, &[":path", "x-probe"]),
         });
         self.late.push(view);

@@ -285,31 +285,41 @@ async fn route_and_forward(
             }
         }
     }
-    if let Some(cors) = &route.cors {
-        if let Some(r) = super::cors::preflight(cors, &method, req.headers()) {
-            return (r, Outcome::local("-", "cors_response"));
-        }
-    }
-    let origin = route
+    // CORS comes after the plugins, as istiod orders Envoy's filters: its preflight answer and
+    // the headers it adds to a response go back through the plugins' response phase.
+    let preflight = route
         .cors
         .as_ref()
-        .and_then(|_| req.headers().get(header::ORIGIN).cloned());
-    let (mut resp, mut outcome) = act(
-        req,
-        route,
-        matched_prefix,
-        live,
-        conn,
-        ctx,
-        authority,
-        host,
-        port,
-        listener.service_port,
-        scheme,
-        path,
-        chain.as_deref(),
-    )
-    .await;
+        .and_then(|cors| super::cors::preflight(cors, &method, req.headers()));
+    let (mut resp, mut outcome) = match preflight {
+        Some(r) => (r, Outcome::local("-", "cors_response")),
+        None => {
+            let origin = route
+                .cors
+                .as_ref()
+                .and_then(|_| req.headers().get(header::ORIGIN).cloned());
+            let (mut resp, outcome) = act(
+                req,
+                route,
+                matched_prefix,
+                live,
+                conn,
+                ctx,
+                authority,
+                host,
+                port,
+                listener.service_port,
+                scheme,
+                path,
+                chain.as_deref(),
+            )
+            .await;
+            if let Some(cors) = &route.cors {
+                super::cors::decorate(cors, origin.as_ref(), resp.headers_mut());
+            }
+            (resp, outcome)
+        }
+    };
     if let Some(c) = chain {
         // A plugin buffered more request body than the limit: Envoy's 413, whatever the
         // upstream exchange (cut off with the body) came to.
@@ -325,9 +335,6 @@ async fn route_and_forward(
             i.response_flags = Some(flags);
         });
         resp = c.response(resp).await;
-    }
-    if let Some(cors) = &route.cors {
-        super::cors::decorate(cors, origin.as_ref(), resp.headers_mut());
     }
     (resp, outcome)
 }

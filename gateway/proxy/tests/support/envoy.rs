@@ -221,8 +221,12 @@ pub fn add_wasm_filters(config: &mut Value, dump: &Value) {
         .iter()
         .position(|f| {
             let name = f["name"].as_str().unwrap_or("");
-            ["envoy.filters.http.fault", "envoy.filters.http.cors", "envoy.filters.http.router"]
-                .contains(&name)
+            [
+                "envoy.filters.http.fault",
+                "envoy.filters.http.cors",
+                "envoy.filters.http.router",
+            ]
+            .contains(&name)
         })
         .expect("router filter");
     for (i, f) in wasm_filters(dump).into_iter().enumerate() {
