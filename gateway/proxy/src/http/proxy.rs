@@ -287,39 +287,35 @@ async fn route_and_forward(
     }
     // CORS comes after the plugins, as istiod orders Envoy's filters: its preflight answer and
     // the headers it adds to a response go back through the plugins' response phase.
-    let preflight = route
+    if let Some(cors) = &route.cors {
+        if let Some(r) = super::cors::preflight(cors, &method, req.headers()) {
+            // Boxed: a rare path, whose state would otherwise make every request's future bigger.
+            return Box::pin(preflight_answered(chain, r)).await;
+        }
+    }
+    let origin = route
         .cors
         .as_ref()
-        .and_then(|cors| super::cors::preflight(cors, &method, req.headers()));
-    let (mut resp, mut outcome) = match preflight {
-        Some(r) => (r, Outcome::local("-", "cors_response")),
-        None => {
-            let origin = route
-                .cors
-                .as_ref()
-                .and_then(|_| req.headers().get(header::ORIGIN).cloned());
-            let (mut resp, outcome) = act(
-                req,
-                route,
-                matched_prefix,
-                live,
-                conn,
-                ctx,
-                authority,
-                host,
-                port,
-                listener.service_port,
-                scheme,
-                path,
-                chain.as_deref(),
-            )
-            .await;
-            if let Some(cors) = &route.cors {
-                super::cors::decorate(cors, origin.as_ref(), resp.headers_mut());
-            }
-            (resp, outcome)
-        }
-    };
+        .and_then(|_| req.headers().get(header::ORIGIN).cloned());
+    let (mut resp, mut outcome) = act(
+        req,
+        route,
+        matched_prefix,
+        live,
+        conn,
+        ctx,
+        authority,
+        host,
+        port,
+        listener.service_port,
+        scheme,
+        path,
+        chain.as_deref(),
+    )
+    .await;
+    if let Some(cors) = &route.cors {
+        super::cors::decorate(cors, origin.as_ref(), resp.headers_mut());
+    }
     if let Some(c) = chain {
         // A plugin buffered more request body than the limit: Envoy's 413, whatever the
         // upstream exchange (cut off with the body) came to.
@@ -337,6 +333,22 @@ async fn route_and_forward(
         resp = c.response(resp).await;
     }
     (resp, outcome)
+}
+
+/// A CORS preflight answer, back through the request's plugins (if any).
+async fn preflight_answered(
+    chain: Option<Rc<Chain>>,
+    r: Response<Body>,
+) -> (Response<Body>, Outcome) {
+    let outcome = Outcome::local("-", "cors_response");
+    let Some(c) = chain else {
+        return (r, outcome);
+    };
+    c.update(|i| {
+        i.response_code_details = Some(outcome.details);
+        i.response_flags = Some(outcome.flags);
+    });
+    (c.response(r).await, outcome)
 }
 
 /// Whether forward() will share the head it sends upstream with the plugins (they read it after
