@@ -1217,6 +1217,42 @@ fn cors_answers_and_headers_reach_the_plugins_as_in_envoy() {
     compare("cors and plugins", &a, &b, &[]);
 }
 
+/// A fault abort comes after the plugins' request phase (istiod puts the fault filter after
+/// every WasmPlugin) and its answer goes back through their response callbacks.
+#[test]
+fn a_fault_abort_goes_through_the_plugins_as_in_envoy() {
+    let Some((bin, wasm)) = needs("abi-probe") else {
+        return;
+    };
+    let routes = format!(
+        "\x20 - name: fault\n    match: [{{uri: {{prefix: /fault}}}}]\n    route: [{{destination: {{host: body.test}}}}]\n\
+         \x20   fault: {{abort: {{httpStatus: 418, percentage: {{value: 100}}}}}}\n{MAIN_ROUTES}"
+    );
+    let both = Both::start_routes(&bin, &probe(&wasm, ""), &routes, |_| {});
+    let (ours, theirs) = both.http1();
+    let run = |c: &Client| {
+        let mut d = desc();
+        let r = c.get_h("app.example.com", "/fault/x", &[("x-probe", "order")]);
+        describe_response(&mut d, "reply ", &r, true);
+        let j = eventually("order-last", || {
+            let r = c.get_h("app.example.com", "/", &[("x-probe", "order-read")]);
+            let j = r.json();
+            let list = j["value"].as_array().cloned().unwrap_or_default();
+            list.last()
+                .is_some_and(|e| e["cb"] == "delete")
+                .then_some(list)
+        });
+        let seq: Vec<String> = j
+            .iter()
+            .filter_map(|e| e["cb"].as_str().map(String::from))
+            .collect();
+        d.insert("callbacks".into(), seq.join(","));
+        d
+    };
+    let (a, b) = (run(&ours), run(&theirs));
+    compare("fault abort and plugins", &a, &b, &[]);
+}
+
 /// Header maps read after their phase: the response headers from the response body callbacks
 /// and from `proxy_on_log`, the request headers there too (names in order, and a few values,
 /// with the host's raw statuses).

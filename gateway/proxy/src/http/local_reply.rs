@@ -6,27 +6,39 @@ use http::{Response, StatusCode};
 
 use crate::body::{self, Body};
 
-/// A plain-text local reply; an empty `text` gives an empty body (Envoy's 404 for no route).
-pub fn text(status: StatusCode, text: &'static str) -> Response<Body> {
-    let mut r = Response::new(if text.is_empty() {
-        body::empty()
-    } else {
-        body::full(text)
-    });
-    *r.status_mut() = status;
-    if !text.is_empty() {
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    }
-    r
+/// Marks a reply made by the gateway or a plugin, not received from an upstream: as Envoy
+/// encodes its local replies, its body reaches the plugins' response phase in one piece (one
+/// body call with `end_of_stream`).
+#[derive(Debug, Clone, Copy)]
+pub struct Whole;
+
+/// Marks `r` as a local reply (see [`Whole`]).
+pub fn mark<B>(r: &mut Response<B>) {
+    r.extensions_mut().insert(Whole);
 }
 
-/// A plain-text local reply with an owned body.
+/// A plain-text local reply; an empty `text` gives an empty body (Envoy's 404 for no route).
+/// A body gets `content-length` ahead of `content-type`, the order Envoy writes them in for the
+/// replies it makes itself.
+pub fn text(status: StatusCode, text: &'static str) -> Response<Body> {
+    if text.is_empty() {
+        let mut r = Response::new(body::empty());
+        *r.status_mut() = status;
+        return r;
+    }
+    sized(status, text)
+}
+
+/// A plain-text local reply with an owned body (headers as [`text`]).
 pub fn owned(status: StatusCode, text: String) -> Response<Body> {
+    let len = text.len();
     let mut r = Response::new(body::full(text));
     *r.status_mut() = status;
     r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    mark(&mut r);
     r
 }
 
@@ -39,5 +51,6 @@ pub fn sized(status: StatusCode, text: &'static str) -> Response<Body> {
         .insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    mark(&mut r);
     r
 }

@@ -481,6 +481,7 @@ async fn act(
             if body.is_some() {
                 r.headers_mut()
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                local_reply::mark(&mut r);
             }
             router::apply_headers(r.headers_mut(), &route.response_headers, &vars, false);
             done(r, "-", "direct_response")

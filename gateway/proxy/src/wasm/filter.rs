@@ -132,10 +132,6 @@ fn fail_close() -> Reply {
     )
 }
 
-/// Marks a plugin's local reply: its body reaches the response phase in one piece.
-#[derive(Clone, Copy)]
-struct LocalReplyBody;
-
 /// The reply a plugin asked for.
 pub(super) fn local_reply(lr: LocalResponse) -> Reply {
     let mut r = Response::new(if lr.body.is_empty() {
@@ -166,7 +162,7 @@ pub(super) fn local_reply(lr: LocalResponse) -> Reply {
             );
         }
     }
-    r.extensions_mut().insert(LocalReplyBody);
+    crate::http::local_reply::mark(&mut r);
     // Envoy logs no response code details for a plugin's reply (the Rust SDK sends none).
     (r, "-")
 }
@@ -454,7 +450,10 @@ impl Chain {
     /// Runs the response through the plugins that saw the request, last to first.
     pub async fn response(self: &Rc<Self>, resp: Response<Body>) -> Response<Body> {
         let (mut head, body) = resp.into_parts();
-        let whole = head.extensions.remove::<LocalReplyBody>().is_some();
+        let whole = head
+            .extensions
+            .remove::<crate::http::local_reply::Whole>()
+            .is_some();
         let end_of_stream = http_body::Body::is_end_stream(&body);
         for e in self.entries[..self.reached.get()].iter().rev() {
             if !e.active.get() {
