@@ -1142,6 +1142,19 @@ fn callback_order_matches_envoy() {
     compare("order", &a, &b, &[]);
 }
 
+/// The callbacks abi-probe saw for the last `order` request, by name, once it was deleted.
+fn callbacks_seen(c: &Client) -> String {
+    let list = eventually("order-last", || {
+        let r = c.get_h("app.example.com", "/", &[("x-probe", "order-read")]);
+        let list = r.json()["value"].as_array().cloned().unwrap_or_default();
+        list.last()
+            .is_some_and(|e| e["cb"] == "delete")
+            .then_some(list)
+    });
+    let names: Vec<&str> = list.iter().filter_map(|e| e["cb"].as_str()).collect();
+    names.join(",")
+}
+
 /// CORS runs after the plugins, as istiod orders the filters: the response headers CORS adds
 /// reach the plugins' response phase (and `on_log`), and a preflight answered by CORS goes back
 /// through the plugins' response callbacks.
@@ -1198,19 +1211,7 @@ fn cors_answers_and_headers_reach_the_plugins_as_in_envoy() {
             Bytes::new(),
         );
         d.insert("preflight status".into(), r.status.as_u16().to_string());
-        let j = eventually("order-last", || {
-            let r = c.get_h("app.example.com", "/", &[("x-probe", "order-read")]);
-            let j = r.json();
-            let list = j["value"].as_array().cloned().unwrap_or_default();
-            list.last()
-                .is_some_and(|e| e["cb"] == "delete")
-                .then_some(list)
-        });
-        let seq: Vec<String> = j
-            .iter()
-            .filter_map(|e| e["cb"].as_str().map(String::from))
-            .collect();
-        d.insert("preflight callbacks".into(), seq.join(","));
+        d.insert("preflight callbacks".into(), callbacks_seen(c));
         d
     };
     let (a, b) = (run(&ours), run(&theirs));
@@ -1234,19 +1235,7 @@ fn a_fault_abort_goes_through_the_plugins_as_in_envoy() {
         let mut d = desc();
         let r = c.get_h("app.example.com", "/fault/x", &[("x-probe", "order")]);
         describe_response(&mut d, "reply ", &r, true);
-        let j = eventually("order-last", || {
-            let r = c.get_h("app.example.com", "/", &[("x-probe", "order-read")]);
-            let j = r.json();
-            let list = j["value"].as_array().cloned().unwrap_or_default();
-            list.last()
-                .is_some_and(|e| e["cb"] == "delete")
-                .then_some(list)
-        });
-        let seq: Vec<String> = j
-            .iter()
-            .filter_map(|e| e["cb"].as_str().map(String::from))
-            .collect();
-        d.insert("callbacks".into(), seq.join(","));
+        d.insert("callbacks".into(), callbacks_seen(c));
         d
     };
     let (a, b) = (run(&ours), run(&theirs));
