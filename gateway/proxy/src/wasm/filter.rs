@@ -117,9 +117,7 @@ impl Drop for Chain {
                 }
                 Err(_) => continue,
             };
-            if !calls.is_empty() {
-                callout::dispatch(&self.ctx, &vm_rc, calls);
-            }
+            callout::dispatch(&self.ctx, &vm_rc, calls);
         }
     }
 }
@@ -276,9 +274,7 @@ impl Chain {
     pub(super) fn dispatch(&self, e: &Entry) {
         let vm = e.vm();
         let calls = vm.borrow_mut().take_calls();
-        if !calls.is_empty() {
-            callout::dispatch(&self.ctx, &vm, calls);
-        }
+        callout::dispatch(&self.ctx, &vm, calls);
     }
 
     /// What a plugin's failure does to the request: `None` to go on without the plugin
