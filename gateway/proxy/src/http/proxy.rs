@@ -48,6 +48,17 @@ impl Outcome {
             upstream_host: None,
         }
     }
+
+    /// Tells the request's plugins what became of it (for `response.*` and `upstream.*`
+    /// properties read in their response phase and after).
+    fn tell(&self, c: &Chain) {
+        let (upstream, details, flags) = (self.upstream_host, self.details, self.flags);
+        c.update(|i| {
+            i.upstream = upstream;
+            i.response_code_details = Some(details);
+            i.response_flags = Some(flags);
+        });
+    }
 }
 
 /// Handles one downstream request and always produces a response.
@@ -323,13 +334,7 @@ async fn route_and_forward(
             resp = local_reply::sized(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large");
             (outcome.flags, outcome.details) = ("-", "request_payload_too_large");
         }
-        let (code_details, flags, upstream) =
-            (outcome.details, outcome.flags, outcome.upstream_host);
-        c.update(|i| {
-            i.upstream = upstream;
-            i.response_code_details = Some(code_details);
-            i.response_flags = Some(flags);
-        });
+        outcome.tell(&c);
         resp = c.response(resp).await;
     }
     (resp, outcome)
@@ -344,10 +349,7 @@ async fn preflight_answered(
     let Some(c) = chain else {
         return (r, outcome);
     };
-    c.update(|i| {
-        i.response_code_details = Some(outcome.details);
-        i.response_flags = Some(outcome.flags);
-    });
+    outcome.tell(&c);
     (c.response(r).await, outcome)
 }
 
@@ -415,11 +417,9 @@ async fn unrouted(
     // The body is not read (dropped with the request): the answer does not depend on it.
     let (parts, _body) = req.into_parts();
     c.record_request(&parts);
-    c.update(|i| {
-        i.response_code_details = Some("route_not_found");
-        i.response_flags = Some("NR");
-    });
-    (c.response(not_found()).await, outcome())
+    let outcome = outcome();
+    outcome.tell(&c);
+    (c.response(not_found()).await, outcome)
 }
 
 /// Opens the request's plugin chain and runs the request head through it: the chain, the head
