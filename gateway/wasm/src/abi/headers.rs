@@ -60,24 +60,34 @@ fn request_pairs(
         if skip_host && k == HOST {
             continue;
         }
-        out.push((
-            Cow::Owned(k.as_str().as_bytes().to_vec()),
-            v.as_bytes().to_vec(),
-        ));
+        out.push(pair((k, v)));
     }
     out
 }
 
 fn plain_pairs(headers: &HeaderMap) -> Pairs {
-    headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                Cow::Owned(k.as_str().as_bytes().to_vec()),
-                v.as_bytes().to_vec(),
-            )
-        })
-        .collect()
+    headers.iter().map(pair).collect()
+}
+
+fn pair((k, v): (&HeaderName, &HeaderValue)) -> (Cow<'static, [u8]>, Vec<u8>) {
+    (
+        Cow::Owned(k.as_str().as_bytes().to_vec()),
+        v.as_bytes().to_vec(),
+    )
+}
+
+/// A response head's pairs: `:status`, then the headers.
+fn response_pairs<'a>(
+    status: StatusCode,
+    headers: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+) -> Pairs {
+    let mut out = Vec::with_capacity(headers.size_hint().0 + 1);
+    out.push((
+        Cow::Borrowed(&b":status"[..]),
+        status.as_str().as_bytes().to_vec(),
+    ));
+    out.extend(headers.map(pair));
+    out
 }
 
 /// The pairs of map `t`, or `NotFound` when it is not available in this context.
@@ -112,27 +122,9 @@ fn pairs(st: &mut VmState, t: MapType) -> Result<Pairs, Status> {
         // went downstream: Envoy gives them in on_log, and meshgate in the body callbacks too
         // (docs/envoy-differences.md).
         MapType::ResponseHeaders => match (&s.response, &s.sent_response) {
-            (Some(h), _) => {
-                let mut out = vec![(
-                    Cow::Borrowed(&b":status"[..]),
-                    h.status.as_str().as_bytes().to_vec(),
-                )];
-                out.extend(plain_pairs(&h.headers));
-                Ok(out)
-            }
+            (Some(h), _) => Ok(response_pairs(h.status, h.headers.iter())),
             (None, Some((status, sent))) => {
-                let mut out = Vec::with_capacity(sent.len() + 1);
-                out.push((
-                    Cow::Borrowed(&b":status"[..]),
-                    status.as_str().as_bytes().to_vec(),
-                ));
-                out.extend(sent.iter().map(|(k, v)| {
-                    (
-                        Cow::Owned(k.as_str().as_bytes().to_vec()),
-                        v.as_bytes().to_vec(),
-                    )
-                }));
-                Ok(out)
+                Ok(response_pairs(*status, sent.iter().map(|(k, v)| (k, v))))
             }
             _ => Err(Status::NotFound),
         },
@@ -269,13 +261,14 @@ fn edit(st: &mut VmState, t: MapType, e: Edit<'_>) -> Result<(), Status> {
     };
     match t {
         MapType::RequestHeaders => {
-            if key.first() == Some(&b':') || key.eq_ignore_ascii_case(b"host") {
+            let pseudo = key.first() == Some(&b':');
+            if pseudo || key.eq_ignore_ascii_case(b"host") {
                 s.request_edits.pseudo = true;
             } else {
                 s.request_edits.headers = true;
             }
             let h = s.request.as_mut().ok_or(Status::NotFound)?;
-            if key.first() == Some(&b':') {
+            if pseudo {
                 return match e {
                     Edit::Add(k, v) | Edit::Replace(k, v) => set_request_pseudo(h, k, v),
                     Edit::Remove(_) => Ok(()),
