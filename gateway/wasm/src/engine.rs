@@ -2,7 +2,6 @@
 //! thread, and an on-disk cache of precompiled code keyed by the module's content, so a
 //! restart loads plugins without compiling them. Modules are also kept in memory by sha256.
 
-use crate::epoch::Clock;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -12,6 +11,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::{Config, InstancePre, Linker, Module, OptLevel};
 
 use crate::code_cache::CodeCache;
+use crate::epoch::Clock;
 use crate::error::WasmError;
 use crate::metrics::MetricRegistry;
 use crate::plugin::{Plugin, PluginConfig, PluginShared, PluginStats};

@@ -1,6 +1,7 @@
 //! Responses the gateway makes itself (no route, no upstream, redirects, direct responses),
 //! shaped as Envoy shapes its local replies.
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
@@ -31,24 +32,21 @@ pub fn text(status: StatusCode, text: &'static str) -> Response<Body> {
 
 /// A plain-text local reply with an owned body (headers as [`text`]).
 pub fn owned(status: StatusCode, text: String) -> Response<Body> {
-    let len = text.len();
-    let mut r = Response::new(body::full(text));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    mark(&mut r);
-    r
+    plain(status, Bytes::from(text))
 }
 
 /// A plain-text local reply with `content-length` set ahead of `content-type`, the order
 /// Envoy's filter manager writes them in for the replies it makes itself (such as 413).
 pub fn sized(status: StatusCode, text: &'static str) -> Response<Body> {
+    plain(status, Bytes::from_static(text.as_bytes()))
+}
+
+fn plain(status: StatusCode, text: Bytes) -> Response<Body> {
+    let len = text.len();
     let mut r = Response::new(body::full(text));
     *r.status_mut() = status;
     r.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     mark(&mut r);
