@@ -79,6 +79,23 @@ fn add_headers_edits_the_request_and_the_response_on_http1_and_h2c() {
     }
 }
 
+/// Services `one.test` (on `one`) and `two.test` (on `two`), a VirtualService sending what
+/// matches `first` (a YAML list of match blocks) to `one` and the rest to `two`, then `plugins`.
+fn two_routes(one: &Upstream, first: &str, two: &Upstream, plugins: &str) -> String {
+    let mut y = fixtures::base(&[
+        ("one.test", &[(one, "v1")], "HTTP"),
+        ("two.test", &[(two, "v1")], "HTTP"),
+    ]);
+    y.push_str(&format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs, namespace: test}}\n\
+         spec:\n  hosts: ['*']\n  gateways: [istio-system/gw]\n  http:\n\
+         \x20 - name: first\n    match: {first}\n    route: [{{destination: {{host: one.test}}}}]\n\
+         \x20 - name: second\n    route: [{{destination: {{host: two.test}}}}]\n"
+    ));
+    y.push_str(plugins);
+    y
+}
+
 /// A header a plugin adds is routed on, as Envoy clears its route cache on a request header
 /// edit: the request lands on the route that matches the added header. A header no route
 /// matches on leaves the choice as it was.
@@ -88,21 +105,8 @@ fn a_header_a_plugin_adds_is_routed_on() {
         return;
     };
     let (fast, slow) = (Upstream::echo("fast"), Upstream::echo("slow"));
-    let mut y = fixtures::base(&[
-        ("fast.test", &[(&fast, "v1")], "HTTP"),
-        ("slow.test", &[(&slow, "v1")], "HTTP"),
-    ]);
-    y.push_str(
-        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs, namespace: test}\n\
-         spec:\n  hosts: ['*']\n  gateways: [istio-system/gw]\n  http:\n\
-         \x20 - name: fast\n    match: [{headers: {x-lane: {exact: fast}}}]\n    route: [{destination: {host: fast.test}}]\n\
-         \x20 - name: slow\n    route: [{destination: {host: slow.test}}]\n",
-    );
-    y.push_str(&plugin(
-        "lane",
-        &wasm,
-        "  pluginConfig: {request: {x-lane: fast}}\n",
-    ));
+    let lane = plugin("lane", &wasm, "  pluginConfig: {request: {x-lane: fast}}\n");
+    let y = two_routes(&fast, "[{headers: {x-lane: {exact: fast}}}]", &slow, &lane);
     let gw = Gateway::start(&y);
     let c = Client::http1(gw.port);
     let r = c.get("app.example.com", "/");
@@ -115,21 +119,12 @@ fn a_header_a_plugin_adds_is_routed_on() {
 
     // A header no route looks at: the route chosen before the plugin stays.
     let (a, b) = (Upstream::echo("a"), Upstream::echo("b"));
-    let mut y = fixtures::base(&[
-        ("a.test", &[(&a, "v1")], "HTTP"),
-        ("b.test", &[(&b, "v1")], "HTTP"),
-    ]);
-    y.push_str(
-        "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs, namespace: test}\n\
-         spec:\n  hosts: ['*']\n  gateways: [istio-system/gw]\n  http:\n\
-         \x20 - name: a\n    match: [{uri: {prefix: /a}}]\n    route: [{destination: {host: a.test}}]\n\
-         \x20 - name: b\n    route: [{destination: {host: b.test}}]\n",
-    );
-    y.push_str(&plugin(
+    let other = plugin(
         "other",
         &wasm,
         "  pluginConfig: {request: {x-other: one}}\n",
-    ));
+    );
+    let y = two_routes(&a, "[{uri: {prefix: /a}}]", &b, &other);
     let gw = Gateway::start(&y);
     let c = Client::http1(gw.port);
     assert_eq!(c.get("app.example.com", "/a/1").status, 200);

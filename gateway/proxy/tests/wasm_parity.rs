@@ -1155,6 +1155,15 @@ fn callbacks_seen(c: &Client) -> String {
     names.join(",")
 }
 
+/// What abi-probe's header reads gave after their phase in the last `late-headers` request,
+/// once its `on_log` stored them.
+fn late_views(c: &Client) -> Vec<Value> {
+    eventually("late-last", || {
+        let r = c.get_h("app.example.com", "/", &[("x-probe", "late-read")]);
+        r.json()["value"].as_array().cloned()
+    })
+}
+
 /// CORS runs after the plugins, as istiod orders the filters: the response headers CORS adds
 /// reach the plugins' response phase (and `on_log`), and a preflight answered by CORS goes back
 /// through the plugins' response callbacks.
@@ -1184,15 +1193,9 @@ fn cors_answers_and_headers_reach_the_plugins_as_in_envoy() {
                 .unwrap_or("-")
                 .into(),
         );
-        let j = eventually("late-last", || {
-            let r = c.get_h("app.example.com", "/", &[("x-probe", "late-read")]);
-            let j = r.json();
-            j["value"].is_array().then_some(j)
-        });
-        let log = j["value"]
-            .as_array()
-            .and_then(|v| v.iter().find(|e| e["phase"] == "log"))
-            .cloned()
+        let log = late_views(c)
+            .into_iter()
+            .find(|e| e["phase"] == "log")
             .unwrap_or_default();
         d.insert(
             "log access-control-allow-origin".into(),
@@ -1259,13 +1262,8 @@ fn header_maps_read_after_their_phase_match_envoy() {
             &[("x-probe", "late-headers")],
         );
         assert_eq!(r.status, 200, "{r:?}");
-        let j = eventually("late-last", || {
-            let r = c.get_h("app.example.com", "/", &[("x-probe", "late-read")]);
-            let j = r.json();
-            j["value"].is_array().then_some(j)
-        });
         let mut d = desc();
-        for view in j["value"].as_array().into_iter().flatten() {
+        for view in &late_views(c) {
             let phase = view["phase"].as_str().unwrap_or("?");
             for map in ["response", "request"] {
                 for (k, v) in view[map].as_object().into_iter().flatten() {
