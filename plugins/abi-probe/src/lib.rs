@@ -221,27 +221,10 @@ fn properties(paths: &[String]) -> Value {
     Value::Object(out)
 }
 
-/// The names of a serialized header map, in order (`None` if it is malformed).
-fn pair_names(serialized: &[u8]) -> Option<Vec<String>> {
-    let word = |at: usize| -> Option<usize> {
-        let b = serialized.get(at..at + 4)?;
-        Some(u32::from_le_bytes(b.try_into().ok()?) as usize)
-    };
-    let count = word(0)?;
-    let mut at = 4 + count * 8;
-    let mut names = Vec::with_capacity(count);
-    for i in 0..count {
-        let (k, v) = (word(4 + i * 8)?, word(8 + i * 8)?);
-        names.push(String::from_utf8_lossy(serialized.get(at..at + k)?).into_owned());
-        at += k + 1 + v + 1;
-    }
-    Some(names)
-}
-
 /// What reading map `map_type` gives: its names in order, and the raw answers for `values`.
 fn map_view(map_type: u32, values: &[&str]) -> Value {
     let pairs = match raw::header_pairs(map_type) {
-        Got::Ok(Some(map)) => pair_names(&map).map_or(json!("malformed"), Value::from),
+        Got::Ok(Some(map)) => raw::pair_names(&map).map_or(json!("malformed"), Value::from),
         other => other.raw_json(),
     };
     let mut out = serde_json::Map::new();

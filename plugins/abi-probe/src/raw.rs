@@ -182,7 +182,29 @@ pub fn header_pairs(map_type: u32) -> Got {
 
 /// The pair count of a serialized header map (its first four bytes, little-endian).
 pub fn pair_count(serialized: &[u8]) -> Option<u32> {
-    Some(u32::from_le_bytes(serialized.get(..4)?.try_into().ok()?))
+    word(serialized, 0)
+}
+
+/// The names of a serialized header map, in order (`None` if it is malformed): after the
+/// count, a key and a value size per pair, then each key and value with a NUL after it.
+pub fn pair_names(serialized: &[u8]) -> Option<Vec<String>> {
+    let count = pair_count(serialized)? as usize;
+    let size = |at: usize| word(serialized, at).map(|n| n as usize);
+    let mut at = count.checked_mul(8)?.checked_add(4)?;
+    let mut names = Vec::new();
+    for i in 0..count {
+        let (k, v) = (size(4 + i * 8)?, size(8 + i * 8)?);
+        names.push(String::from_utf8_lossy(serialized.get(at..at.checked_add(k)?)?).into_owned());
+        at = at.checked_add(k + v + 2)?;
+    }
+    Some(names)
+}
+
+/// The little-endian u32 at `at`.
+fn word(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(
+        bytes.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 
 pub fn header(map_type: u32, name: &str) -> Got {
