@@ -7,17 +7,6 @@ use http::{Response, StatusCode};
 
 use crate::body::{self, Body};
 
-/// Marks a reply made by the gateway or a plugin, not received from an upstream: as Envoy
-/// encodes its local replies, its body reaches the plugins' response phase in one piece (one
-/// body call with `end_of_stream`).
-#[derive(Debug, Clone, Copy)]
-pub struct Whole;
-
-/// Marks `r` as a local reply (see [`Whole`]).
-pub fn mark<B>(r: &mut Response<B>) {
-    r.extensions_mut().insert(Whole);
-}
-
 /// A plain-text local reply; an empty `text` gives an empty body (Envoy's 404 for no route).
 /// A body gets `content-length` ahead of `content-type`, the order Envoy writes them in for the
 /// replies it makes itself.
@@ -49,6 +38,5 @@ fn plain(status: StatusCode, text: Bytes) -> Response<Body> {
         .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    mark(&mut r);
     r
 }

@@ -49,6 +49,11 @@ impl Outcome {
         }
     }
 
+    /// Whether the gateway answered itself (every answer but an upstream's is a local reply).
+    fn is_local(&self) -> bool {
+        self.details != "via_upstream"
+    }
+
     /// Tells the request's plugins what became of it (for `response.*` and `upstream.*`
     /// properties read in their response phase and after).
     fn tell(&self, c: &Chain) {
@@ -269,7 +274,7 @@ async fn route_and_forward(
                 None => {
                     c.record_request_of(&req);
                     return (
-                        c.response(no_route().0).await,
+                        c.response(no_route().0, true).await,
                         Outcome::local("NR", "route_not_found"),
                     );
                 }
@@ -335,7 +340,7 @@ async fn route_and_forward(
             (outcome.flags, outcome.details) = ("-", "request_payload_too_large");
         }
         outcome.tell(&c);
-        resp = c.response(resp).await;
+        resp = c.response(resp, outcome.is_local()).await;
     }
     (resp, outcome)
 }
@@ -350,7 +355,7 @@ async fn preflight_answered(
         return (r, outcome);
     };
     outcome.tell(&c);
-    (c.response(r).await, outcome)
+    (c.response(r, true).await, outcome)
 }
 
 /// Whether forward() will share the head it sends upstream with the plugins (they read it after
@@ -419,7 +424,7 @@ async fn unrouted(
     c.record_request(&parts);
     let outcome = outcome();
     outcome.tell(&c);
-    (c.response(not_found()).await, outcome)
+    (c.response(not_found(), true).await, outcome)
 }
 
 /// Opens the request's plugin chain and runs the request head through it: the chain, the head
@@ -441,7 +446,7 @@ async fn request_plugins<'a>(
     let end_of_stream = http_body::Body::is_end_stream(&body);
     match c.request_headers(parts, end_of_stream).await {
         Ok(parts) => Ok((c, parts, body)),
-        Err((r, details)) => Err((c.response(r).await, Outcome::local("-", details))),
+        Err((r, details)) => Err((c.response(r, true).await, Outcome::local("-", details))),
     }
 }
 
@@ -481,7 +486,6 @@ async fn act(
             if body.is_some() {
                 r.headers_mut()
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-                local_reply::mark(&mut r);
             }
             router::apply_headers(r.headers_mut(), &route.response_headers, &vars, false);
             done(r, "-", "direct_response")

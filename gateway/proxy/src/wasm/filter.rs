@@ -160,7 +160,6 @@ pub(super) fn local_reply(lr: LocalResponse) -> Reply {
             );
         }
     }
-    crate::http::local_reply::mark(&mut r);
     // Envoy logs no response code details for a plugin's reply (the Rust SDK sends none).
     (r, "-")
 }
@@ -443,13 +442,11 @@ impl Chain {
         true
     }
 
-    /// Runs the response through the plugins that saw the request, last to first.
-    pub async fn response(self: &Rc<Self>, resp: Response<Body>) -> Response<Body> {
+    /// Runs the response through the plugins that saw the request, last to first. `local`: a
+    /// reply the gateway or a plugin made, not an upstream's; as Envoy encodes its local
+    /// replies, its body reaches the plugins in one call with `end_of_stream`.
+    pub async fn response(self: &Rc<Self>, resp: Response<Body>, local: bool) -> Response<Body> {
         let (mut head, body) = resp.into_parts();
-        let whole = head
-            .extensions
-            .remove::<crate::http::local_reply::Whole>()
-            .is_some();
         let end_of_stream = http_body::Body::is_end_stream(&body);
         for e in self.entries[..self.reached.get()].iter().rev() {
             if !e.active.get() {
@@ -491,7 +488,7 @@ impl Chain {
         if http_body::Body::is_end_stream(&body) {
             return Response::from_parts(head, body);
         }
-        let filtered: Body = Box::pin(FilteredBody::new(body, self.clone(), true).whole(whole));
+        let filtered: Body = Box::pin(FilteredBody::new(body, self.clone(), true).whole(local));
         Response::from_parts(head, filtered)
     }
 
