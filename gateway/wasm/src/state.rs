@@ -87,10 +87,8 @@ pub struct StreamData {
     /// on (shared with the gateway's own copy when it keeps one).
     pub(crate) sent_request: Option<Rc<RequestHead>>,
     /// The response status and headers as they went downstream, kept for reads after the
-    /// response-headers phase: a plain list (one allocation), made into a map only when a
-    /// `response.*` property is read.
-    pub(crate) sent_response:
-        Option<(http::StatusCode, Vec<(http::HeaderName, http::HeaderValue)>)>,
+    /// response-headers phase.
+    pub(crate) sent_response: SentResponse,
     /// A reply the plugin asked for with `proxy_send_local_response`.
     pub(crate) local_response: Option<LocalResponse>,
     /// The plugin resumed the request (`proxy_continue_stream(0)`) or the response.
@@ -206,7 +204,7 @@ impl StreamData {
         *response_trailers = None;
         *info = StreamInfo::default();
         *sent_request = None;
-        *sent_response = None;
+        sent_response.clear();
         *local_response = None;
         *resumed_request = false;
         *resumed_response = false;
@@ -229,6 +227,71 @@ impl VmState {
     /// The stream the guest is acting on, if the effective context is a stream.
     pub(crate) fn stream(&mut self) -> Option<&mut StreamData> {
         self.streams.get_mut(&self.effective).map(|s| &mut **s)
+    }
+}
+
+/// A response head as it went downstream, kept for the plugin's reads after its
+/// response-headers phase (body callbacks, `on_log`): the names and values copied into one
+/// buffer. It is kept with the stream's data, which the VM reuses, so once warm recording a
+/// head allocates nothing, and forgetting it frees nothing.
+#[derive(Debug, Default)]
+pub(crate) struct SentResponse {
+    status: Option<http::StatusCode>,
+    /// Every name followed by its value.
+    bytes: Vec<u8>,
+    /// Per header, where its name ends and where its value ends in `bytes`.
+    ends: Vec<(u32, u32)>,
+}
+
+impl SentResponse {
+    /// Keeps `status` and `headers`, in the map's order.
+    pub(crate) fn record(&mut self, status: http::StatusCode, headers: &http::HeaderMap) {
+        self.clear();
+        self.status = Some(status);
+        for (k, v) in headers {
+            self.bytes.extend_from_slice(k.as_str().as_bytes());
+            let name_end = self.bytes.len() as u32;
+            self.bytes.extend_from_slice(v.as_bytes());
+            self.ends.push((name_end, self.bytes.len() as u32));
+        }
+    }
+
+    /// Forgets the head (keeping the buffers).
+    pub(crate) fn clear(&mut self) {
+        self.status = None;
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    /// The status, if a head was kept.
+    pub(crate) fn status(&self) -> Option<http::StatusCode> {
+        self.status
+    }
+
+    /// The headers kept, as name and value bytes.
+    pub(crate) fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        let mut start = 0usize;
+        self.ends.iter().map(move |&(name_end, value_end)| {
+            let (n, v) = (name_end as usize, value_end as usize);
+            let pair = (&self.bytes[start..n], &self.bytes[n..v]);
+            start = v;
+            pair
+        })
+    }
+
+    /// The headers kept, as a map (for `response.*` properties).
+    pub(crate) fn to_map(&self) -> http::HeaderMap {
+        let mut map = http::HeaderMap::with_capacity(self.ends.len());
+        for (k, v) in self.headers() {
+            // They were a map's names and values: they parse again.
+            if let (Ok(k), Ok(v)) = (
+                http::HeaderName::from_bytes(k),
+                http::HeaderValue::from_bytes(v),
+            ) {
+                map.append(k, v);
+            }
+        }
+        map
     }
 }
 

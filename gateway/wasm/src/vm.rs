@@ -273,6 +273,11 @@ impl PluginVm {
         Ok(StreamId(id))
     }
 
+    /// The stream's facts, as the gateway last told them.
+    pub fn info(&self, id: StreamId) -> Option<&StreamInfo> {
+        self.store.data().streams.get(&id.0).map(|s| &s.info)
+    }
+
     /// The stream's facts, to update as the stream goes on (upstream, response code, ...).
     pub fn info_mut(&mut self, id: StreamId) -> Option<&mut StreamInfo> {
         self.store
@@ -437,9 +442,7 @@ impl PluginVm {
         let s = self.store.data_mut().streams.get_mut(&id.0)?;
         let head = s.response.take()?;
         if keep {
-            let pairs = head.headers.iter();
-            let pairs = pairs.map(|(k, v)| (k.clone(), v.clone())).collect();
-            s.sent_response = Some((head.status, pairs));
+            s.sent_response.record(head.status, &head.headers);
         }
         Some(head)
     }

@@ -90,8 +90,6 @@ pub struct Chain {
     pub(super) entries: SmallVec<[Entry; 2]>,
     /// How many entries saw the request headers (the response goes back through them).
     reached: Cell<usize>,
-    /// The stream's facts as the chain opened (for a context opened later, on reload).
-    info: StreamInfo,
     /// The plugins have the request head they read after the request phase.
     recorded: Cell<bool>,
     /// Plugins that got no context (not loaded, no VM, or after one that stopped the request),
@@ -214,7 +212,6 @@ impl Chain {
             ctx: ctx.clone(),
             entries,
             reached: Cell::new(0),
-            info: info.clone(),
             recorded: Cell::new(false),
             unopened,
             request_too_large: Cell::new(false),
@@ -429,12 +426,17 @@ impl Chain {
         }
     }
 
-    /// Moves `e` to a fresh VM of its plugin (the failed one is replaced on this worker).
+    /// Moves `e` to a fresh VM of its plugin (the failed one is replaced on this worker). The
+    /// new context gets the stream's facts from the failed VM, which keeps them until the
+    /// stream ends there.
     fn reload(&self, e: &Entry) -> bool {
+        let Some(info) = e.vm().borrow().info(e.id()).cloned() else {
+            return false;
+        };
         let Ok(vm) = self.ctx.vms.get(&self.ctx, &e.loaded) else {
             return false;
         };
-        let Ok(id) = vm.borrow_mut().create_stream(self.info.clone()) else {
+        let Ok(id) = vm.borrow_mut().create_stream(info) else {
             return false;
         };
         let (old_vm, old_id) = std::mem::replace(&mut *e.slot.borrow_mut(), (vm, id));

@@ -79,14 +79,14 @@ fn pair((k, v): (&HeaderName, &HeaderValue)) -> (Cow<'static, [u8]>, Vec<u8>) {
 /// A response head's pairs: `:status`, then the headers.
 fn response_pairs<'a>(
     status: StatusCode,
-    headers: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+    headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
 ) -> Pairs {
     let mut out = Vec::with_capacity(headers.size_hint().0 + 1);
     out.push((
         Cow::Borrowed(&b":status"[..]),
         status.as_str().as_bytes().to_vec(),
     ));
-    out.extend(headers.map(pair));
+    out.extend(headers.map(|(k, v)| (Cow::Owned(k.to_vec()), v.to_vec())));
     out
 }
 
@@ -121,11 +121,14 @@ fn pairs(st: &mut VmState, t: MapType) -> Result<Pairs, Status> {
         // The head while the plugin holds it, or (body callbacks, on_log) the headers as they
         // went downstream: Envoy gives them in on_log, and meshgate in the body callbacks too
         // (docs/envoy-differences.md).
-        MapType::ResponseHeaders => match (&s.response, &s.sent_response) {
-            (Some(h), _) => Ok(response_pairs(h.status, h.headers.iter())),
-            (None, Some((status, sent))) => {
-                Ok(response_pairs(*status, sent.iter().map(|(k, v)| (k, v))))
-            }
+        MapType::ResponseHeaders => match (&s.response, s.sent_response.status()) {
+            (Some(h), _) => Ok(response_pairs(
+                h.status,
+                h.headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())),
+            )),
+            (None, Some(status)) => Ok(response_pairs(status, s.sent_response.headers())),
             _ => Err(Status::NotFound),
         },
         MapType::RequestTrailers => Ok(plain_pairs(

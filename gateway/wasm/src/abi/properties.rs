@@ -143,9 +143,9 @@ fn response(s: &StreamData, rest: &[&[u8]]) -> Option<Vec<u8>> {
     let info = &s.info;
     // The head while the plugin holds it, or the copy kept once it went downstream.
     let headers = || -> Option<Cow<'_, HeaderMap>> {
-        match (&s.response, &s.sent_response) {
+        match (&s.response, s.sent_response.status()) {
             (Some(r), _) => Some(Cow::Borrowed(&r.headers)),
-            (None, Some((_, pairs))) => Some(Cow::Owned(pairs.iter().cloned().collect())),
+            (None, Some(_)) => Some(Cow::Owned(s.sent_response.to_map())),
             (None, None) => None,
         }
     };
