@@ -60,6 +60,8 @@ pub struct CompiledModule {
     /// copy of the request head for it).
     pub(crate) reads_request: bool,
     pub(crate) pre: InstancePre<VmState>,
+    /// The module that runs a stream's last callbacks in one entry (`vm::ending`).
+    pub(crate) ending: Module,
 }
 
 impl std::fmt::Debug for CompiledModule {
@@ -85,6 +87,7 @@ pub struct Engine {
     cache: Option<CodeCache>,
     epoch_tick: Duration,
     clock: Arc<Clock>,
+    ending: Module,
     /// Shared data and queues of every plugin.
     pub shared: Arc<SharedState>,
     /// Metrics plugins defined.
@@ -113,6 +116,7 @@ impl Engine {
             .cache_dir
             .as_deref()
             .map(|dir| CodeCache::new(dir, &engine));
+        let ending = crate::vm::ending::compile(&engine).map_err(err)?;
         let mut linker = Linker::new(&engine);
         crate::abi::link(&mut linker).map_err(err)?;
         let tick = opts.epoch_tick.max(Duration::from_millis(1));
@@ -126,6 +130,7 @@ impl Engine {
             cache,
             epoch_tick: tick,
             clock,
+            ending,
             shared: Arc::default(),
             metrics: Arc::default(),
         }))
@@ -214,6 +219,7 @@ impl Engine {
             abi,
             reads_request,
             pre,
+            ending: self.ending.clone(),
         };
         self.lock_modules().insert(digest, compiled.clone());
         Ok(compiled)

@@ -68,6 +68,10 @@ pub struct VmState {
     pub(crate) stdio: [Vec<u8>; 2],
     /// Header names (and values) the plugin writes, parsed once.
     pub(crate) header_cache: HeaderCache,
+    /// Which of a stream's last callbacks runs, while they run in one entry (`vm::ending`).
+    pub(crate) end_stage: usize,
+    /// A callback's deadline in epoch ticks.
+    pub(crate) callback_ticks: u64,
 }
 
 /// One HTTP stream as the VM sees it.
@@ -352,7 +356,8 @@ impl wasmtime::ResourceLimiter for Limits {
     }
 
     fn instances(&self) -> usize {
-        1
+        // The plugin's, and the host's own module that ends streams (`vm::ending`).
+        2
     }
 
     fn tables(&self) -> usize {

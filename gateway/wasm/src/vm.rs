@@ -22,6 +22,7 @@ use crate::plugin::{Plugin, PluginStats};
 use crate::shared::Inbox;
 use crate::state::{Limits, RequestEdits, RequestHead, StreamData, VmState};
 
+pub(crate) mod ending;
 mod events;
 mod exports;
 
@@ -56,8 +57,8 @@ pub struct PluginVm {
     failed: Option<VmFailure>,
     /// Memory size last added to the plugin's `memory_bytes`.
     counted_memory: usize,
-    /// Callbacks run (for latency sampling).
-    calls: u32,
+    /// Picks the callbacks timed for the latency histograms (see [`Sampler`]).
+    sampler: Sampler,
     /// Every callback's CPU budget (`callbackDeadline`), in time and in epoch ticks.
     callback_budget: Budget,
     /// Set while the VM runs guest code (the epoch clock ticks fast only then).
@@ -88,6 +89,7 @@ impl PluginVm {
     pub fn start(plugin: &Plugin, host: Rc<dyn Host>) -> Result<PluginVm, WasmError> {
         let shared = plugin.0.clone();
         let cfg = &shared.config;
+        let callback_budget = Budget::new(cfg.callback_deadline, shared.epoch_tick);
         let state = VmState {
             limits: Limits {
                 memory: cfg.memory_limit,
@@ -118,6 +120,8 @@ impl PluginVm {
             done: false,
             stdio: Default::default(),
             header_cache: Default::default(),
+            end_stage: 0,
+            callback_ticks: callback_budget.ticks,
         };
         let pre = &shared.module.pre;
         let mut store = Store::new(pre.module().engine(), state);
@@ -140,11 +144,20 @@ impl PluginVm {
                 return Err(fail(classify("instantiate", e, limits, cfg.start_deadline)));
             }
         };
-        let ex = Exports::lookup(
+        let mut ex = Exports::lookup(
             &instance,
             &mut store,
             shared.module.abi == AbiVersion::V0_1_0,
         )?;
+        if let (Some(log), Some(done), Some(delete)) = (&ex.log, &ex.done, &ex.delete) {
+            // Without it the three callbacks are called one by one, as before.
+            match ending::instantiate(&mut store, &shared.module.ending, log, done, delete) {
+                Ok(end) => ex.end = Some(end),
+                Err(e) => {
+                    tracing::debug!(error = %e, "stream ends call their callbacks one by one")
+                }
+            }
+        }
         let alloc = match export::<i32, i32>(&instance, &mut store, "proxy_on_memory_allocate")? {
             Some(f) => Some(f),
             None => export::<i32, i32>(&instance, &mut store, "malloc")?,
@@ -162,8 +175,8 @@ impl PluginVm {
             next_id: 2,
             failed: None,
             counted_memory: 0,
-            calls: 0,
-            callback_budget: Budget::new(cfg.callback_deadline, shared.epoch_tick),
+            sampler: Sampler::default(),
+            callback_budget,
             in_guest,
         };
         let deadline = start_budget;
@@ -542,14 +555,14 @@ impl PluginVm {
             s.ended = true;
         }
         if self.failed.is_none() && self.store.data().streams.contains_key(&id.0) {
-            if let Some(f) = self.ex.log.clone() {
-                let _ = self.call(id.0, "proxy_on_log", f, id.0 as i32);
-            }
-            if let Some(f) = self.ex.done.clone() {
-                let _ = self.call(id.0, "proxy_on_done", f, id.0 as i32);
-            }
-            if let Some(f) = self.ex.delete.clone() {
-                let _ = self.call(id.0, "proxy_on_delete", f, id.0 as i32);
+            // In one entry, unless one of the three is due to be timed for the latency
+            // histograms (then each is timed on its own, as every other callback is).
+            let timed = [(); 3].map(|()| self.sampler.next());
+            match self.ex.end.clone() {
+                Some(f) if timed == [false; 3] => {
+                    let _ = self.end_in_one(id.0, f);
+                }
+                _ => self.end_one_by_one(id.0, timed),
             }
         }
         let st = self.store.data_mut();
@@ -559,6 +572,34 @@ impl PluginVm {
                 st.spare.push(data);
             }
         }
+    }
+
+    /// `proxy_on_log`, `proxy_on_done` and `proxy_on_delete`, each in an entry of its own
+    /// (`timed`: whether each is timed).
+    fn end_one_by_one(&mut self, id: u32, timed: [bool; 3]) {
+        let budget = self.callback_budget;
+        if let Some(f) = self.ex.log.clone() {
+            let _ = self.call_timed(id, "proxy_on_log", budget, f, id as i32, timed[0]);
+        }
+        if let Some(f) = self.ex.done.clone() {
+            let _ = self.call_timed(id, "proxy_on_done", budget, f, id as i32, timed[1]);
+        }
+        if let Some(f) = self.ex.delete.clone() {
+            let _ = self.call_timed(id, "proxy_on_delete", budget, f, id as i32, timed[2]);
+        }
+    }
+
+    /// The three in one entry (see [`ending`]): the same deadline each, the same order, and a
+    /// failure blamed on the callback that was running.
+    fn end_in_one(&mut self, id: u32, f: F<i32, ()>) -> Result<(), VmFailure> {
+        self.store.data_mut().end_stage = 0;
+        let budget = self.callback_budget;
+        self.guest(
+            id,
+            budget,
+            |store| f.call(store, id as i32),
+            |st| ending::CALLBACKS[st.end_stage.min(ending::CALLBACKS.len() - 1)],
+        )
     }
 
     fn check(&self) -> Result<(), VmFailure> {
@@ -605,20 +646,43 @@ impl PluginVm {
         f: F<P, R>,
         params: P,
     ) -> Result<R, VmFailure> {
+        let timed = self.sampler.next();
+        self.call_timed(context, callback, budget, f, params, timed)
+    }
+
+    fn call_timed<P: WasmParams, R: WasmResults>(
+        &mut self,
+        context: u32,
+        callback: &'static str,
+        budget: Budget,
+        f: F<P, R>,
+        params: P,
+        timed: bool,
+    ) -> Result<R, VmFailure> {
         self.check()?;
+        let started = timed.then(std::time::Instant::now);
+        let r = self.guest(context, budget, |store| f.call(store, params), |_| callback);
+        if let Some(t) = started {
+            self.plugin.0.stats.latency.record(callback, t.elapsed());
+        }
+        r
+    }
+
+    /// Enters the guest with `call` on behalf of `context`, under `budget`; a failure marks
+    /// the VM failed, blamed on the callback `blame` names.
+    fn guest<R>(
+        &mut self,
+        context: u32,
+        budget: Budget,
+        call: impl FnOnce(&mut Store<VmState>) -> wasmtime::Result<R>,
+        blame: impl FnOnce(&VmState) -> &'static str,
+    ) -> Result<R, VmFailure> {
         self.store.set_epoch_deadline(budget.ticks);
         self.store.data_mut().effective = context;
-        // One callback in LATENCY_SAMPLE is timed: two clock reads per call would cost a tenth
-        // of a small plugin's time.
-        self.calls = self.calls.wrapping_add(1);
-        let started = (self.calls % LATENCY_SAMPLE == 0).then(std::time::Instant::now);
         self.in_guest.enter();
-        let r = f.call(&mut self.store, params);
+        let r = call(&mut self.store);
         self.in_guest.leave();
         let stats = &self.plugin.0.stats;
-        if let Some(t) = started {
-            stats.latency.record(callback, t.elapsed());
-        }
         if std::mem::take(&mut self.store.data_mut().limits.grew) {
             use std::sync::atomic::Ordering::Relaxed;
             let memory = self.memory_size();
@@ -631,6 +695,7 @@ impl PluginVm {
         match r {
             Ok(r) => Ok(r),
             Err(e) => {
+                let callback = blame(self.store.data());
                 let failure = classify(callback, e, &self.store.data().limits, budget.time);
                 self.fail(failure.clone());
                 Err(failure)
@@ -656,6 +721,32 @@ impl PluginVm {
 /// Ended streams' data kept per VM for reuse: as many as an HTTP/2 client's concurrent streams
 /// commonly reach (a kilobyte each, so at most about 280 KiB per VM, once that many were open).
 const MAX_SPARE_STREAMS: usize = 256;
+
+/// Picks one callback in [`LATENCY_SAMPLE`] to be timed: two clock reads per call would cost a
+/// tenth of a small plugin's time. The pick is pseudo-random (xorshift), not every sixteenth
+/// call: a plugin makes the same number of calls per request, and a fixed stride would time
+/// the same callback of every request and never the others.
+#[derive(Debug, Clone, Copy)]
+struct Sampler(u32);
+
+impl Default for Sampler {
+    fn default() -> Sampler {
+        Sampler(0x9e37_79b9)
+    }
+}
+
+impl Sampler {
+    /// Whether the next callback is timed.
+    fn next(&mut self) -> bool {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.0 = x;
+        // The high bits are the best mixed.
+        (x >> 28) < 16 / LATENCY_SAMPLE
+    }
+}
 
 /// How long a guest call may run: the deadline, and the epoch ticks it comes to (worked out
 /// once per VM, not per call).
@@ -695,4 +786,26 @@ fn classify(
     let text = format!("{e:#}");
     let message = text.lines().take(3).collect::<Vec<_>>().join(" ");
     VmFailure::Trap { callback, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sampler_times_one_call_in_sixteen_at_every_position_of_a_request() {
+        // A plugin that makes 8 calls per request: each of the 8 gets its share.
+        let mut s = Sampler::default();
+        let mut per_position = [0u32; 8];
+        for i in 0..8 * 16 * 1000 {
+            if s.next() {
+                per_position[i % 8] += 1;
+            }
+        }
+        let total: u32 = per_position.iter().sum();
+        assert!((7_000..=9_000).contains(&total), "{total} of 128000");
+        for (pos, n) in per_position.iter().enumerate() {
+            assert!((800..=1_200).contains(n), "position {pos}: {n} of 16000");
+        }
+    }
 }

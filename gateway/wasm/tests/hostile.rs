@@ -11,10 +11,16 @@ use meshgate_wasm::{
 
 /// A module with the ABI marker, an allocator and a root context, plus `body` as extra items.
 fn module(body: &str) -> String {
+    module_with("", body)
+}
+
+/// [`module`] with more `imports`.
+fn module_with(imports: &str, body: &str) -> String {
     format!(
         r#"(module
   (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
   (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+  {imports}
   (memory (export "memory") 1)
   (global $heap (mut i32) (i32.const 4096))
   (data (i32.const 16) "x-status")
@@ -232,4 +238,72 @@ fn modules_that_are_not_proxy_wasm_or_need_unknown_imports_are_refused() {
         e.load(b"\0asm garbage"),
         Err(WasmError::Compile(_))
     ));
+}
+
+/// `on_log`, `on_done` and `on_delete` of a module: `log`, `done` and `delete` are their bodies.
+fn stream_end(log: &str, done: &str, delete: &str) -> String {
+    module_with(
+        r#"(import "env" "proxy_set_effective_context" (func $ctx (param i32) (result i32)))
+  (import "env" "proxy_set_property" (func $set (param i32 i32 i32 i32) (result i32)))"#,
+        &format!(
+            r#"(data (i32.const 48) "k")
+  (global $order (mut i32) (i32.const 0))
+  (func (export "proxy_on_log") (param $id i32) {log})
+  (func (export "proxy_on_done") (param $id i32) (result i32) {done} (i32.const 1))
+  (func (export "proxy_on_delete") (param $id i32) {delete})"#
+        ),
+    )
+}
+
+#[test]
+fn a_stream_ends_with_log_done_and_delete_in_order_each_acting_on_the_stream() {
+    // on_log moves the effective context to the root; on_done must still act on the stream
+    // (setting a property needs one) and run after on_log, on_delete after on_done.
+    let wat = stream_end(
+        r#"(drop (call $ctx (i32.const 1))) (global.set $order (i32.const 1))"#,
+        r#"(if (i32.ne (global.get $order) (i32.const 1)) (then unreachable))
+           (if (i32.ne (call $set (i32.const 48) (i32.const 1) (i32.const 32) (i32.const 2)) (i32.const 0))
+             (then unreachable))
+           (global.set $order (i32.const 2))"#,
+        r#"(if (i32.ne (global.get $order) (i32.const 2)) (then unreachable))
+           (global.set $order (i32.const 0))"#,
+    );
+    let e = engine();
+    let mut vm = start(&e, &wat).expect("start");
+    // Enough streams that some end in one guest entry and some (picked for timing) call the
+    // callbacks one by one.
+    for _ in 0..16 {
+        let id = vm.create_stream(Default::default()).expect("stream");
+        vm.end_stream(id);
+        assert!(vm.failed().is_none(), "{:?}", vm.failed());
+    }
+}
+
+#[test]
+fn a_trap_or_a_loop_at_stream_end_is_blamed_on_its_callback() {
+    let trap = "unreachable";
+    let spin = "(loop $l (br $l))";
+    for (log, done, delete, blamed, deadline) in [
+        (trap, "", "", "proxy_on_log", false),
+        ("", trap, "", "proxy_on_done", false),
+        ("", "", trap, "proxy_on_delete", false),
+        (spin, "", "", "proxy_on_log", true),
+        ("", spin, "", "proxy_on_done", true),
+        ("", "", spin, "proxy_on_delete", true),
+    ] {
+        let e = engine();
+        let mut vm = start(&e, &stream_end(log, done, delete)).expect("start");
+        let id = vm.create_stream(Default::default()).expect("stream");
+        vm.end_stream(id);
+        match vm.failed() {
+            Some(VmFailure::Trap { callback, .. }) if !deadline => assert_eq!(*callback, blamed),
+            Some(VmFailure::Deadline { callback, .. }) if deadline => {
+                assert_eq!(*callback, blamed)
+            }
+            other => panic!("{blamed}: {other:?}"),
+        }
+        // The VM serves no more; the engine does.
+        assert!(vm.create_stream(Default::default()).is_err());
+        assert!(start(&e, &stream_end("", "", "")).is_ok());
+    }
 }

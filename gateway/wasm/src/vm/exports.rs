@@ -40,6 +40,8 @@ pub(super) struct Exports {
     pub(super) done: Option<F1R>,
     pub(super) log: Option<F1>,
     pub(super) delete: Option<F1>,
+    /// `log`, `done` and `delete` in one entry (`ending`), when the module exports all three.
+    pub(super) end: Option<F1>,
     pub(super) tick: Option<F1>,
     pub(super) http_call_response: Option<F5>,
     pub(super) queue_ready: Option<F2>,
@@ -92,6 +94,7 @@ impl Exports {
             done: export(&instance, &mut *store, "proxy_on_done")?,
             log: export(&instance, &mut *store, "proxy_on_log")?,
             delete: export(&instance, &mut *store, "proxy_on_delete")?,
+            end: None,
             tick: export(&instance, &mut *store, "proxy_on_tick")?,
             http_call_response: export(&instance, &mut *store, "proxy_on_http_call_response")?,
             queue_ready: export(&instance, &mut *store, "proxy_on_queue_ready")?,
