@@ -63,11 +63,27 @@ impl CodeCache {
     }
 
     /// The precompiled module for the Wasm module with sha256 `digest`, if a sound entry is
-    /// cached. A damaged entry is removed.
+    /// cached (counted as a hit or a miss). A damaged entry is removed.
     pub(crate) fn load(&self, engine: &wasmtime::Engine, digest: &[u8; 32]) -> Option<Module> {
+        let found = self.load_uncounted(engine, digest);
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// [`CodeCache::load`] for the host's own modules, which the hit and miss counts (about
+    /// plugins) leave out.
+    pub(crate) fn load_uncounted(
+        &self,
+        engine: &wasmtime::Engine,
+        digest: &[u8; 32],
+    ) -> Option<Module> {
         let (code, sum) = self.paths(digest);
         let Ok(want) = fs::read(&sum) else {
-            self.misses.fetch_add(1, Ordering::Relaxed);
             return None;
         };
         let sound = matches!(sha256_of(&code), Ok(got) if got[..] == want[..]);
@@ -90,7 +106,6 @@ impl CodeCache {
             });
         match module {
             Some(m) => {
-                self.hits.fetch_add(1, Ordering::Relaxed);
                 // Recently used entries are the last to be evicted.
                 let _ = fs::File::options()
                     .append(true)
@@ -99,7 +114,6 @@ impl CodeCache {
                 Some(m)
             }
             None => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
                 let _ = fs::remove_file(&sum);
                 let _ = fs::remove_file(&code);
                 None

@@ -60,8 +60,9 @@ pub struct CompiledModule {
     /// copy of the request head for it).
     pub(crate) reads_request: bool,
     pub(crate) pre: InstancePre<VmState>,
-    /// The module that runs a stream's last callbacks in one entry (`vm::ending`).
-    pub(crate) ending: Module,
+    /// The module that runs a stream's last callbacks in one entry (`vm::ending`), for a
+    /// module that exports all three.
+    pub(crate) ending: Option<Module>,
 }
 
 impl std::fmt::Debug for CompiledModule {
@@ -87,7 +88,10 @@ pub struct Engine {
     cache: Option<CodeCache>,
     epoch_tick: Duration,
     clock: Arc<Clock>,
-    ending: Module,
+    /// Compiled (or found in the code cache) with the first plugin's module: starting the
+    /// compiler for it at every start would cost an engine without plugins, or with cached
+    /// ones, megabytes of memory.
+    ending: std::sync::OnceLock<Module>,
     /// Shared data and queues of every plugin.
     pub shared: Arc<SharedState>,
     /// Metrics plugins defined.
@@ -116,7 +120,6 @@ impl Engine {
             .cache_dir
             .as_deref()
             .map(|dir| CodeCache::new(dir, &engine));
-        let ending = crate::vm::ending::compile(&engine).map_err(err)?;
         let mut linker = Linker::new(&engine);
         crate::abi::link(&mut linker).map_err(err)?;
         let tick = opts.epoch_tick.max(Duration::from_millis(1));
@@ -130,7 +133,7 @@ impl Engine {
             cache,
             epoch_tick: tick,
             clock,
-            ending,
+            ending: std::sync::OnceLock::new(),
             shared: Arc::default(),
             metrics: Arc::default(),
         }))
@@ -200,6 +203,14 @@ impl Engine {
                     | "proxy_get_property"
             )
         });
+        let ending = if ["proxy_on_log", "proxy_on_done", "proxy_on_delete"]
+            .iter()
+            .all(|n| exported(n))
+        {
+            Some(self.ending()?)
+        } else {
+            None
+        };
         let pre = self.linker.instantiate_pre(&module).map_err(|e| {
             let text = format!("{e:#}");
             match module
@@ -219,10 +230,36 @@ impl Engine {
             abi,
             reads_request,
             pre,
-            ending: self.ending.clone(),
+            ending,
         };
         self.lock_modules().insert(digest, compiled.clone());
         Ok(compiled)
+    }
+
+    /// The module that ends streams in one entry (`vm::ending`), from the code cache when it
+    /// is there.
+    fn ending(&self) -> Result<Module, WasmError> {
+        if let Some(m) = self.ending.get() {
+            return Ok(m.clone());
+        }
+        let wat = crate::vm::ending::WAT.as_bytes();
+        let digest: [u8; 32] = Sha256::digest(wat).into();
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.load_uncounted(&self.engine, &digest));
+        let module = match cached {
+            Some(m) => m,
+            None => {
+                let m = Module::new(&self.engine, wat)
+                    .map_err(|e| WasmError::Compile(format!("{e:#}")))?;
+                if let Some(c) = &self.cache {
+                    c.store(&digest, &m);
+                }
+                m
+            }
+        };
+        Ok(self.ending.get_or_init(|| module).clone())
     }
 
     /// A plugin running `module` with `config`.

@@ -149,9 +149,11 @@ impl PluginVm {
             &mut store,
             shared.module.abi == AbiVersion::V0_1_0,
         )?;
-        if let (Some(log), Some(done), Some(delete)) = (&ex.log, &ex.done, &ex.delete) {
-            // Without it the three callbacks are called one by one, as before.
-            match ending::instantiate(&mut store, &shared.module.ending, log, done, delete) {
+        if let (Some(m), Some(log), Some(done), Some(delete)) =
+            (&shared.module.ending, &ex.log, &ex.done, &ex.delete)
+        {
+            // Without it the three callbacks are called one by one.
+            match ending::instantiate(&mut store, m, log, done, delete) {
                 Ok(end) => ex.end = Some(end),
                 Err(e) => {
                     tracing::debug!(error = %e, "stream ends call their callbacks one by one")

@@ -23,8 +23,12 @@ fn engine(dir: &Path) -> std::sync::Arc<Engine> {
 
 /// Loads the module on a fresh engine, starts a VM on it, and returns (hits, misses).
 fn load_and_start(dir: &Path) -> (usize, usize) {
+    load_and_start_this(dir, MODULE)
+}
+
+fn load_and_start_this(dir: &Path, wat: &str) -> (usize, usize) {
     let engine = engine(dir);
-    let module = engine.load(MODULE.as_bytes()).expect("module loads");
+    let module = engine.load(wat.as_bytes()).expect("module loads");
     let plugin = engine.plugin(PluginConfig::new("cache-test"), module);
     PluginVm::start(&plugin, std::rc::Rc::new(NoHost)).expect("VM starts");
     engine.cache_stats()
@@ -68,4 +72,28 @@ fn a_restart_loads_precompiled_code_and_a_damaged_entry_is_recompiled() {
         std::fs::remove_file(sum).expect("remove checksum");
     }
     assert_eq!(load_and_start(dir.path()), (0, 1));
+}
+
+#[test]
+fn the_hosts_stream_end_module_is_cached_beside_a_plugin_and_left_out_of_the_counts() {
+    // A module with on_log, on_done and on_delete gets the host's module that calls the three
+    // in one entry: compiled once, then loaded from the cache like the plugin's code (so a
+    // restart starts no compiler), and not counted as a plugin's hit or miss.
+    let open = MODULE
+        .strip_suffix(')')
+        .expect("a module ends with its paren");
+    let wat = open.to_string()
+        + r#"
+  (func (export "proxy_on_log") (param i32))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32)))"#;
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_eq!(load_and_start_this(dir.path(), &wat), (0, 1));
+    assert_eq!(
+        entries(dir.path(), "cwasm").len(),
+        2,
+        "the plugin's and the host's"
+    );
+    assert_eq!(load_and_start_this(dir.path(), &wat), (1, 0));
+    assert_eq!(entries(dir.path(), "cwasm").len(), 2);
 }

@@ -13,7 +13,7 @@
 
 use std::rc::Rc;
 
-use wasmtime::{AsContextMut, Caller, Engine, Extern, Func, Instance, Module, Store};
+use wasmtime::{AsContextMut, Caller, Extern, Func, Instance, Module, Store};
 
 use super::exports::F;
 use crate::state::VmState;
@@ -21,7 +21,7 @@ use crate::state::VmState;
 /// The callbacks in the order the module calls them.
 pub(super) const CALLBACKS: [&str; 3] = ["proxy_on_log", "proxy_on_done", "proxy_on_delete"];
 
-const WAT: &str = r#"
+pub(crate) const WAT: &str = r#"
 (module
   (import "plugin" "log" (func $log (param i32)))
   (import "plugin" "done" (func $done (param i32) (result i32)))
@@ -34,11 +34,6 @@ const WAT: &str = r#"
     (call $between (local.get $id) (i32.const 2))
     (call $delete (local.get $id))))
 "#;
-
-/// Compiles the module (once per engine).
-pub(crate) fn compile(engine: &Engine) -> wasmtime::Result<Module> {
-    Module::new(engine, WAT)
-}
 
 /// The module's `end(context_id)` for a VM whose plugin exports the three callbacks.
 pub(super) fn instantiate(
