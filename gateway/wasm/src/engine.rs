@@ -164,26 +164,7 @@ impl Engine {
         if let Some(m) = self.lock_modules().get(&digest) {
             return Ok(m.clone());
         }
-        let cached = self
-            .cache
-            .as_ref()
-            .and_then(|c| c.load(&self.engine, &digest));
-        let module = match cached {
-            Some(m) => m,
-            None => {
-                // Binary modules skip the text-format check; WAT is accepted for tests and tools.
-                let m = if bytes.starts_with(b"\0asm") {
-                    Module::from_binary(&self.engine, bytes)
-                } else {
-                    Module::new(&self.engine, bytes)
-                }
-                .map_err(|e| WasmError::Compile(format!("{e:#}")))?;
-                if let Some(c) = &self.cache {
-                    c.store(&digest, &m);
-                }
-                m
-            }
-        };
+        let module = self.compile_cached(bytes, &digest, true)?;
         let exported = |n: &str| module.exports().any(|e| e.name() == n);
         let abi = if exported("proxy_abi_version_0_2_1") {
             AbiVersion::V0_2_1
@@ -243,23 +224,39 @@ impl Engine {
             return Ok(m.clone());
         }
         let wat = crate::vm::ending::WAT.as_bytes();
-        let digest: [u8; 32] = Sha256::digest(wat).into();
-        let cached = self
-            .cache
-            .as_ref()
-            .and_then(|c| c.load_uncounted(&self.engine, &digest));
-        let module = match cached {
-            Some(m) => m,
-            None => {
-                let m = Module::new(&self.engine, wat)
-                    .map_err(|e| WasmError::Compile(format!("{e:#}")))?;
-                if let Some(c) = &self.cache {
-                    c.store(&digest, &m);
-                }
-                m
-            }
-        };
+        let module = self.compile_cached(wat, &Sha256::digest(wat).into(), false)?;
         Ok(self.ending.get_or_init(|| module).clone())
+    }
+
+    /// The module compiled from `bytes` (whose sha256 is `digest`): from the code cache when it
+    /// is there (a hit or a miss in the counts when `counted`), else compiled and cached.
+    fn compile_cached(
+        &self,
+        bytes: &[u8],
+        digest: &[u8; 32],
+        counted: bool,
+    ) -> Result<Module, WasmError> {
+        let cached = self.cache.as_ref().and_then(|c| {
+            if counted {
+                c.load(&self.engine, digest)
+            } else {
+                c.load_uncounted(&self.engine, digest)
+            }
+        });
+        if let Some(m) = cached {
+            return Ok(m);
+        }
+        // Binary modules skip the text-format check; WAT is accepted for tests and tools.
+        let m = if bytes.starts_with(b"\0asm") {
+            Module::from_binary(&self.engine, bytes)
+        } else {
+            Module::new(&self.engine, bytes)
+        }
+        .map_err(|e| WasmError::Compile(format!("{e:#}")))?;
+        if let Some(c) = &self.cache {
+            c.store(digest, &m);
+        }
+        Ok(m)
     }
 
     /// A plugin running `module` with `config`.

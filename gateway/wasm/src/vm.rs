@@ -181,10 +181,12 @@ impl PluginVm {
             callback_budget,
             in_guest,
         };
+        // Start-up callbacks are not timed for the latency histograms (`plugin_start` times
+        // the whole start).
         let deadline = start_budget;
         let root = 1;
         if let Some(f) = init {
-            vm.call_with(root, "_initialize", deadline, f, ())
+            vm.call_with(root, "_initialize", deadline, f, (), false)
                 .map_err(fail)?;
         }
         if let Some(f) = vm.ex.context_create.clone() {
@@ -194,6 +196,7 @@ impl PluginVm {
                 deadline,
                 f,
                 (root as i32, 0),
+                false,
             )
             .map_err(fail)?;
         }
@@ -206,6 +209,7 @@ impl PluginVm {
                     deadline,
                     f,
                     (root as i32, vm_config),
+                    false,
                 )
                 .map_err(fail)?;
             if ok == 0 {
@@ -221,6 +225,7 @@ impl PluginVm {
                     deadline,
                     f,
                     (root as i32, plugin_config),
+                    false,
                 )
                 .map_err(fail)?;
             if ok == 0 {
@@ -581,13 +586,13 @@ impl PluginVm {
     fn end_one_by_one(&mut self, id: u32, timed: [bool; 3]) {
         let budget = self.callback_budget;
         if let Some(f) = self.ex.log.clone() {
-            let _ = self.call_timed(id, "proxy_on_log", budget, f, id as i32, timed[0]);
+            let _ = self.call_with(id, "proxy_on_log", budget, f, id as i32, timed[0]);
         }
         if let Some(f) = self.ex.done.clone() {
-            let _ = self.call_timed(id, "proxy_on_done", budget, f, id as i32, timed[1]);
+            let _ = self.call_with(id, "proxy_on_done", budget, f, id as i32, timed[1]);
         }
         if let Some(f) = self.ex.delete.clone() {
-            let _ = self.call_timed(id, "proxy_on_delete", budget, f, id as i32, timed[2]);
+            let _ = self.call_with(id, "proxy_on_delete", budget, f, id as i32, timed[2]);
         }
     }
 
@@ -636,23 +641,12 @@ impl PluginVm {
         f: F<P, R>,
         params: P,
     ) -> Result<R, VmFailure> {
-        let budget = self.callback_budget;
-        self.call_with(context, callback, budget, f, params)
+        let (budget, timed) = (self.callback_budget, self.sampler.next());
+        self.call_with(context, callback, budget, f, params, timed)
     }
 
+    /// Runs callback `f` under `budget` (`timed`: for the latency histograms).
     fn call_with<P: WasmParams, R: WasmResults>(
-        &mut self,
-        context: u32,
-        callback: &'static str,
-        budget: Budget,
-        f: F<P, R>,
-        params: P,
-    ) -> Result<R, VmFailure> {
-        let timed = self.sampler.next();
-        self.call_timed(context, callback, budget, f, params, timed)
-    }
-
-    fn call_timed<P: WasmParams, R: WasmResults>(
         &mut self,
         context: u32,
         callback: &'static str,
