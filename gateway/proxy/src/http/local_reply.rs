@@ -16,18 +16,12 @@ pub fn text(status: StatusCode, text: &'static str) -> Response<Body> {
         *r.status_mut() = status;
         return r;
     }
-    sized(status, text)
+    plain(status, Bytes::from_static(text.as_bytes()))
 }
 
 /// A plain-text local reply with an owned body (headers as [`text`]).
 pub fn owned(status: StatusCode, text: String) -> Response<Body> {
     plain(status, Bytes::from(text))
-}
-
-/// A plain-text local reply with `content-length` set ahead of `content-type`, the order
-/// Envoy's filter manager writes them in for the replies it makes itself (such as 413).
-pub fn sized(status: StatusCode, text: &'static str) -> Response<Body> {
-    plain(status, Bytes::from_static(text.as_bytes()))
 }
 
 fn plain(status: StatusCode, text: Bytes) -> Response<Body> {

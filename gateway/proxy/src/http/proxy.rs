@@ -336,7 +336,7 @@ async fn route_and_forward(
         // A plugin buffered more request body than the limit: Envoy's 413, whatever the
         // upstream exchange (cut off with the body) came to.
         if c.request_too_large() {
-            resp = local_reply::sized(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large");
+            resp = local_reply::text(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large");
             (outcome.flags, outcome.details) = ("-", "request_payload_too_large");
         }
         outcome.tell(&c);
