@@ -184,10 +184,7 @@ impl Engine {
                     | "proxy_get_property"
             )
         });
-        let ending = if ["proxy_on_log", "proxy_on_done", "proxy_on_delete"]
-            .iter()
-            .all(|n| exported(n))
-        {
+        let ending = if crate::vm::ending::CALLBACKS.iter().all(|n| exported(n)) {
             Some(self.ending()?)
         } else {
             None

@@ -70,8 +70,8 @@ pub struct VmState {
     pub(crate) header_cache: HeaderCache,
     /// Which of a stream's last callbacks runs, while they run in one entry (`vm::ending`).
     pub(crate) end_stage: usize,
-    /// A callback's deadline in epoch ticks.
-    pub(crate) callback_ticks: u64,
+    /// Every callback's CPU budget (`callbackDeadline`), in time and in epoch ticks.
+    pub(crate) callback_budget: crate::vm::Budget,
 }
 
 /// One HTTP stream as the VM sees it.

@@ -59,8 +59,6 @@ pub struct PluginVm {
     counted_memory: usize,
     /// Picks the callbacks timed for the latency histograms (see [`Sampler`]).
     sampler: Sampler,
-    /// Every callback's CPU budget (`callbackDeadline`), in time and in epoch ticks.
-    callback_budget: Budget,
     /// Set while the VM runs guest code (the epoch clock ticks fast only then).
     in_guest: InGuest,
 }
@@ -89,7 +87,6 @@ impl PluginVm {
     pub fn start(plugin: &Plugin, host: Rc<dyn Host>) -> Result<PluginVm, WasmError> {
         let shared = plugin.0.clone();
         let cfg = &shared.config;
-        let callback_budget = Budget::new(cfg.callback_deadline, shared.epoch_tick);
         let state = VmState {
             limits: Limits {
                 memory: cfg.memory_limit,
@@ -121,7 +118,7 @@ impl PluginVm {
             stdio: Default::default(),
             header_cache: Default::default(),
             end_stage: 0,
-            callback_ticks: callback_budget.ticks,
+            callback_budget: Budget::new(cfg.callback_deadline, shared.epoch_tick),
         };
         let pre = &shared.module.pre;
         let mut store = Store::new(pre.module().engine(), state);
@@ -178,7 +175,6 @@ impl PluginVm {
             failed: None,
             counted_memory: 0,
             sampler: Sampler::default(),
-            callback_budget,
             in_guest,
         };
         // Start-up callbacks are not timed for the latency histograms (`plugin_start` times
@@ -584,7 +580,7 @@ impl PluginVm {
     /// `proxy_on_log`, `proxy_on_done` and `proxy_on_delete`, each in an entry of its own
     /// (`timed`: whether each is timed).
     fn end_one_by_one(&mut self, id: u32, timed: [bool; 3]) {
-        let budget = self.callback_budget;
+        let budget = self.store.data().callback_budget;
         if let Some(f) = self.ex.log.clone() {
             let _ = self.call_with(id, "proxy_on_log", budget, f, id as i32, timed[0]);
         }
@@ -600,7 +596,7 @@ impl PluginVm {
     /// failure blamed on the callback that was running.
     fn end_in_one(&mut self, id: u32, f: F<i32, ()>) -> Result<(), VmFailure> {
         self.store.data_mut().end_stage = 0;
-        let budget = self.callback_budget;
+        let budget = self.store.data().callback_budget;
         self.guest(
             id,
             budget,
@@ -641,7 +637,7 @@ impl PluginVm {
         f: F<P, R>,
         params: P,
     ) -> Result<R, VmFailure> {
-        let (budget, timed) = (self.callback_budget, self.sampler.next());
+        let (budget, timed) = (self.store.data().callback_budget, self.sampler.next());
         self.call_with(context, callback, budget, f, params, timed)
     }
 
@@ -747,14 +743,14 @@ impl Sampler {
 /// How long a guest call may run: the deadline, and the epoch ticks it comes to (worked out
 /// once per VM, not per call).
 #[derive(Debug, Clone, Copy)]
-struct Budget {
-    time: Duration,
-    ticks: u64,
+pub(crate) struct Budget {
+    pub(crate) time: Duration,
+    pub(crate) ticks: u64,
 }
 
 impl Budget {
     /// `time` in ticks of `tick` (at least one whole tick beyond the current one).
-    fn new(time: Duration, tick: Duration) -> Budget {
+    pub(crate) fn new(time: Duration, tick: Duration) -> Budget {
         let ticks = (time.as_nanos() / tick.as_nanos().max(1)) as u64 + 1;
         Budget { time, ticks }
     }

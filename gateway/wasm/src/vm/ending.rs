@@ -19,7 +19,7 @@ use super::exports::F;
 use crate::state::VmState;
 
 /// The callbacks in the order the module calls them.
-pub(super) const CALLBACKS: [&str; 3] = ["proxy_on_log", "proxy_on_done", "proxy_on_delete"];
+pub(crate) const CALLBACKS: [&str; 3] = ["proxy_on_log", "proxy_on_done", "proxy_on_delete"];
 
 pub(crate) const WAT: &str = r#"
 (module
@@ -62,6 +62,6 @@ fn between(mut caller: Caller<'_, VmState>, context: i32, stage: i32) {
     let st = caller.data_mut();
     st.effective = context as u32;
     st.end_stage = stage as usize;
-    let ticks = st.callback_ticks;
+    let ticks = st.callback_budget.ticks;
     caller.as_context_mut().set_epoch_deadline(ticks);
 }
