@@ -140,11 +140,9 @@ fn a_header_a_plugin_adds_is_routed_on() {
 /// frame, as a response without plugins does, rather than with an empty frame of its own.
 #[test]
 fn an_h2c_response_through_a_plugin_ends_on_its_last_data_frame() {
-    let Some(wasm) = plugins::path("add-headers") else {
+    let Some((gw, _up, _co)) = with_plugin("add", "add-headers", "") else {
         return;
     };
-    let (up, co) = (Upstream::echo("up"), Upstream::echo("co"));
-    let gw = Gateway::start(&config(&up, &co, &plugin("add", &wasm, "")));
     let out = std::process::Command::new("nghttp")
         .args(["-v", "-H", ":authority: app.example.com"])
         .arg(format!("http://127.0.0.1:{}/frames", gw.port))
@@ -173,11 +171,9 @@ fn an_h2c_response_through_a_plugin_ends_on_its_last_data_frame() {
 
 #[test]
 fn probe_replies_locally_mutates_headers_and_rewrites_bodies() {
-    let Some(wasm) = plugins::path("abi-probe") else {
+    let Some((gw, up, _co)) = with_plugin("probe", "abi-probe", "") else {
         return;
     };
-    let (up, co) = (Upstream::echo("up"), Upstream::echo("co"));
-    let gw = Gateway::start(&config(&up, &co, &plugin("probe", &wasm, "")));
     let c = Client::http1(gw.port);
 
     let r = c.get_h("app.example.com", "/", &[("x-probe", "local")]);
@@ -272,11 +268,9 @@ fn properties_are_encoded_as_envoy_encodes_them() {
 
 #[test]
 fn a_callout_reaches_its_cluster_and_resumes_the_request() {
-    let Some(wasm) = plugins::path("abi-probe") else {
+    let Some((gw, up, co)) = with_plugin("probe", "abi-probe", "") else {
         return;
     };
-    let (up, co) = (Upstream::echo("up"), Upstream::echo("co"));
-    let gw = Gateway::start(&config(&up, &co, &plugin("probe", &wasm, "")));
     let c = Client::http1(gw.port);
     let r = c.get_h(
         "app.example.com",
@@ -368,6 +362,16 @@ fn plugin_metrics_and_per_plugin_telemetry_are_exported() {
             > 0.0,
         "{s}"
     );
+}
+
+/// The gateway with the WasmPlugin `name` running the test plugin `module` (`spec`: more of
+/// its spec), and the two echo upstreams; `None` (the test is skipped) when the module is not
+/// built.
+fn with_plugin(name: &str, module: &str, spec: &str) -> Option<(Gateway, Upstream, Upstream)> {
+    let wasm = plugins::path(module)?;
+    let (up, co) = (Upstream::echo("up"), Upstream::echo("co"));
+    let gw = Gateway::start(&config(&up, &co, &plugin(name, &wasm, spec)));
+    Some((gw, up, co))
 }
 
 /// A hostile plugin (`kind` in `callback`) with this failStrategy, and a client.
@@ -790,11 +794,9 @@ fn a_unary_grpc_callout_gets_its_message_or_its_status() {
 
 #[test]
 fn a_grpc_stream_sends_the_plugins_messages_and_delivers_the_answer() {
-    let Some(wasm) = plugins::path("abi-probe") else {
+    let Some((gw, up, co)) = with_plugin("probe", "abi-probe", "") else {
         return;
     };
-    let (up, co) = (Upstream::echo("up"), Upstream::echo("co"));
-    let gw = Gateway::start(&config(&up, &co, &plugin("probe", &wasm, "")));
     let r = Client::http1(gw.port).get_h(
         "app.example.com",
         "/",

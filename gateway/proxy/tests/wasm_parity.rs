@@ -457,12 +457,18 @@ fn probe(wasm: &std::path::Path, spec: &str) -> String {
     plugin("probe", wasm, &format!("  pluginName: probe-root\n{spec}"))
 }
 
+/// meshgate and Envoy, each running abi-probe with no more config; `None` (the test is
+/// skipped) where Envoy or the plugin is not there.
+fn probe_both() -> Option<Both> {
+    let (bin, wasm) = needs("abi-probe")?;
+    Some(Both::start(&bin, &probe(&wasm, ""), |_| {}))
+}
+
 #[test]
 fn the_request_headers_a_plugin_sees_match_envoy() {
-    let Some((bin, wasm)) = needs("abi-probe") else {
+    let Some(both) = probe_both() else {
         return;
     };
-    let both = Both::start(&bin, &probe(&wasm, ""), |_| {});
     let (ours, theirs) = both.http1();
     let run = |c: &Client, method: Method, body: &'static [u8]| {
         let r = c.send(
@@ -514,10 +520,9 @@ fn the_request_headers_a_plugin_sees_match_envoy() {
 
 #[test]
 fn header_mutations_match_envoy() {
-    let Some((bin, wasm)) = needs("abi-probe") else {
+    let Some(both) = probe_both() else {
         return;
     };
-    let both = Both::start(&bin, &probe(&wasm, ""), |_| {});
     let (ours, theirs) = both.http1();
     let run = |c: &Client| {
         let r = c.get_h(
@@ -557,10 +562,9 @@ fn header_mutations_match_envoy() {
 
 #[test]
 fn local_replies_match_envoy() {
-    let Some((bin, wasm)) = needs("abi-probe") else {
+    let Some(both) = probe_both() else {
         return;
     };
-    let both = Both::start(&bin, &probe(&wasm, ""), |_| {});
     let (ours, theirs) = both.http1();
     for (m, body) in [
         (Method::GET, &b""[..]),
@@ -596,10 +600,9 @@ fn local_replies_match_envoy() {
 
 #[test]
 fn same_size_body_rewrites_match_envoy() {
-    let Some((bin, wasm)) = needs("abi-probe") else {
+    let Some(both) = probe_both() else {
         return;
     };
-    let both = Both::start(&bin, &probe(&wasm, ""), |_| {});
     let (ours, theirs) = both.http1();
     for mode in ["body-req", "body-resp"] {
         let run = |c: &Client| {
@@ -697,10 +700,9 @@ fn property_value(path: &str, v: &Value, listener: u16) -> String {
 
 #[test]
 fn properties_match_envoy() {
-    let Some((bin, wasm)) = needs("abi-probe") else {
+    let Some(both) = probe_both() else {
         return;
     };
-    let both = Both::start(&bin, &probe(&wasm, ""), |_| {});
     let (ours, theirs) = both.http1();
     let paths = PATHS.join(",");
     let run = |c: &Client, listener: u16| {
@@ -890,10 +892,9 @@ fn grpc_callouts_match_envoy() {
 
 #[test]
 fn callouts_match_envoy() {
-    let Some((bin, wasm)) = needs("abi-probe") else {
+    let Some(both) = probe_both() else {
         return;
     };
-    let both = Both::start(&bin, &probe(&wasm, ""), |_| {});
     let (ours, theirs) = both.http1();
     let run = |c: &Client| {
         let before = both.co.count();
@@ -1090,10 +1091,9 @@ fn shared_data_matches_envoy() {
 
 #[test]
 fn callback_order_matches_envoy() {
-    let Some((bin, wasm)) = needs("abi-probe") else {
+    let Some(both) = probe_both() else {
         return;
     };
-    let both = Both::start(&bin, &probe(&wasm, ""), |_| {});
     let (ours, theirs) = both.http1();
     let run = |c: &Client| {
         let mut d = desc();
@@ -1250,10 +1250,9 @@ fn a_fault_abort_goes_through_the_plugins_as_in_envoy() {
 /// with the host's raw statuses).
 #[test]
 fn header_maps_read_after_their_phase_match_envoy() {
-    let Some((bin, wasm)) = needs("abi-probe") else {
+    let Some(both) = probe_both() else {
         return;
     };
-    let both = Both::start(&bin, &probe(&wasm, ""), |_| {});
     let (ours, theirs) = both.http1();
     let run = |c: &Client| {
         let r = c.get_h(
@@ -1342,10 +1341,9 @@ fn a_panic_in_request_headers_matches_envoy_on_the_first_request() {
 
 #[test]
 fn foreign_functions_match_envoy() {
-    let Some((bin, wasm)) = needs("abi-probe") else {
+    let Some(both) = probe_both() else {
         return;
     };
-    let both = Both::start(&bin, &probe(&wasm, ""), |_| {});
     let (ours, theirs) = both.http1();
     let data = "hello hello hello foreign functions, hello again";
     let call = |c: &Client, zlib: &str| {
@@ -1456,10 +1454,9 @@ fn raw_exchange(port: u16, head: &str, body: Vec<u8>) -> (String, Vec<u8>, bool)
 
 #[test]
 fn body_buffer_overflow_matches_envoy() {
-    let Some((bin, wasm)) = needs("abi-probe") else {
+    let Some(both) = probe_both() else {
         return;
     };
-    let both = Both::start(&bin, &probe(&wasm, ""), |_| {});
     let limit = 1 << 20;
     let cases = [
         // The plugin holds the request body until its end: at the limit it passes, past it the
@@ -1573,10 +1570,9 @@ fn h2c_post(
 
 #[test]
 fn body_buffer_overflow_over_h2c_matches_envoy() {
-    let Some((bin, wasm)) = needs("abi-probe") else {
+    let Some(both) = probe_both() else {
         return;
     };
-    let both = Both::start(&bin, &probe(&wasm, ""), |_| {});
     let limit = 1 << 20;
     for (case, mode, n) in [
         ("h2c request at the limit", "body-req", limit),
@@ -1645,10 +1641,9 @@ fn body_buffer_overflow_over_h2c_matches_envoy() {
 
 #[test]
 fn a_path_a_plugin_rewrites_is_routed_again_as_in_envoy() {
-    let Some((bin, wasm)) = needs("abi-probe") else {
+    let Some(both) = probe_both() else {
         return;
     };
-    let both = Both::start(&bin, &probe(&wasm, ""), |_| {});
     let (ours, theirs) = both.http1();
     // `/r` is the `main` route (the echo upstream); the plugin moves it to `/body/r`, the
     // `body` route's prefix: whether it lands there shows whether the route was chosen again.
