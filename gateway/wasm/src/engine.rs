@@ -63,6 +63,9 @@ pub struct CompiledModule {
     /// The module that runs a stream's last callbacks in one entry (`vm::ending`), for a
     /// module that exports all three.
     pub(crate) ending: Option<Module>,
+    /// The module that runs a whole response in one entry (`vm::whole`), for a module of ABI
+    /// 0.2 that exports the callbacks it calls.
+    pub(crate) whole: Option<Module>,
 }
 
 impl std::fmt::Debug for CompiledModule {
@@ -92,6 +95,8 @@ pub struct Engine {
     /// compiler for it at every start would cost an engine without plugins, or with cached
     /// ones, megabytes of memory.
     ending: std::sync::OnceLock<Module>,
+    /// The same for the module that runs whole responses (`vm::whole`).
+    whole: std::sync::OnceLock<Module>,
     /// Shared data and queues of every plugin.
     pub shared: Arc<SharedState>,
     /// Metrics plugins defined.
@@ -134,6 +139,7 @@ impl Engine {
             epoch_tick: tick,
             clock,
             ending: std::sync::OnceLock::new(),
+            whole: std::sync::OnceLock::new(),
             shared: Arc::default(),
             metrics: Arc::default(),
         }))
@@ -185,10 +191,16 @@ impl Engine {
             )
         });
         let ending = if crate::vm::ending::CALLBACKS.iter().all(|n| exported(n)) {
-            Some(self.ending()?)
+            Some(self.host_module(&self.ending, crate::vm::ending::WAT)?)
         } else {
             None
         };
+        let whole =
+            if abi != AbiVersion::V0_1_0 && crate::vm::whole::EXPORTS.iter().all(|n| exported(n)) {
+                Some(self.host_module(&self.whole, crate::vm::whole::WAT)?)
+            } else {
+                None
+            };
         let pre = self.linker.instantiate_pre(&module).map_err(|e| {
             let text = format!("{e:#}");
             match module
@@ -209,20 +221,25 @@ impl Engine {
             reads_request,
             pre,
             ending,
+            whole,
         };
         self.lock_modules().insert(digest, compiled.clone());
         Ok(compiled)
     }
 
-    /// The module that ends streams in one entry (`vm::ending`), from the code cache when it
-    /// is there.
-    fn ending(&self) -> Result<Module, WasmError> {
-        if let Some(m) = self.ending.get() {
+    /// One of the host's own modules (`vm::ending`, `vm::whole`), compiled from `wat` once
+    /// into `slot`, from the code cache when it is there.
+    fn host_module(
+        &self,
+        slot: &std::sync::OnceLock<Module>,
+        wat: &str,
+    ) -> Result<Module, WasmError> {
+        if let Some(m) = slot.get() {
             return Ok(m.clone());
         }
-        let wat = crate::vm::ending::WAT.as_bytes();
+        let wat = wat.as_bytes();
         let module = self.compile_cached(wat, &Sha256::digest(wat).into(), false)?;
-        Ok(self.ending.get_or_init(|| module).clone())
+        Ok(slot.get_or_init(|| module).clone())
     }
 
     /// The module compiled from `bytes` (whose sha256 is `digest`): from the code cache when it

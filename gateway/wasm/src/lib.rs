@@ -33,4 +33,4 @@ pub use plugin::{Latency, Plugin, PluginConfig, PluginStats, CALLBACKS, LATENCY_
 pub use shared::Inbox;
 pub use shared::SharedState;
 pub use state::{RequestEdits, RequestHead};
-pub use vm::{PluginVm, Resume, StreamId, LATENCY_SAMPLE};
+pub use vm::{PluginVm, Resume, StreamId, Whole, LATENCY_SAMPLE};

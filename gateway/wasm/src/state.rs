@@ -70,6 +70,8 @@ pub struct VmState {
     pub(crate) header_cache: HeaderCache,
     /// Which of a stream's last callbacks runs, while they run in one entry (`vm::ending`).
     pub(crate) end_stage: usize,
+    /// A whole response's run through the plugin in one entry (`vm::whole`).
+    pub(crate) whole: crate::vm::whole::Run,
     /// Every callback's CPU budget (`callbackDeadline`), in time and in epoch ticks.
     pub(crate) callback_budget: crate::vm::Budget,
 }
@@ -83,6 +85,8 @@ pub struct StreamData {
     pub(crate) request_trailers: Option<http::HeaderMap>,
     /// The response head, while the plugin holds it.
     pub(crate) response: Option<http::response::Parts>,
+    /// `response` went on downstream: the plugin may read it, no longer change it.
+    pub(crate) response_gone: bool,
     pub(crate) response_body: BodyBuffer,
     pub(crate) response_trailers: Option<http::HeaderMap>,
     /// What the gateway knows of the stream (addresses, route, cluster, response code).
@@ -186,6 +190,7 @@ impl StreamData {
             request_body,
             request_trailers,
             response,
+            response_gone,
             response_body,
             response_trailers,
             info,
@@ -204,6 +209,7 @@ impl StreamData {
         *request_body = BodyBuffer::default();
         *request_trailers = None;
         *response = None;
+        *response_gone = false;
         *response_body = BodyBuffer::default();
         *response_trailers = None;
         *info = StreamInfo::default();
@@ -356,8 +362,9 @@ impl wasmtime::ResourceLimiter for Limits {
     }
 
     fn instances(&self) -> usize {
-        // The plugin's, and the host's own module that ends streams (`vm::ending`).
-        2
+        // The plugin's, and the host's own modules that end streams (`vm::ending`) and run
+        // whole responses (`vm::whole`).
+        3
     }
 
     fn tables(&self) -> usize {

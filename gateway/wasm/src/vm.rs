@@ -25,6 +25,7 @@ use crate::state::{Limits, RequestEdits, RequestHead, StreamData, VmState};
 pub(crate) mod ending;
 mod events;
 mod exports;
+pub(crate) mod whole;
 
 use exports::{export, Exports, HeadersFn, F};
 
@@ -118,6 +119,7 @@ impl PluginVm {
             stdio: Default::default(),
             header_cache: Default::default(),
             end_stage: 0,
+            whole: whole::Run::default(),
             callback_budget: Budget::new(cfg.callback_deadline, shared.epoch_tick),
         };
         let pre = &shared.module.pre;
@@ -155,6 +157,27 @@ impl PluginVm {
                 Err(e) => {
                     tracing::debug!(error = %e, "stream ends call their callbacks one by one")
                 }
+            }
+        }
+        if let (
+            Some(m),
+            Some(HeadersFn::V2(headers)),
+            Some(body),
+            Some(log),
+            Some(done),
+            Some(delete),
+        ) = (
+            &shared.module.whole,
+            &ex.response_headers,
+            &ex.response_body,
+            &ex.log,
+            &ex.done,
+            &ex.delete,
+        ) {
+            // Without it a response's callbacks are called one by one.
+            match whole::instantiate(&mut store, m, headers, body, log, done, delete) {
+                Ok(f) => ex.respond = Some(f),
+                Err(e) => tracing::debug!(error = %e, "responses call their callbacks one by one"),
             }
         }
         let alloc = match export::<i32, i32>(&instance, &mut store, "proxy_on_memory_allocate")? {
@@ -463,6 +486,15 @@ impl PluginVm {
         Some(head)
     }
 
+    /// Lets the response head go on while the VM keeps it for the plugin's later reads (body
+    /// callbacks, `on_log`): from now on the plugin can read it, not change it. Take it with
+    /// [`PluginVm::take_response`] or [`PluginVm::finish_stream`].
+    pub fn release_response(&mut self, id: StreamId) {
+        if let Some(s) = self.store.data_mut().streams.get_mut(&id.0) {
+            s.response_gone = true;
+        }
+    }
+
     /// The request (or `response`) body the plugin buffered, as it left it.
     pub fn take_body(&mut self, id: StreamId, response: bool) -> Bytes {
         self.store
@@ -554,6 +586,12 @@ impl PluginVm {
     /// Ends a stream: `proxy_on_log`, `proxy_on_done`, `proxy_on_delete`, in Envoy's order,
     /// then forgets its data. Safe on a failed VM (the callbacks are skipped).
     pub fn end_stream(&mut self, id: StreamId) {
+        self.finish_stream(id);
+    }
+
+    /// [`PluginVm::end_stream`], handing back the response head the VM kept
+    /// ([`PluginVm::release_response`]).
+    pub fn finish_stream(&mut self, id: StreamId) -> Option<http::response::Parts> {
         if let Some(s) = self.store.data_mut().streams.get_mut(&id.0) {
             s.ended = true;
         }
@@ -568,12 +606,87 @@ impl PluginVm {
                 _ => self.end_one_by_one(id.0, timed),
             }
         }
+        self.forget(id)
+    }
+
+    /// Forgets an ended stream's data (kept for the next stream), handing back the response
+    /// head the VM still kept.
+    fn forget(&mut self, id: StreamId) -> Option<http::response::Parts> {
         let st = self.store.data_mut();
-        if let Some(mut data) = st.streams.remove(&id.0) {
-            data.reset();
-            if st.spare.len() < MAX_SPARE_STREAMS {
-                st.spare.push(data);
-            }
+        let mut data = st.streams.remove(&id.0)?;
+        let head = data.response.take();
+        data.reset();
+        if st.spare.len() < MAX_SPARE_STREAMS {
+            st.spare.push(data);
+        }
+        head
+    }
+
+    /// Runs a whole response through the plugin in one entry (see [`whole`]): the response
+    /// headers callback on `head` (`end_of_stream` false), the body callbacks on `body` (its
+    /// data, then its end) and, if all let the stream go on, the stream's end. `limit`: how
+    /// much body the plugin may hold. [`Whole::Unavailable`] hands `head` and `body` back when
+    /// the VM cannot (its module lacks a callback, or the VM failed): then call the callbacks
+    /// one by one.
+    pub fn respond_whole(
+        &mut self,
+        id: StreamId,
+        head: http::response::Parts,
+        body: Bytes,
+        limit: usize,
+    ) -> Whole {
+        let Some(f) = self.ex.respond.clone().filter(|_| self.failed.is_none()) else {
+            return Whole::Unavailable { head, body };
+        };
+        let n = head.headers.len() as i32 + 1;
+        let st = self.store.data_mut();
+        let Some(s) = st.streams.get_mut(&id.0) else {
+            return Whole::Unavailable { head, body };
+        };
+        s.info.response_code = Some(head.status.as_u16());
+        s.response = Some(head);
+        let timed = [(); whole::CALLBACKS.len()].map(|()| self.sampler.next());
+        st.whole = whole::Run {
+            body: Some(body),
+            limit,
+            timed,
+            started: timed[0].then(std::time::Instant::now),
+            ..Default::default()
+        };
+        let budget = st.callback_budget;
+        let r = self.guest(
+            id.0,
+            budget,
+            |store| f.call(store, (id.0 as i32, n)),
+            |st| whole::CALLBACKS[st.whole.stage],
+        );
+        let run = std::mem::take(&mut self.store.data_mut().whole);
+        if let Some(t) = run.started {
+            self.plugin
+                .0
+                .stats
+                .latency
+                .record(whole::CALLBACKS[run.stage], t.elapsed());
+        }
+        let result = |vm: &mut PluginVm| {
+            r.clone()
+                .and_then(|_| vm.action(whole::CALLBACKS[run.stage], run.result))
+        };
+        match (run.stage, &r) {
+            // Past the body: the stream is over, whatever became of its last callbacks.
+            (3.., _) | (_, Ok(6)) => Whole::Done {
+                head: self.forget(id),
+                body: run.passed,
+            },
+            (0, _) => Whole::Headers {
+                result: result(self),
+                body: run.body.unwrap_or_default(),
+            },
+            (stage, _) => Whole::Body {
+                end: stage == 2,
+                result: result(self),
+                passed: run.passed,
+            },
         }
     }
 
@@ -708,6 +821,37 @@ impl PluginVm {
             s.wake();
         }
     }
+}
+
+/// What became of a whole response run through a plugin in one entry
+/// ([`PluginVm::respond_whole`]).
+#[derive(Debug)]
+pub enum Whole {
+    /// The VM cannot run it: `head` and `body` back, untouched.
+    Unavailable {
+        head: http::response::Parts,
+        body: Bytes,
+    },
+    /// Every callback let the stream go on, and the stream has ended (its data is forgotten):
+    /// the head and the body as the plugin left them.
+    Done {
+        head: Option<http::response::Parts>,
+        body: Bytes,
+    },
+    /// The response headers callback stopped the run (as [`PluginVm::on_response_headers`]
+    /// returns it; the VM holds the head): `body` has not reached the plugin yet.
+    Headers {
+        result: Result<Action, VmFailure>,
+        body: Bytes,
+    },
+    /// A body callback stopped the run (the head went on, and the VM keeps it): the data
+    /// call, or the end call (`end`), as [`PluginVm::on_body`] returns it, and what the plugin
+    /// had let through before.
+    Body {
+        end: bool,
+        result: Result<Action, VmFailure>,
+        passed: Bytes,
+    },
 }
 
 /// Ended streams' data kept per VM for reuse: as many as an HTTP/2 client's concurrent streams

@@ -327,3 +327,222 @@ fn a_trap_or_a_loop_at_stream_end_is_blamed_on_its_callback() {
         }
     }
 }
+
+/// A module with a plugin's response callbacks, each a WAT body: `headers` and `body` return
+/// the callback's action (the body callback sees `$size` and `$eos`), the others act only.
+fn response_module(headers: &str, body: &str, log: &str, done: &str, delete: &str) -> String {
+    module_with(
+        "",
+        &format!(
+            r#"(global $order (mut i32) (i32.const 0))
+  (func (export "proxy_on_response_headers") (param $id i32) (param $n i32) (param $eos i32) (result i32) {headers})
+  (func (export "proxy_on_response_body") (param $id i32) (param $size i32) (param $eos i32) (result i32) {body})
+  (func (export "proxy_on_log") (param $id i32) {log})
+  (func (export "proxy_on_done") (param $id i32) (result i32) {done} (i32.const 1))
+  (func (export "proxy_on_delete") (param $id i32) {delete})"#
+        ),
+    )
+}
+
+fn response_head() -> http::response::Parts {
+    http::Response::builder()
+        .status(200)
+        .header("content-length", "5")
+        .body(())
+        .expect("response")
+        .into_parts()
+        .0
+}
+
+/// A stream whose request went through, ready for its response.
+fn stream(vm: &mut PluginVm) -> meshgate_wasm::StreamId {
+    vm.create_stream(Default::default()).expect("stream")
+}
+
+#[test]
+fn a_whole_response_runs_its_callbacks_in_order_in_one_go() {
+    // The head (its header added), the data without end_of_stream, then the end alone, then
+    // the stream's end: once the head went on, the plugin may read it but not change it.
+    let wat = response_module(
+        r#"(if (i32.ne (global.get $order) (i32.const 0)) (then unreachable))
+           (if (i32.ne (local.get $eos) (i32.const 0)) (then unreachable))
+           (drop (call $add (i32.const 2) (i32.const 16) (i32.const 8) (i32.const 32) (i32.const 2)))
+           (global.set $order (i32.const 1)) (i32.const 0)"#,
+        r#"(if (i32.eq (global.get $order) (i32.const 1))
+             (then (if (i32.or (i32.ne (local.get $size) (i32.const 5)) (local.get $eos)) (then unreachable))
+                   (global.set $order (i32.const 2)) (return (i32.const 0))))
+           (if (i32.ne (global.get $order) (i32.const 2)) (then unreachable))
+           (if (i32.or (i32.ne (local.get $size) (i32.const 0)) (i32.eqz (local.get $eos))) (then unreachable))
+           (global.set $order (i32.const 3)) (i32.const 0)"#,
+        r#"(if (i32.ne (global.get $order) (i32.const 3)) (then unreachable))
+           (if (i32.eqz (call $add (i32.const 2) (i32.const 16) (i32.const 8) (i32.const 32) (i32.const 2)))
+             (then unreachable))
+           (global.set $order (i32.const 4))"#,
+        r#"(if (i32.ne (global.get $order) (i32.const 4)) (then unreachable)) (global.set $order (i32.const 5))"#,
+        r#"(if (i32.ne (global.get $order) (i32.const 5)) (then unreachable)) (global.set $order (i32.const 0))"#,
+    );
+    let e = engine();
+    let mut vm = start(&e, &wat).expect("start");
+    // Enough responses that some of their callbacks are picked for timing.
+    for _ in 0..16 {
+        let id = stream(&mut vm);
+        match vm.respond_whole(id, response_head(), "hello".into(), 1 << 20) {
+            meshgate_wasm::Whole::Done {
+                head: Some(head),
+                body,
+            } => {
+                assert_eq!(
+                    head.headers.get("x-status").map(|v| v.as_bytes()),
+                    Some(&b"ok"[..])
+                );
+                assert_eq!(head.headers.get_all("x-status").iter().count(), 1);
+                assert_eq!(body, "hello");
+            }
+            other => panic!("{other:?} ({:?})", vm.failed()),
+        }
+        assert!(vm.failed().is_none(), "{:?}", vm.failed());
+        assert!(vm.info(id).is_none(), "the stream has ended");
+    }
+}
+
+#[test]
+fn a_whole_response_stops_where_the_plugin_holds_it() {
+    use meshgate_wasm::Whole;
+    let fine = "(i32.const 0)";
+    let e = engine();
+    let run = |headers: &str, body: &str, limit: usize| {
+        let wat = response_module(headers, body, "", "", "");
+        let mut vm = start(&e, &wat).expect("start");
+        let id = stream(&mut vm);
+        let r = vm.respond_whole(id, response_head(), "hello".into(), limit);
+        (r, vm.info(id).is_some())
+    };
+    // Paused (or a reply's status) in the headers: the body has not reached the plugin.
+    match run("(i32.const 1)", "unreachable", 1 << 20) {
+        (
+            Whole::Headers {
+                result: Ok(Action::Pause),
+                body,
+            },
+            true,
+        ) => assert_eq!(body, "hello"),
+        other => panic!("{other:?}"),
+    }
+    // A garbage status fails the VM, blamed on the headers callback.
+    match run("(i32.const 77)", "unreachable", 1 << 20) {
+        (
+            Whole::Headers {
+                result: Err(VmFailure::BadReturn { callback, .. }),
+                ..
+            },
+            _,
+        ) => assert_eq!(callback, "proxy_on_response_headers"),
+        other => panic!("{other:?}"),
+    }
+    // The data held (within the limit) goes on with the end.
+    match run(fine, "(i32.eqz (local.get $eos))", 1 << 20) {
+        (Whole::Done { body, .. }, false) => assert_eq!(body, "hello"),
+        other => panic!("{other:?}"),
+    }
+    // Held past the limit: stopped at the data.
+    match run(fine, "(i32.const 1)", 4) {
+        (
+            Whole::Body {
+                end: false,
+                result: Ok(Action::Pause),
+                passed,
+            },
+            true,
+        ) => assert!(passed.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    // Held at the end: stopped there, with what went on before.
+    match run(fine, "(local.get $eos)", 1 << 20) {
+        (
+            Whole::Body {
+                end: true,
+                result: Ok(Action::Pause),
+                passed,
+            },
+            true,
+        ) => assert_eq!(passed, "hello"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_trap_or_a_loop_in_a_whole_response_is_blamed_on_its_callback() {
+    let trap = "unreachable";
+    let spin = "(loop $l (br $l))";
+    let ok = "(i32.const 0)";
+    for bad in [trap, spin] {
+        let deadline = bad == spin;
+        // (headers, body data, body end, log, done, delete), one of them misbehaving.
+        for (i, blamed) in [
+            "proxy_on_response_headers",
+            "proxy_on_response_body",
+            "proxy_on_response_body",
+            "proxy_on_log",
+            "proxy_on_done",
+            "proxy_on_delete",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let e = engine();
+            // The n-th stream misbehaves (the root's context id is 1, streams' from 2), after
+            // others that end without a response: the callbacks picked for timing differ.
+            for n in 1..=4 {
+                let on_nth = |at: usize| {
+                    if at == i {
+                        format!(
+                            "(if (i32.eq (local.get $id) (i32.const {})) (then {bad}))",
+                            n + 1
+                        )
+                    } else {
+                        String::new()
+                    }
+                };
+                let body = match i {
+                    1 | 2 => format!(
+                        "(if (i32.eq (local.get $eos) (i32.const {})) (then {})) (i32.const 0)",
+                        i - 1,
+                        on_nth(i)
+                    ),
+                    _ => ok.to_string(),
+                };
+                let wat = response_module(
+                    &format!("{} (i32.const 0)", on_nth(0)),
+                    &body,
+                    &on_nth(3),
+                    &on_nth(4),
+                    &on_nth(5),
+                );
+                let mut vm = start(&e, &wat).expect("start");
+                for _ in 1..n {
+                    let id = stream(&mut vm);
+                    vm.end_stream(id);
+                }
+                let id = stream(&mut vm);
+                let r = vm.respond_whole(id, response_head(), "hello".into(), 1 << 20);
+                match vm.failed() {
+                    Some(VmFailure::Trap { callback, .. }) if !deadline => {
+                        assert_eq!(*callback, blamed, "stage {i}, stream {n}")
+                    }
+                    Some(VmFailure::Deadline { callback, .. }) if deadline => {
+                        assert_eq!(*callback, blamed, "stage {i}, stream {n}")
+                    }
+                    other => panic!("{blamed}, stream {n}: {other:?} after {r:?}"),
+                }
+                // Past the body, the stream is over and its head comes back all the same.
+                if i >= 3 {
+                    assert!(
+                        matches!(r, meshgate_wasm::Whole::Done { head: Some(_), .. }),
+                        "{r:?}"
+                    );
+                }
+                assert!(vm.create_stream(Default::default()).is_err());
+            }
+        }
+    }
+}

@@ -285,7 +285,11 @@ fn edit(st: &mut VmState, t: MapType, e: Edit<'_>) -> Result<(), Status> {
             edit_plain(&mut h.headers, cache, &e)
         }
         MapType::ResponseHeaders => {
-            let h = s.response.as_mut().ok_or(Status::NotFound)?;
+            let h = s
+                .response
+                .as_mut()
+                .filter(|_| !s.response_gone)
+                .ok_or(Status::NotFound)?;
             if key == b":status" {
                 if let Edit::Add(_, v) | Edit::Replace(_, v) = e {
                     h.status = StatusCode::from_bytes(v).map_err(|_| Status::BadArgument)?;
@@ -339,7 +343,11 @@ fn set_all(st: &mut VmState, t: MapType, new: &[(&[u8], &[u8])]) -> Result<(), S
             }
         }
         MapType::ResponseHeaders => {
-            let h = s.response.as_mut().ok_or(Status::NotFound)?;
+            let h = s
+                .response
+                .as_mut()
+                .filter(|_| !s.response_gone)
+                .ok_or(Status::NotFound)?;
             h.headers = map;
             for (k, v) in pseudo {
                 if k == b":status" {

@@ -42,6 +42,8 @@ pub(super) struct Exports {
     pub(super) delete: Option<F1>,
     /// `log`, `done` and `delete` in one entry (`ending`), when the module exports all three.
     pub(super) end: Option<F1>,
+    /// A whole response in one entry (`whole`), when the module exports what it calls.
+    pub(super) respond: Option<F2R>,
     pub(super) tick: Option<F1>,
     pub(super) http_call_response: Option<F5>,
     pub(super) queue_ready: Option<F2>,
@@ -95,6 +97,7 @@ impl Exports {
             log: export(&instance, &mut *store, "proxy_on_log")?,
             delete: export(&instance, &mut *store, "proxy_on_delete")?,
             end: None,
+            respond: None,
             tick: export(&instance, &mut *store, "proxy_on_tick")?,
             http_call_response: export(&instance, &mut *store, "proxy_on_http_call_response")?,
             queue_ready: export(&instance, &mut *store, "proxy_on_queue_ready")?,
