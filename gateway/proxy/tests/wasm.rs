@@ -464,6 +464,42 @@ fn a_panic_fails_open_when_the_plugin_says_so() {
 }
 
 #[test]
+fn a_trap_in_the_response_body_or_at_the_log_fails_open_with_the_response_whole() {
+    // The small echo responses come with their body, so each runs through the plugin in one
+    // entry (vm/whole.rs): a trap there must leave the response as the one-by-one calls do.
+    for callback in ["response_body", "log"] {
+        let Some((gw, up, _co)) = hostile(callback, "panic", "FAIL_OPEN") else {
+            return;
+        };
+        let c = Client::http1(gw.port);
+        for i in 1..=3 {
+            let r = c.get("app.example.com", "/");
+            assert_eq!(r.status, 200, "{callback}: {r:?}");
+            let len = r
+                .headers
+                .get("content-length")
+                .and_then(|v| v.to_str().ok());
+            assert_eq!(
+                len,
+                Some(r.body.len().to_string().as_str()),
+                "{callback}: {r:?}"
+            );
+            assert!(!r.body.is_empty(), "{callback}: {r:?}");
+            assert_eq!(up.count(), i);
+        }
+        let s = stats(&gw);
+        assert_eq!(
+            metric(
+                &s,
+                "meshgate_wasm_plugin_traps_total{plugin=\"istio-system/hostile\"}"
+            ),
+            Some(3.0),
+            "{callback}: {s}"
+        );
+    }
+}
+
+#[test]
 fn a_memory_hog_hits_its_cap_and_the_response_phase_fails_closed() {
     // A small cap and a long deadline: on a loaded machine, growing to the default 64 MiB cap
     // could outlast the default 100 ms deadline, and the failure would count as a deadline.

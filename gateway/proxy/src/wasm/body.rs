@@ -28,6 +28,13 @@ pub(super) struct FilteredBody {
     ended: bool,
     /// The body of a local reply: handed over whole, with end_of_stream.
     whole: bool,
+    /// An error of the inner body met by [`FilteredBody::poll_whole`], for the next poll.
+    error: Option<BoxError>,
+    /// The inner body's size hint before any of it was read: what this body announces.
+    announced: SizeHint,
+    /// What the inner body gave when it was polled ahead ([`FilteredBody::seed`]), to be taken
+    /// before it is polled again.
+    first_in: Option<Option<Result<Frame<Bytes>, BoxError>>>,
 }
 
 /// Frames ready to go on, in order. Most bodies pass one frame at a time: that one is kept
@@ -45,6 +52,14 @@ impl Outbox {
         } else {
             self.rest.push_back(frame);
         }
+    }
+
+    /// Puts `frame` back in front, to go out first.
+    fn push_front(&mut self, frame: Frame<Bytes>) {
+        if let Some(first) = self.first.take() {
+            self.rest.push_front(first);
+        }
+        self.first = Some(frame);
     }
 
     fn pop(&mut self) -> Option<Frame<Bytes>> {
@@ -68,6 +83,7 @@ enum BodyError {
 impl FilteredBody {
     pub(super) fn new(inner: Body, chain: Rc<Chain>, response: bool) -> FilteredBody {
         let len = chain.body_len(response);
+        let announced = inner.size_hint();
         FilteredBody {
             inner,
             chain,
@@ -78,7 +94,105 @@ impl FilteredBody {
             inner_done: false,
             ended: false,
             whole: false,
+            error: None,
+            announced,
+            first_in: None,
         }
+    }
+
+    /// For an inner body polled ahead, before its head went through the plugins: `first` is
+    /// what that poll gave, `announced` the size hint it had before.
+    pub(super) fn seed(
+        mut self,
+        first: Option<Option<Result<Frame<Bytes>, BoxError>>>,
+        announced: SizeHint,
+    ) -> FilteredBody {
+        self.first_in = first;
+        self.announced = announced;
+        self
+    }
+
+    /// Goes on from a whole response's run through the lone plugin (`Whole::Body`), stopped
+    /// by a body callback (`end`: the end call) with `result`, as [`FilteredBody::run`] goes on
+    /// from that result. The inner body has given all it had; `passed` is what the plugin let
+    /// through before.
+    pub(super) fn after_whole(
+        mut self,
+        end: bool,
+        result: Result<Action, meshgate_wasm::VmFailure>,
+        passed: Bytes,
+        announced: SizeHint,
+    ) -> FilteredBody {
+        self.announced = announced;
+        self.inner_done = true;
+        let e = self.chain.entry_at(true, 0);
+        let take = |e: &super::filter::Entry| e.vm().borrow_mut().take_body(e.id(), true);
+        let pass = |out: &mut Outbox, chunk: Bytes| {
+            if !chunk.is_empty() {
+                out.push(Frame::data(chunk));
+            }
+        };
+        match result {
+            // Held at the end: until the plugin continues.
+            Ok(Action::Pause) if end => {
+                pass(&mut self.out, passed);
+                self.waiting = Some(0);
+            }
+            // Held past the limit (the run goes on below it).
+            Ok(Action::Pause) => self.error = Some(BodyError::TooLarge.into()),
+            Ok(Action::Continue) => {
+                pass(&mut self.out, passed);
+                pass(&mut self.out, take(e));
+            }
+            Err(f) => match self.chain.failed(e, &f) {
+                Some(_) => self.error = Some(BodyError::PluginFailed.into()),
+                None => {
+                    pass(&mut self.out, passed);
+                    pass(&mut self.out, take(e));
+                }
+            },
+        }
+        self
+    }
+
+    /// Polls the body through the plugins here and now, before its head goes on: a body that
+    /// has all arrived (most small responses come with their head) passes through every
+    /// plugin at once and is handed back whole, so it needs no wrapper and the plugins'
+    /// streams can end before the response is written (as Envoy ends them when it encodes the
+    /// last frame). `None`: the body is still coming, a plugin holds it, or it has trailers;
+    /// then `self` streams the rest, starting with anything polled here.
+    pub(super) fn poll_whole(&mut self, cx: &mut Context<'_>) -> Option<Bytes> {
+        // The whole body goes on with the size this body would have announced (the inner
+        // one's): a body whose end disagrees with it streams on as it is.
+        let announced = self.announced.exact();
+        let mut data: Option<Bytes> = None;
+        let next = loop {
+            match Pin::new(&mut *self).poll_frame(cx) {
+                Poll::Ready(None) => {
+                    let data = data.unwrap_or_default();
+                    if announced == Some(data.len() as u64) {
+                        return Some(data);
+                    }
+                    if !data.is_empty() {
+                        self.out.push_front(Frame::data(data));
+                    }
+                    return None;
+                }
+                Poll::Ready(Some(Ok(frame))) if data.is_none() && frame.is_data() => {
+                    data = frame.into_data().ok();
+                }
+                other => break other,
+            }
+        };
+        match next {
+            Poll::Ready(Some(Ok(frame))) => self.out.push_front(frame),
+            Poll::Ready(Some(Err(e))) => self.error = Some(e),
+            _ => {}
+        }
+        if let Some(d) = data {
+            self.out.push_front(Frame::data(d));
+        }
+        None
     }
 
     /// Marks the body as a local reply's (see `whole`).
@@ -192,6 +306,9 @@ impl HttpBody for FilteredBody {
             if let Some(f) = this.out.pop() {
                 return Poll::Ready(Some(Ok(f)));
             }
+            if let Some(e) = this.error.take() {
+                return Poll::Ready(Some(Err(e)));
+            }
             if let Some(pos) = this.waiting {
                 let e = this.chain.entry_at(this.response, pos);
                 let r = e.vm().borrow_mut().poll_resume(e.id(), this.response, cx);
@@ -215,9 +332,16 @@ impl HttpBody for FilteredBody {
             }
             if this.inner_done {
                 this.ended = true;
+                if !this.response {
+                    this.chain.request_ended();
+                }
                 continue;
             }
-            match this.inner.as_mut().poll_frame(cx) {
+            let polled = match this.first_in.take() {
+                Some(first) => Poll::Ready(first),
+                None => this.inner.as_mut().poll_frame(cx),
+            };
+            match polled {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(Some(Ok(frame))) => {
@@ -269,10 +393,13 @@ impl HttpBody for FilteredBody {
     fn is_end_stream(&self) -> bool {
         // Once the inner body is done and nothing is held or queued, the frame just handed out
         // was the last: HTTP/2 then ends the stream with it instead of sending an empty frame.
-        self.out.is_empty() && self.waiting.is_none() && (self.ended || self.inner_done)
+        self.out.is_empty()
+            && self.error.is_none()
+            && self.waiting.is_none()
+            && (self.ended || self.inner_done)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.announced
     }
 }

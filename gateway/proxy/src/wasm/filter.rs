@@ -6,6 +6,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 
 use smallvec::SmallVec;
 
@@ -13,6 +14,7 @@ use http::{HeaderName, HeaderValue, Response, StatusCode};
 use meshgate_config::model::wasm_plugin::FailStrategy;
 use meshgate_wasm::{
     Action, LocalResponse, RequestEdits, RequestHead, Resume, StreamId, StreamInfo, VmFailure,
+    Whole,
 };
 
 use super::body::FilteredBody;
@@ -71,6 +73,8 @@ pub(super) struct Entry {
     pub(super) active: Cell<bool>,
     /// What became of it so far.
     outcome: Cell<PluginOutcome>,
+    /// Its stream has ended in the VM (`on_log`, `on_done`, `on_delete` ran).
+    ended: Cell<bool>,
 }
 
 impl Entry {
@@ -99,6 +103,8 @@ pub struct Chain {
     request_too_large: Cell<bool>,
     /// What the plugins changed of the request head.
     edits: Cell<RequestEdits>,
+    /// The request body is still streaming through the plugins.
+    request_open: Cell<bool>,
 }
 
 /// A reply that ends the request early, with its response code details.
@@ -106,17 +112,7 @@ pub type Reply = (Response<Body>, &'static str);
 
 impl Drop for Chain {
     fn drop(&mut self) {
-        for e in &self.entries {
-            let vm_rc = e.vm();
-            let calls = match vm_rc.try_borrow_mut() {
-                Ok(mut vm) => {
-                    vm.end_stream(e.id());
-                    vm.take_calls()
-                }
-                Err(_) => continue,
-            };
-            callout::dispatch(&self.ctx, &vm_rc, calls);
-        }
+        self.end();
     }
 }
 
@@ -190,6 +186,7 @@ impl Chain {
                     slot: std::cell::RefCell::new((vm, id)),
                     active: Cell::new(true),
                     outcome: Cell::new(PluginOutcome::Skipped),
+                    ended: Cell::new(false),
                 }),
                 Err(e) => {
                     let open = loaded.spec.fail_strategy == FailStrategy::FailOpen;
@@ -216,8 +213,32 @@ impl Chain {
             unopened,
             request_too_large: Cell::new(false),
             edits: Cell::new(RequestEdits::default()),
+            request_open: Cell::new(false),
         });
         (chain, stop)
+    }
+
+    /// Ends every plugin's stream not ended yet: `on_log`, `on_done`, `on_delete`.
+    fn end(&self) {
+        for e in &self.entries {
+            if e.ended.replace(true) {
+                continue;
+            }
+            let vm_rc = e.vm();
+            let calls = match vm_rc.try_borrow_mut() {
+                Ok(mut vm) => {
+                    vm.end_stream(e.id());
+                    vm.take_calls()
+                }
+                Err(_) => continue,
+            };
+            callout::dispatch(&self.ctx, &vm_rc, calls);
+        }
+    }
+
+    /// Notes that the request body has passed through the plugins to its end.
+    pub(super) fn request_ended(&self) {
+        self.request_open.set(false);
     }
 
     /// Notes that a plugin held more of the request body than the buffer limit.
@@ -447,22 +468,111 @@ impl Chain {
     /// Runs the response through the plugins that saw the request, last to first. `local`: a
     /// reply the gateway or a plugin made, not an upstream's; as Envoy encodes its local
     /// replies, its body reaches the plugins in one call with `end_of_stream`.
+    ///
+    /// A body that is all there already goes through the plugins here, and then (the request
+    /// being over too) the plugins' streams end here, before the response is written, as in
+    /// Envoy. A lone plugin keeps the head in its VM meanwhile (read-only once it went on), so
+    /// nothing is copied for its later reads.
     pub async fn response(self: &Rc<Self>, resp: Response<Body>, local: bool) -> Response<Body> {
-        let (mut head, body) = resp.into_parts();
+        let (head, mut body) = resp.into_parts();
+        let mut head = Some(head);
         let end_of_stream = http_body::Body::is_end_stream(&body);
-        for e in self.entries[..self.reached.get()].iter().rev() {
+        let announced = http_body::Body::size_hint(&body);
+        let reached = &self.entries[..self.reached.get()];
+        let lone = reached.len() == 1;
+        // A lone plugin gets a response whose body came with its head in one entry into its
+        // VM (`Whole`): the body is polled ahead for that. `first`: what that poll gave, when
+        // it was not the whole body, for the body to start with.
+        let mut whole = None;
+        let mut first = None;
+        if lone && !end_of_stream && !local && !self.request_open.get() && reached[0].active.get() {
+            let polled = std::future::poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await;
+            match polled {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data)
+                        if body.is_end_stream() && announced.exact() == Some(data.len() as u64) =>
+                    {
+                        whole = Some(data)
+                    }
+                    Ok(data) => first = Some(Some(Ok(http_body::Frame::data(data)))),
+                    Err(frame) => first = Some(Some(Ok(frame))),
+                },
+                Poll::Ready(other) => first = Some(other),
+                Poll::Pending => {}
+            }
+        }
+        // The entry whose VM keeps the head.
+        let mut held = None;
+        for e in reached.iter().rev() {
             if !e.active.get() {
                 continue;
             }
-            let r = e
-                .vm()
-                .borrow_mut()
-                .on_response_headers(e.id(), head, end_of_stream);
+            let Some(h) = head.take() else {
+                return fail_close().0;
+            };
+            let r = match whole.take() {
+                Some(data) => {
+                    let fused = e
+                        .vm()
+                        .borrow_mut()
+                        .respond_whole(e.id(), h, data, BUFFER_LIMIT);
+                    match fused {
+                        Whole::Done { head, body: out } => {
+                            self.dispatch(e);
+                            e.ended.set(true);
+                            self.end();
+                            let Some(head) = head else {
+                                return fail_close().0;
+                            };
+                            let out = if out.is_empty() {
+                                body::empty()
+                            } else {
+                                body::full(out)
+                            };
+                            return Response::from_parts(head, out);
+                        }
+                        Whole::Body {
+                            end,
+                            result,
+                            passed,
+                        } => {
+                            self.dispatch(e);
+                            let head = e.vm().borrow_mut().take_response(e.id());
+                            let f = FilteredBody::new(body, self.clone(), true)
+                                .after_whole(end, result, passed, announced);
+                            return match head {
+                                Some(head) => Response::from_parts(head, Box::pin(f)),
+                                None => fail_close().0,
+                            };
+                        }
+                        Whole::Headers { result, body: data } => {
+                            first = Some(Some(Ok(http_body::Frame::data(data))));
+                            result
+                        }
+                        Whole::Unavailable {
+                            head: h,
+                            body: data,
+                        } => {
+                            first = Some(Some(Ok(http_body::Frame::data(data))));
+                            e.vm().borrow_mut().on_response_headers(e.id(), h, false)
+                        }
+                    }
+                }
+                None => e
+                    .vm()
+                    .borrow_mut()
+                    .on_response_headers(e.id(), h, end_of_stream),
+            };
             self.dispatch(e);
             let r = match self.settled(e, r) {
                 Some(r) => r,
                 None => self.resumed(e, true).await,
             };
+            if lone && matches!(r, Resume::Continue) {
+                e.vm().borrow_mut().release_response(e.id());
+                held = Some(e);
+                break;
+            }
             let back = e.vm().borrow_mut().take_response(e.id());
             match r {
                 Resume::Continue => {}
@@ -481,17 +591,48 @@ impl Chain {
                 }
             }
             match back {
-                Some(h) => head = h,
+                Some(h) => head = Some(h),
                 None => return fail_close().0,
             }
         }
         // Content-Length stays as the upstream sent it: as in Envoy, a plugin that changes the
         // body's size removes it itself.
-        if http_body::Body::is_end_stream(&body) {
-            return Response::from_parts(head, body);
+        // Ok: the body as it goes on, whole; Err: still streaming through the plugins.
+        let body = if end_of_stream {
+            Ok(body)
+        } else {
+            let mut f = FilteredBody::new(body, self.clone(), true)
+                .whole(local)
+                .seed(first, announced);
+            match std::future::poll_fn(|cx| Poll::Ready(f.poll_whole(cx))).await {
+                Some(whole) if whole.is_empty() => Ok(body::empty()),
+                Some(whole) => Ok(body::full(whole)),
+                None => Err(f),
+            }
+        };
+        let over = body.is_ok() && !self.request_open.get();
+        if let Some(e) = held {
+            let vm_rc = e.vm();
+            let mut vm = vm_rc.borrow_mut();
+            head = if over && !e.ended.replace(true) {
+                let (h, calls) = (vm.finish_stream(e.id()), vm.take_calls());
+                drop(vm);
+                callout::dispatch(&self.ctx, &vm_rc, calls);
+                h
+            } else {
+                vm.take_response(e.id())
+            };
         }
-        let filtered: Body = Box::pin(FilteredBody::new(body, self.clone(), true).whole(local));
-        Response::from_parts(head, filtered)
+        if over {
+            self.end();
+        }
+        let Some(head) = head else {
+            return fail_close().0;
+        };
+        match body {
+            Ok(body) => Response::from_parts(head, body),
+            Err(f) => Response::from_parts(head, Box::pin(f)),
+        }
     }
 
     /// Wraps the request body so it streams through the plugins.
@@ -499,6 +640,7 @@ impl Chain {
         if http_body::Body::is_end_stream(&body) {
             return body;
         }
+        self.request_open.set(true);
         Box::pin(FilteredBody::new(body, self.clone(), false))
     }
 
