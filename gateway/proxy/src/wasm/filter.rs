@@ -116,6 +116,13 @@ impl Drop for Chain {
     }
 }
 
+/// A context for polling a body here and now, not to be woken by it: a body found pending is
+/// handed on and polled again, with a waker, by whoever reads it. (Awaiting the poll instead
+/// would keep the body's state in every response's future.)
+fn now() -> std::task::Context<'static> {
+    std::task::Context::from_waker(std::task::Waker::noop())
+}
+
 /// The reply to a request a failed plugin (FAIL_CLOSE) stops, as Envoy gives it.
 fn fail_close() -> Reply {
     (
@@ -486,8 +493,7 @@ impl Chain {
         let mut whole = None;
         let mut first = None;
         if lone && !end_of_stream && !local && !self.request_open.get() && reached[0].active.get() {
-            let polled = std::future::poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await;
-            match polled {
+            match body.as_mut().poll_frame(&mut now()) {
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data)
                         if body.is_end_stream() && announced.exact() == Some(data.len() as u64) =>
@@ -604,7 +610,7 @@ impl Chain {
             let mut f = FilteredBody::new(body, self.clone(), true)
                 .whole(local)
                 .seed(first, announced);
-            match std::future::poll_fn(|cx| Poll::Ready(f.poll_whole(cx))).await {
+            match f.poll_whole(&mut now()) {
                 Some(whole) if whole.is_empty() => Ok(body::empty()),
                 Some(whole) => Ok(body::full(whole)),
                 None => Err(f),
