@@ -49,8 +49,7 @@ pub fn oras_available() -> bool {
 
 /// The shared corpus script that builds a compat-layout OCI image directory.
 pub fn layout_script() -> Option<PathBuf> {
-    let p =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/tools/mk_oci_layout.py");
+    let p = manifest_dir().join("../../../shared/corpus/tools/mk_oci_layout.py");
     if p.is_file() {
         return Some(p);
     }
@@ -310,4 +309,11 @@ impl Registry {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// The package's folder, as cargo gives it to the running test (the path compiled in would be
+/// that of whichever checkout built the binary, when checkouts share a target directory).
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
 }
