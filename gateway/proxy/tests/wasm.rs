@@ -452,15 +452,15 @@ fn a_panic_fails_open_when_the_plugin_says_so() {
         assert_eq!(c.get("app.example.com", "/").status, 200);
     }
     assert_eq!(up.count(), 3);
-    let s = stats(&gw);
-    assert_eq!(
-        metric(
-            &s,
-            "meshgate_wasm_plugin_traps_total{plugin=\"istio-system/hostile\"}"
-        ),
-        Some(3.0),
-        "{s}"
-    );
+    assert_eq!(hostile_traps(&gw), Some(3.0), "{}", stats(&gw));
+}
+
+/// The hostile plugin's trap count.
+fn hostile_traps(gw: &Gateway) -> Option<f64> {
+    metric(
+        &stats(gw),
+        "meshgate_wasm_plugin_traps_total{plugin=\"istio-system/hostile\"}",
+    )
 }
 
 #[test]
@@ -487,15 +487,7 @@ fn a_trap_in_the_response_body_or_at_the_log_fails_open_with_the_response_whole(
             assert!(!r.body.is_empty(), "{callback}: {r:?}");
             assert_eq!(up.count(), i);
         }
-        let s = stats(&gw);
-        assert_eq!(
-            metric(
-                &s,
-                "meshgate_wasm_plugin_traps_total{plugin=\"istio-system/hostile\"}"
-            ),
-            Some(3.0),
-            "{callback}: {s}"
-        );
+        assert_eq!(hostile_traps(&gw), Some(3.0), "{callback}: {}", stats(&gw));
     }
 }
 
