@@ -66,6 +66,8 @@ pub struct CompiledModule {
     /// The module that runs a whole response in one entry (`vm::whole`), for a module of ABI
     /// 0.2 that exports the callbacks it calls.
     pub(crate) whole: Option<Module>,
+    /// The module that starts a stream in one entry (`vm::start`), likewise.
+    pub(crate) start: Option<Module>,
 }
 
 impl std::fmt::Debug for CompiledModule {
@@ -97,6 +99,8 @@ pub struct Engine {
     ending: std::sync::OnceLock<Module>,
     /// The same for the module that runs whole responses (`vm::whole`).
     whole: std::sync::OnceLock<Module>,
+    /// And for the one that starts streams (`vm::start`).
+    start: std::sync::OnceLock<Module>,
     /// Shared data and queues of every plugin.
     pub shared: Arc<SharedState>,
     /// Metrics plugins defined.
@@ -140,6 +144,7 @@ impl Engine {
             clock,
             ending: std::sync::OnceLock::new(),
             whole: std::sync::OnceLock::new(),
+            start: std::sync::OnceLock::new(),
             shared: Arc::default(),
             metrics: Arc::default(),
         }))
@@ -195,6 +200,13 @@ impl Engine {
         } else {
             None
         };
+        let start = if abi != AbiVersion::V0_1_0
+            && crate::vm::start::CALLBACKS.iter().all(|n| exported(n))
+        {
+            Some(self.host_module(&self.start, crate::vm::start::WAT)?)
+        } else {
+            None
+        };
         let whole =
             if abi != AbiVersion::V0_1_0 && crate::vm::whole::EXPORTS.iter().all(|n| exported(n)) {
                 Some(self.host_module(&self.whole, crate::vm::whole::WAT)?)
@@ -222,12 +234,13 @@ impl Engine {
             pre,
             ending,
             whole,
+            start,
         };
         self.lock_modules().insert(digest, compiled.clone());
         Ok(compiled)
     }
 
-    /// One of the host's own modules (`vm::ending`, `vm::whole`), compiled from `wat` once
+    /// One of the host's own modules (`vm::start`, `vm::ending`, `vm::whole`), compiled once from `wat`
     /// into `slot`, from the code cache when it is there.
     fn host_module(
         &self,

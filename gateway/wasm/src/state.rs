@@ -87,6 +87,9 @@ pub struct StreamData {
     pub(crate) response: Option<http::response::Parts>,
     /// `response` went on downstream: the plugin may read it, no longer change it.
     pub(crate) response_gone: bool,
+    /// `proxy_on_context_create` is still to come (the stream was opened with
+    /// `PluginVm::open_stream`).
+    pub(crate) unannounced: bool,
     pub(crate) response_body: BodyBuffer,
     pub(crate) response_trailers: Option<http::HeaderMap>,
     /// What the gateway knows of the stream (addresses, route, cluster, response code).
@@ -191,6 +194,7 @@ impl StreamData {
             request_trailers,
             response,
             response_gone,
+            unannounced,
             response_body,
             response_trailers,
             info,
@@ -210,6 +214,7 @@ impl StreamData {
         *request_trailers = None;
         *response = None;
         *response_gone = false;
+        *unannounced = false;
         *response_body = BodyBuffer::default();
         *response_trailers = None;
         *info = StreamInfo::default();
@@ -362,9 +367,9 @@ impl wasmtime::ResourceLimiter for Limits {
     }
 
     fn instances(&self) -> usize {
-        // The plugin's, and the host's own modules that end streams (`vm::ending`) and run
-        // whole responses (`vm::whole`).
-        3
+        // The plugin's, and the host's own modules that start streams (`vm::start`), end
+        // them (`vm::ending`) and run whole responses (`vm::whole`).
+        4
     }
 
     fn tables(&self) -> usize {

@@ -25,6 +25,7 @@ use crate::state::{Limits, RequestEdits, RequestHead, StreamData, VmState};
 pub(crate) mod ending;
 mod events;
 mod exports;
+pub(crate) mod start;
 pub(crate) mod whole;
 
 use exports::{export, Exports, HeadersFn, F};
@@ -180,6 +181,17 @@ impl PluginVm {
                 Err(e) => tracing::debug!(error = %e, "responses call their callbacks one by one"),
             }
         }
+        if let (Some(m), Some(create), Some(HeadersFn::V2(headers))) = (
+            &shared.module.start,
+            &ex.context_create,
+            &ex.request_headers,
+        ) {
+            // Without it a stream's first callbacks are called one by one.
+            match start::instantiate(&mut store, m, create, headers) {
+                Ok(f) => ex.start = Some(f),
+                Err(e) => tracing::debug!(error = %e, "streams start one callback at a time"),
+            }
+        }
         let alloc = match export::<i32, i32>(&instance, &mut store, "proxy_on_memory_allocate")? {
             Some(f) => Some(f),
             None => export::<i32, i32>(&instance, &mut store, "malloc")?,
@@ -298,18 +310,41 @@ impl PluginVm {
 
     /// Opens an HTTP context for a new stream.
     pub fn create_stream(&mut self, info: StreamInfo) -> Result<StreamId, VmFailure> {
+        let id = self.open_stream(info)?;
+        self.announce(id.0)?;
+        Ok(id)
+    }
+
+    /// Opens an HTTP context for a new stream whose `proxy_on_context_create` comes with its
+    /// request headers ([`PluginVm::on_request_headers`], in one entry where the module has
+    /// both), or at its end if the headers never come. For a stream that meets no other
+    /// plugin before its request headers: the plugin cannot tell the two apart.
+    pub fn open_stream(&mut self, info: StreamInfo) -> Result<StreamId, VmFailure> {
         self.check()?;
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(2);
-        let root = self.store.data().root_id;
         let st = self.store.data_mut();
         let mut data = st.spare.pop().unwrap_or_default();
         data.info = info;
+        data.unannounced = true;
         st.streams.insert(id, data);
+        Ok(StreamId(id))
+    }
+
+    /// `proxy_on_context_create` for a stream opened with [`PluginVm::open_stream`], if it has
+    /// not had it yet.
+    fn announce(&mut self, id: u32) -> Result<(), VmFailure> {
+        let Some(s) = self.store.data_mut().streams.get_mut(&id) else {
+            return Ok(());
+        };
+        if !std::mem::take(&mut s.unannounced) {
+            return Ok(());
+        }
+        let root = self.store.data().root_id;
         if let Some(f) = self.ex.context_create.clone() {
             self.call(id, "proxy_on_context_create", f, (id as i32, root as i32))?;
         }
-        Ok(StreamId(id))
+        Ok(())
     }
 
     /// The stream's facts, as the gateway last told them.
@@ -335,7 +370,54 @@ impl PluginVm {
         end_of_stream: bool,
     ) -> Result<Action, VmFailure> {
         let n = crate::abi::request_header_count(&head) as i32;
-        self.stream(id)?.request = Some(head);
+        let s = self.stream(id)?;
+        s.request = Some(head);
+        if s.unannounced {
+            let timed = [(); start::CALLBACKS.len()].map(|()| self.sampler.next());
+            match self.ex.start.clone() {
+                Some(f) if timed == [false; 2] => {
+                    self.stream(id)?.unannounced = false;
+                    let root = self.store.data().root_id as i32;
+                    let st = self.store.data_mut();
+                    st.end_stage = 0;
+                    let budget = st.callback_budget;
+                    let r = self.guest(
+                        id.0,
+                        budget,
+                        |store| f.call(store, (id.0 as i32, root, n, end_of_stream as i32)),
+                        |st| start::CALLBACKS[st.end_stage.min(start::CALLBACKS.len() - 1)],
+                    )?;
+                    return self.action("proxy_on_request_headers", r);
+                }
+                // One by one, each timed as the sampler picked.
+                _ => {
+                    self.stream(id)?.unannounced = false;
+                    let root = self.store.data().root_id as i32;
+                    let budget = self.store.data().callback_budget;
+                    let create = "proxy_on_context_create";
+                    if let Some(f) = self.ex.context_create.clone() {
+                        self.call_with(id.0, create, budget, f, (id.0 as i32, root), timed[0])?;
+                    }
+                    let callback = "proxy_on_request_headers";
+                    let eos = end_of_stream as i32;
+                    let r = match self.ex.request_headers.clone() {
+                        None => return Ok(Action::Continue),
+                        Some(HeadersFn::V1(f)) => {
+                            self.call_with(id.0, callback, budget, f, (id.0 as i32, n), timed[1])?
+                        }
+                        Some(HeadersFn::V2(f)) => self.call_with(
+                            id.0,
+                            callback,
+                            budget,
+                            f,
+                            (id.0 as i32, n, eos),
+                            timed[1],
+                        )?,
+                    };
+                    return self.action(callback, r);
+                }
+            }
+        }
         let f = self.ex.request_headers.clone();
         self.headers(id, f, "proxy_on_request_headers", n, end_of_stream)
     }
@@ -592,6 +674,8 @@ impl PluginVm {
     /// [`PluginVm::end_stream`], handing back the response head the VM kept
     /// ([`PluginVm::release_response`]).
     pub fn finish_stream(&mut self, id: StreamId) -> Option<http::response::Parts> {
+        // A stream whose request headers never came still gets its context first.
+        let _ = self.announce(id.0);
         if let Some(s) = self.store.data_mut().streams.get_mut(&id.0) {
             s.ended = true;
         }

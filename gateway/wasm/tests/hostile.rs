@@ -546,3 +546,89 @@ fn a_trap_or_a_loop_in_a_whole_response_is_blamed_on_its_callback() {
         }
     }
 }
+
+/// A module whose `proxy_on_context_create` and `proxy_on_request_headers` have these bodies
+/// (`$id` the context; the headers callback returns Continue after its body), and whose
+/// `proxy_on_log` traps unless the stream's context was created.
+fn stream_start(create: &str, headers: &str) -> String {
+    module_with(
+        "",
+        &format!(
+            r#"(global $created (mut i32) (i32.const 0))
+  (func (export "proxy_on_context_create") (param $id i32) (param $root i32)
+    (if (i32.ne (local.get $id) (i32.const 1)) (then (global.set $created (local.get $id)) {create})))
+  (func (export "proxy_on_request_headers") (param $id i32) (param $n i32) (param $eos i32) (result i32)
+    (if (i32.ne (global.get $created) (local.get $id)) (then unreachable)) {headers} (i32.const 0))
+  (func (export "proxy_on_log") (param $id i32)
+    (if (i32.ne (global.get $created) (local.get $id)) (then unreachable)))"#
+        ),
+    )
+    // module_with exports an empty proxy_on_context_create of its own: drop it.
+    .replace(
+        "  (func (export \"proxy_on_context_create\") (param i32 i32))\n",
+        "",
+    )
+}
+
+#[test]
+fn a_stream_opened_for_its_headers_gets_its_context_first_in_one_go_or_at_its_end() {
+    let e = engine();
+    let mut vm = start(&e, &stream_start("", "")).expect("start");
+    // Enough streams that some callbacks are picked for timing (then called one by one).
+    for _ in 0..16 {
+        let id = vm.open_stream(Default::default()).expect("stream");
+        assert_eq!(
+            vm.on_request_headers(id, head(), true),
+            Ok(Action::Continue)
+        );
+        vm.end_stream(id);
+        // A stream whose headers never came is still created before its end.
+        let id = vm.open_stream(Default::default()).expect("stream");
+        vm.end_stream(id);
+        assert!(vm.failed().is_none(), "{:?}", vm.failed());
+    }
+}
+
+#[test]
+fn a_trap_or_a_loop_as_a_stream_starts_is_blamed_on_its_callback() {
+    let trap = "unreachable";
+    let spin = "(loop $l (br $l))";
+    for (create, headers, blamed, deadline) in [
+        (trap, "", "proxy_on_context_create", false),
+        ("", trap, "proxy_on_request_headers", false),
+        (spin, "", "proxy_on_context_create", true),
+        ("", spin, "proxy_on_request_headers", true),
+    ] {
+        // The n-th stream misbehaves, after others that went well: the callbacks picked for
+        // timing differ, so both the one-entry and the one-by-one path are met.
+        for n in 1..=6 {
+            let on_nth = |body: &str| {
+                if body.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "(if (i32.eq (local.get $id) (i32.const {})) (then {body}))",
+                        n + 1
+                    )
+                }
+            };
+            let e = engine();
+            let mut vm =
+                start(&e, &stream_start(&on_nth(create), &on_nth(headers))).expect("start");
+            let mut last = Ok(Action::Continue);
+            for _ in 0..n {
+                let id = vm.open_stream(Default::default()).expect("stream");
+                last = vm.on_request_headers(id, head(), true);
+            }
+            match (vm.failed(), &last) {
+                (Some(VmFailure::Trap { callback, .. }), Err(_)) if !deadline => {
+                    assert_eq!(*callback, blamed, "stream {n}")
+                }
+                (Some(VmFailure::Deadline { callback, .. }), Err(_)) if deadline => {
+                    assert_eq!(*callback, blamed, "stream {n}")
+                }
+                other => panic!("{blamed}, stream {n}: {other:?}"),
+            }
+        }
+    }
+}

@@ -56,9 +56,9 @@ pub(super) fn instantiate(
     ))
 }
 
-/// Runs between two of the callbacks: the next one (`stage`, its index in [`CALLBACKS`])
-/// starts as a separate entry would.
-fn between(mut caller: Caller<'_, VmState>, context: i32, stage: i32) {
+/// Runs between two of the callbacks: the next one (`stage`, its index in the calling
+/// module's list of callbacks) starts as a separate entry would.
+pub(super) fn between(mut caller: Caller<'_, VmState>, context: i32, stage: i32) {
     let st = caller.data_mut();
     st.effective = context as u32;
     st.end_stage = stage as usize;

@@ -44,6 +44,8 @@ pub(super) struct Exports {
     pub(super) end: Option<F1>,
     /// A whole response in one entry (`whole`), when the module exports what it calls.
     pub(super) respond: Option<F2R>,
+    /// `context_create` and `request_headers` in one entry (`start`), when it has both.
+    pub(super) start: Option<F<(i32, i32, i32, i32), i32>>,
     pub(super) tick: Option<F1>,
     pub(super) http_call_response: Option<F5>,
     pub(super) queue_ready: Option<F2>,
@@ -98,6 +100,7 @@ impl Exports {
             delete: export(&instance, &mut *store, "proxy_on_delete")?,
             end: None,
             respond: None,
+            start: None,
             tick: export(&instance, &mut *store, "proxy_on_tick")?,
             http_call_response: export(&instance, &mut *store, "proxy_on_http_call_response")?,
             queue_ready: export(&instance, &mut *store, "proxy_on_queue_ready")?,
