@@ -178,13 +178,22 @@ impl Chain {
         let mut entries = SmallVec::new();
         let mut unopened = Vec::new();
         let mut stop = Ok(());
-        for loaded in plugins {
+        let mut plugins = plugins.peekable();
+        let mut first = true;
+        while let Some(loaded) = plugins.next() {
+            // A lone plugin's context is created with its request headers, in one entry into
+            // the VM: nothing runs between the two that it could tell apart.
+            let lone = std::mem::take(&mut first) && plugins.peek().is_none();
             if stop.is_err() {
                 unopened.push((entries.len(), loaded.clone(), PluginOutcome::Skipped));
                 continue;
             }
             let opened = ctx.vms.get(ctx, loaded).and_then(|vm| {
-                let id = vm.borrow_mut().create_stream(info.clone());
+                let id = if lone {
+                    vm.borrow_mut().open_stream(info.clone())
+                } else {
+                    vm.borrow_mut().create_stream(info.clone())
+                };
                 id.map(|id| (vm, id)).map_err(|e| e.to_string())
             });
             match opened {
