@@ -240,6 +240,19 @@ fn modules_that_are_not_proxy_wasm_or_need_unknown_imports_are_refused() {
     ));
 }
 
+/// `body`, to run only in the `n`-th stream's callbacks (context ids: the root's is 1, streams'
+/// from 2); nothing for an empty body.
+fn on_stream(n: usize, body: &str) -> String {
+    if body.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "(if (i32.eq (local.get $id) (i32.const {})) (then {body}))",
+            n + 1
+        )
+    }
+}
+
 /// `on_log`, `on_done` and `on_delete` of a module: `log`, `done` and `delete` are their bodies.
 fn stream_end(log: &str, done: &str, delete: &str) -> String {
     module_with(
@@ -295,16 +308,7 @@ fn a_trap_or_a_loop_at_stream_end_is_blamed_on_its_callback() {
         // of them, some stream ends run in one guest entry and some (picked for timing) one
         // callback at a time, and both must blame the same callback.
         for n in 1..=6 {
-            let bad = |body: &str| {
-                if body.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "(if (i32.eq (local.get $id) (i32.const {})) (then {body}))",
-                        n + 1
-                    )
-                }
-            };
+            let bad = |body: &str| on_stream(n, body);
             let e = engine();
             let wat = stream_end(&bad(log), &bad(done), &bad(delete));
             let mut vm = start(&e, &wat).expect("start");
@@ -493,16 +497,7 @@ fn a_trap_or_a_loop_in_a_whole_response_is_blamed_on_its_callback() {
             // The n-th stream misbehaves (the root's context id is 1, streams' from 2), after
             // others that end without a response: the callbacks picked for timing differ.
             for n in 1..=4 {
-                let on_nth = |at: usize| {
-                    if at == i {
-                        format!(
-                            "(if (i32.eq (local.get $id) (i32.const {})) (then {bad}))",
-                            n + 1
-                        )
-                    } else {
-                        String::new()
-                    }
-                };
+                let on_nth = |at: usize| on_stream(n, if at == i { bad } else { "" });
                 let body = match i {
                     1 | 2 => format!(
                         "(if (i32.eq (local.get $eos) (i32.const {})) (then {})) (i32.const 0)",
@@ -602,16 +597,7 @@ fn a_trap_or_a_loop_as_a_stream_starts_is_blamed_on_its_callback() {
         // The n-th stream misbehaves, after others that went well: the callbacks picked for
         // timing differ, so both the one-entry and the one-by-one path are met.
         for n in 1..=6 {
-            let on_nth = |body: &str| {
-                if body.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "(if (i32.eq (local.get $id) (i32.const {})) (then {body}))",
-                        n + 1
-                    )
-                }
-            };
+            let on_nth = |body: &str| on_stream(n, body);
             let e = engine();
             let mut vm =
                 start(&e, &stream_start(&on_nth(create), &on_nth(headers))).expect("start");
