@@ -207,12 +207,13 @@ impl Engine {
         } else {
             None
         };
-        let whole =
-            if abi != AbiVersion::V0_1_0 && crate::vm::whole::EXPORTS.iter().all(|n| exported(n)) {
-                Some(self.host_module(&self.whole, crate::vm::whole::WAT)?)
-            } else {
-                None
-            };
+        let whole = if abi != AbiVersion::V0_1_0
+            && crate::vm::whole::CALLBACKS.iter().all(|n| exported(n))
+        {
+            Some(self.host_module(&self.whole, crate::vm::whole::WAT)?)
+        } else {
+            None
+        };
         let pre = self.linker.instantiate_pre(&module).map_err(|e| {
             let text = format!("{e:#}");
             match module

@@ -230,6 +230,19 @@ impl StreamData {
         *request_edits = RequestEdits::default();
     }
 
+    /// Adds `chunk` to the request (or `response`) body the plugin sees, counting it in the
+    /// body's size; the size of the buffered body.
+    pub(crate) fn append_body(&mut self, response: bool, chunk: Bytes) -> usize {
+        let (buf, seen) = if response {
+            (&mut self.response_body, &mut self.info.response_body_size)
+        } else {
+            (&mut self.request_body, &mut self.info.request_body_size)
+        };
+        *seen += chunk.len() as u64;
+        buf.append(chunk);
+        buf.len()
+    }
+
     /// Wakes whoever waits on the stream.
     pub(crate) fn wake(&mut self) {
         if let Some(w) = self.waker.take() {

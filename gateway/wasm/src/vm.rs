@@ -311,7 +311,7 @@ impl PluginVm {
     /// Opens an HTTP context for a new stream.
     pub fn create_stream(&mut self, info: StreamInfo) -> Result<StreamId, VmFailure> {
         let id = self.open_stream(info)?;
-        self.announce(id.0)?;
+        self.announce(id.0, None)?;
         Ok(id)
     }
 
@@ -332,8 +332,8 @@ impl PluginVm {
     }
 
     /// `proxy_on_context_create` for a stream opened with [`PluginVm::open_stream`], if it has
-    /// not had it yet.
-    fn announce(&mut self, id: u32) -> Result<(), VmFailure> {
+    /// not had it yet; `timed` as the sampler picked it (`None`: pick now).
+    fn announce(&mut self, id: u32, timed: Option<bool>) -> Result<(), VmFailure> {
         let Some(s) = self.store.data_mut().streams.get_mut(&id) else {
             return Ok(());
         };
@@ -342,7 +342,10 @@ impl PluginVm {
         }
         let root = self.store.data().root_id;
         if let Some(f) = self.ex.context_create.clone() {
-            self.call(id, "proxy_on_context_create", f, (id as i32, root as i32))?;
+            let timed = timed.unwrap_or_else(|| self.sampler.next());
+            let budget = self.store.data().callback_budget;
+            let create = "proxy_on_context_create";
+            self.call_with(id, create, budget, f, (id as i32, root as i32), timed)?;
         }
         Ok(())
     }
@@ -370,56 +373,38 @@ impl PluginVm {
         end_of_stream: bool,
     ) -> Result<Action, VmFailure> {
         let n = crate::abi::request_header_count(&head) as i32;
-        let s = self.stream(id)?;
-        s.request = Some(head);
-        if s.unannounced {
-            let timed = [(); start::CALLBACKS.len()].map(|()| self.sampler.next());
-            match self.ex.start.clone() {
-                Some(f) if timed == [false; 2] => {
-                    self.stream(id)?.unannounced = false;
-                    let root = self.store.data().root_id as i32;
-                    let st = self.store.data_mut();
-                    st.end_stage = 0;
-                    let budget = st.callback_budget;
-                    let r = self.guest(
-                        id.0,
-                        budget,
-                        |store| f.call(store, (id.0 as i32, root, n, end_of_stream as i32)),
-                        |st| start::CALLBACKS[st.end_stage.min(start::CALLBACKS.len() - 1)],
-                    )?;
-                    return self.action("proxy_on_request_headers", r);
-                }
-                // One by one, each timed as the sampler picked.
-                _ => {
-                    self.stream(id)?.unannounced = false;
-                    let root = self.store.data().root_id as i32;
-                    let budget = self.store.data().callback_budget;
-                    let create = "proxy_on_context_create";
-                    if let Some(f) = self.ex.context_create.clone() {
-                        self.call_with(id.0, create, budget, f, (id.0 as i32, root), timed[0])?;
-                    }
-                    let callback = "proxy_on_request_headers";
-                    let eos = end_of_stream as i32;
-                    let r = match self.ex.request_headers.clone() {
-                        None => return Ok(Action::Continue),
-                        Some(HeadersFn::V1(f)) => {
-                            self.call_with(id.0, callback, budget, f, (id.0 as i32, n), timed[1])?
-                        }
-                        Some(HeadersFn::V2(f)) => self.call_with(
-                            id.0,
-                            callback,
-                            budget,
-                            f,
-                            (id.0 as i32, n, eos),
-                            timed[1],
-                        )?,
-                    };
-                    return self.action(callback, r);
-                }
+        let unannounced = {
+            let s = self.stream(id)?;
+            s.request = Some(head);
+            s.unannounced
+        };
+        let callback = "proxy_on_request_headers";
+        let f = self.ex.request_headers.clone();
+        if !unannounced {
+            return self.headers(id, f, callback, n, end_of_stream);
+        }
+        let timed = [(); start::CALLBACKS.len()].map(|()| self.sampler.next());
+        match self.ex.start.clone() {
+            Some(start) if timed == [false; 2] => {
+                self.stream(id)?.unannounced = false;
+                let root = self.store.data().root_id as i32;
+                let st = self.store.data_mut();
+                st.end_stage = 0;
+                let budget = st.callback_budget;
+                let r = self.guest(
+                    id.0,
+                    budget,
+                    |store| start.call(store, (id.0 as i32, root, n, end_of_stream as i32)),
+                    |st| start::CALLBACKS[st.end_stage.min(start::CALLBACKS.len() - 1)],
+                )?;
+                self.action(callback, r)
+            }
+            // One by one, each timed as the sampler picked.
+            _ => {
+                self.announce(id.0, Some(timed[0]))?;
+                self.headers_timed(id, f, callback, n, end_of_stream, timed[1])
             }
         }
-        let f = self.ex.request_headers.clone();
-        self.headers(id, f, "proxy_on_request_headers", n, end_of_stream)
     }
 
     /// Runs `proxy_on_response_headers` on `head` (see [`PluginVm::on_request_headers`]).
@@ -447,11 +432,29 @@ impl PluginVm {
         n: i32,
         end_of_stream: bool,
     ) -> Result<Action, VmFailure> {
+        let timed = f.is_some() && self.sampler.next();
+        self.headers_timed(id, f, callback, n, end_of_stream, timed)
+    }
+
+    /// [`PluginVm::headers`], timed for the latency histograms as `timed` says.
+    fn headers_timed(
+        &mut self,
+        id: StreamId,
+        f: Option<HeadersFn>,
+        callback: &'static str,
+        n: i32,
+        end_of_stream: bool,
+        timed: bool,
+    ) -> Result<Action, VmFailure> {
+        let budget = self.store.data().callback_budget;
+        let (id, eos) = (id.0, end_of_stream as i32);
         let r = match f {
             None => return Ok(Action::Continue),
-            Some(HeadersFn::V1(f)) => self.call(id.0, callback, f, (id.0 as i32, n))?,
+            Some(HeadersFn::V1(f)) => {
+                self.call_with(id, callback, budget, f, (id as i32, n), timed)?
+            }
             Some(HeadersFn::V2(f)) => {
-                self.call(id.0, callback, f, (id.0 as i32, n, end_of_stream as i32))?
+                self.call_with(id, callback, budget, f, (id as i32, n, eos), timed)?
             }
         };
         self.action(callback, r)
@@ -467,17 +470,7 @@ impl PluginVm {
         chunk: Bytes,
         end_of_stream: bool,
     ) -> Result<Action, VmFailure> {
-        let size = {
-            let s = self.stream(id)?;
-            let (buf, seen) = if response {
-                (&mut s.response_body, &mut s.info.response_body_size)
-            } else {
-                (&mut s.request_body, &mut s.info.request_body_size)
-            };
-            *seen += chunk.len() as u64;
-            buf.append(chunk);
-            buf.len() as i32
-        };
+        let size = self.stream(id)?.append_body(response, chunk) as i32;
         let (f, callback) = if response {
             (self.ex.response_body.clone(), "proxy_on_response_body")
         } else {
@@ -675,7 +668,7 @@ impl PluginVm {
     /// ([`PluginVm::release_response`]).
     pub fn finish_stream(&mut self, id: StreamId) -> Option<http::response::Parts> {
         // A stream whose request headers never came still gets its context first.
-        let _ = self.announce(id.0);
+        let _ = self.announce(id.0, None);
         if let Some(s) = self.store.data_mut().streams.get_mut(&id.0) {
             s.ended = true;
         }

@@ -32,15 +32,6 @@ pub(crate) const CALLBACKS: [&str; 6] = [
     "proxy_on_delete",
 ];
 
-/// The plugin's exports the module calls, by name.
-pub(crate) const EXPORTS: [&str; 5] = [
-    "proxy_on_response_headers",
-    "proxy_on_response_body",
-    "proxy_on_log",
-    "proxy_on_done",
-    "proxy_on_delete",
-];
-
 /// `respond(context, headers)` returns how many callbacks ran to their end and let the stream
 /// go on (6: all of them). `next` returns the next callback's argument, or -1 to stop.
 pub(crate) const WAT: &str = r#"
@@ -154,10 +145,7 @@ fn next(mut caller: Caller<'_, VmState>, context: i32, stage: i32, result: i32) 
                 return -1;
             }
             s.response_gone = true;
-            let body = run.body.take().unwrap_or_default();
-            s.info.response_body_size += body.len() as u64;
-            s.response_body.append(body);
-            s.response_body.len()
+            s.append_body(true, run.body.take().unwrap_or_default())
         }
         // The data: passed on, or held (within the limit) until the end.
         1 => {
