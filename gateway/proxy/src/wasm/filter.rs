@@ -237,19 +237,23 @@ impl Chain {
     /// Ends every plugin's stream not ended yet: `on_log`, `on_done`, `on_delete`.
     fn end(&self) {
         for e in &self.entries {
-            if e.ended.replace(true) {
-                continue;
-            }
-            let vm_rc = e.vm();
-            let calls = match vm_rc.try_borrow_mut() {
-                Ok(mut vm) => {
-                    vm.end_stream(e.id());
-                    vm.take_calls()
-                }
-                Err(_) => continue,
-            };
-            callout::dispatch(&self.ctx, &vm_rc, calls);
+            self.end_entry(e);
         }
+    }
+
+    /// Ends `e`'s stream if it has not ended yet, handing back the response head its VM kept
+    /// ([`meshgate_wasm::PluginVm::release_response`]).
+    fn end_entry(&self, e: &Entry) -> Option<http::response::Parts> {
+        if e.ended.replace(true) {
+            return None;
+        }
+        let vm_rc = e.vm();
+        let (head, calls) = {
+            let mut vm = vm_rc.try_borrow_mut().ok()?;
+            (vm.finish_stream(e.id()), vm.take_calls())
+        };
+        callout::dispatch(&self.ctx, &vm_rc, calls);
+        head
     }
 
     /// Notes that the request body has passed through the plugins to its end.
@@ -501,6 +505,7 @@ impl Chain {
         // it was not the whole body, for the body to start with.
         let mut whole = None;
         let mut first = None;
+        let seed = |data| Some(Some(Ok(http_body::Frame::data(data))));
         if lone && !end_of_stream && !local && !self.request_open.get() && reached[0].active.get() {
             match body.as_mut().poll_frame(&mut now()) {
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
@@ -509,7 +514,7 @@ impl Chain {
                     {
                         whole = Some(data)
                     }
-                    Ok(data) => first = Some(Some(Ok(http_body::Frame::data(data)))),
+                    Ok(data) => first = seed(data),
                     Err(frame) => first = Some(Some(Ok(frame))),
                 },
                 Poll::Ready(other) => first = Some(other),
@@ -526,53 +531,13 @@ impl Chain {
                 return fail_close().0;
             };
             let r = match whole.take() {
-                Some(data) => {
-                    let fused = e
-                        .vm()
-                        .borrow_mut()
-                        .respond_whole(e.id(), h, data, BUFFER_LIMIT);
-                    match fused {
-                        Whole::Done { head, body: out } => {
-                            self.dispatch(e);
-                            e.ended.set(true);
-                            self.end();
-                            let Some(head) = head else {
-                                return fail_close().0;
-                            };
-                            let out = if out.is_empty() {
-                                body::empty()
-                            } else {
-                                body::full(out)
-                            };
-                            return Response::from_parts(head, out);
-                        }
-                        Whole::Body {
-                            end,
-                            result,
-                            passed,
-                        } => {
-                            self.dispatch(e);
-                            let head = e.vm().borrow_mut().take_response(e.id());
-                            let f = FilteredBody::new(body, self.clone(), true)
-                                .after_whole(end, result, passed, announced);
-                            return match head {
-                                Some(head) => Response::from_parts(head, Box::pin(f)),
-                                None => fail_close().0,
-                            };
-                        }
-                        Whole::Headers { result, body: data } => {
-                            first = Some(Some(Ok(http_body::Frame::data(data))));
-                            result
-                        }
-                        Whole::Unavailable {
-                            head: h,
-                            body: data,
-                        } => {
-                            first = Some(Some(Ok(http_body::Frame::data(data))));
-                            e.vm().borrow_mut().on_response_headers(e.id(), h, false)
-                        }
+                Some(data) => match self.run_whole(e, h, data, body, announced) {
+                    Ok(resp) => return resp,
+                    Err((r, data, b)) => {
+                        (body, first) = (b, seed(data));
+                        r
                     }
-                }
+                },
                 None => e
                     .vm()
                     .borrow_mut()
@@ -620,22 +585,16 @@ impl Chain {
                 .whole(local)
                 .seed(first, announced);
             match f.poll_whole(&mut now()) {
-                Some(whole) if whole.is_empty() => Ok(body::empty()),
                 Some(whole) => Ok(body::full(whole)),
                 None => Err(f),
             }
         };
         let over = body.is_ok() && !self.request_open.get();
         if let Some(e) = held {
-            let vm_rc = e.vm();
-            let mut vm = vm_rc.borrow_mut();
-            head = if over && !e.ended.replace(true) {
-                let (h, calls) = (vm.finish_stream(e.id()), vm.take_calls());
-                drop(vm);
-                callout::dispatch(&self.ctx, &vm_rc, calls);
-                h
+            head = if over {
+                self.end_entry(e)
             } else {
-                vm.take_response(e.id())
+                e.vm().borrow_mut().take_response(e.id())
             };
         }
         if over {
@@ -647,6 +606,54 @@ impl Chain {
         match body {
             Ok(body) => Response::from_parts(head, body),
             Err(f) => Response::from_parts(head, Box::pin(f)),
+        }
+    }
+
+    /// Runs the whole response through the lone plugin `e` in one entry into its VM
+    /// ([`Whole`]): the response as it goes on, or, where the run stopped in the headers
+    /// callback (or could not run), that callback's result, with the body's data (not seen by
+    /// the plugin yet) and the rest of the body, to go on as after a separate call.
+    fn run_whole(
+        self: &Rc<Self>,
+        e: &Entry,
+        head: http::response::Parts,
+        data: bytes::Bytes,
+        body: Body,
+        announced: http_body::SizeHint,
+    ) -> Result<Response<Body>, (Result<Action, VmFailure>, bytes::Bytes, Body)> {
+        let fused = e
+            .vm()
+            .borrow_mut()
+            .respond_whole(e.id(), head, data, BUFFER_LIMIT);
+        match fused {
+            Whole::Done { head, body: out } => {
+                self.dispatch(e);
+                e.ended.set(true);
+                self.end();
+                Ok(match head {
+                    Some(head) => Response::from_parts(head, body::full(out)),
+                    None => fail_close().0,
+                })
+            }
+            Whole::Body {
+                end,
+                result,
+                passed,
+            } => {
+                self.dispatch(e);
+                let head = e.vm().borrow_mut().take_response(e.id());
+                let f = FilteredBody::new(body, self.clone(), true)
+                    .after_whole(end, result, passed, announced);
+                Ok(match head {
+                    Some(head) => Response::from_parts(head, Box::pin(f)),
+                    None => fail_close().0,
+                })
+            }
+            Whole::Headers { result, body: data } => Err((result, data, body)),
+            Whole::Unavailable { head, body: data } => {
+                let r = e.vm().borrow_mut().on_response_headers(e.id(), head, false);
+                Err((r, data, body))
+            }
         }
     }
 
