@@ -253,6 +253,19 @@ fn on_stream(n: usize, body: &str) -> String {
     }
 }
 
+/// That the VM failed in callback `blamed`: at its deadline, or (not `deadline`) by a trap.
+fn assert_blamed(failed: Option<&VmFailure>, blamed: &str, deadline: bool, what: &str) {
+    match failed {
+        Some(VmFailure::Trap { callback, .. }) if !deadline => {
+            assert_eq!(*callback, blamed, "{what}")
+        }
+        Some(VmFailure::Deadline { callback, .. }) if deadline => {
+            assert_eq!(*callback, blamed, "{what}")
+        }
+        other => panic!("{blamed}, {what}: {other:?}"),
+    }
+}
+
 /// `on_log`, `on_done` and `on_delete` of a module: `log`, `done` and `delete` are their bodies.
 fn stream_end(log: &str, done: &str, delete: &str) -> String {
     module_with(
@@ -316,15 +329,7 @@ fn a_trap_or_a_loop_at_stream_end_is_blamed_on_its_callback() {
                 let id = vm.create_stream(Default::default()).expect("stream");
                 vm.end_stream(id);
             }
-            match vm.failed() {
-                Some(VmFailure::Trap { callback, .. }) if !deadline => {
-                    assert_eq!(*callback, blamed, "stream {n}")
-                }
-                Some(VmFailure::Deadline { callback, .. }) if deadline => {
-                    assert_eq!(*callback, blamed, "stream {n}")
-                }
-                other => panic!("{blamed}, stream {n}: {other:?}"),
-            }
+            assert_blamed(vm.failed(), blamed, deadline, &format!("stream {n}"));
             // The VM serves no more; the engine does.
             assert!(vm.create_stream(Default::default()).is_err());
             assert!(start(&e, &stream_end("", "", "")).is_ok());
@@ -520,15 +525,8 @@ fn a_trap_or_a_loop_in_a_whole_response_is_blamed_on_its_callback() {
                 }
                 let id = stream(&mut vm);
                 let r = vm.respond_whole(id, response_head(), "hello".into(), 1 << 20);
-                match vm.failed() {
-                    Some(VmFailure::Trap { callback, .. }) if !deadline => {
-                        assert_eq!(*callback, blamed, "stage {i}, stream {n}")
-                    }
-                    Some(VmFailure::Deadline { callback, .. }) if deadline => {
-                        assert_eq!(*callback, blamed, "stage {i}, stream {n}")
-                    }
-                    other => panic!("{blamed}, stream {n}: {other:?} after {r:?}"),
-                }
+                let what = format!("stage {i}, stream {n}, after {r:?}");
+                assert_blamed(vm.failed(), blamed, deadline, &what);
                 // Past the body, the stream is over and its head comes back all the same.
                 if i >= 3 {
                     assert!(
@@ -606,15 +604,8 @@ fn a_trap_or_a_loop_as_a_stream_starts_is_blamed_on_its_callback() {
                 let id = vm.open_stream(Default::default()).expect("stream");
                 last = vm.on_request_headers(id, head(), true);
             }
-            match (vm.failed(), &last) {
-                (Some(VmFailure::Trap { callback, .. }), Err(_)) if !deadline => {
-                    assert_eq!(*callback, blamed, "stream {n}")
-                }
-                (Some(VmFailure::Deadline { callback, .. }), Err(_)) if deadline => {
-                    assert_eq!(*callback, blamed, "stream {n}")
-                }
-                other => panic!("{blamed}, stream {n}: {other:?}"),
-            }
+            assert!(last.is_err(), "stream {n}: {last:?}");
+            assert_blamed(vm.failed(), blamed, deadline, &format!("stream {n}"));
         }
     }
 }
