@@ -381,7 +381,7 @@ impl PluginVm {
         let callback = "proxy_on_request_headers";
         let f = self.ex.request_headers.clone();
         if !unannounced {
-            return self.headers(id, f, callback, n, end_of_stream);
+            return self.headers(id, f, callback, n, end_of_stream, None);
         }
         let timed = [(); start::CALLBACKS.len()].map(|()| self.sampler.next());
         match self.ex.start.clone() {
@@ -402,7 +402,7 @@ impl PluginVm {
             // One by one, each timed as the sampler picked.
             _ => {
                 self.announce(id.0, Some(timed[0]))?;
-                self.headers_timed(id, f, callback, n, end_of_stream, timed[1])
+                self.headers(id, f, callback, n, end_of_stream, Some(timed[1]))
             }
         }
     }
@@ -421,9 +421,11 @@ impl PluginVm {
             s.response = Some(head);
         }
         let f = self.ex.response_headers.clone();
-        self.headers(id, f, "proxy_on_response_headers", n, end_of_stream)
+        self.headers(id, f, "proxy_on_response_headers", n, end_of_stream, None)
     }
 
+    /// A headers callback `f`, timed for the latency histograms as the sampler picked it
+    /// (`None`: pick now).
     fn headers(
         &mut self,
         id: StreamId,
@@ -431,29 +433,17 @@ impl PluginVm {
         callback: &'static str,
         n: i32,
         end_of_stream: bool,
+        timed: Option<bool>,
     ) -> Result<Action, VmFailure> {
-        let timed = f.is_some() && self.sampler.next();
-        self.headers_timed(id, f, callback, n, end_of_stream, timed)
-    }
-
-    /// [`PluginVm::headers`], timed for the latency histograms as `timed` says.
-    fn headers_timed(
-        &mut self,
-        id: StreamId,
-        f: Option<HeadersFn>,
-        callback: &'static str,
-        n: i32,
-        end_of_stream: bool,
-        timed: bool,
-    ) -> Result<Action, VmFailure> {
+        let Some(f) = f else {
+            return Ok(Action::Continue);
+        };
+        let timed = timed.unwrap_or_else(|| self.sampler.next());
         let budget = self.store.data().callback_budget;
         let (id, eos) = (id.0, end_of_stream as i32);
         let r = match f {
-            None => return Ok(Action::Continue),
-            Some(HeadersFn::V1(f)) => {
-                self.call_with(id, callback, budget, f, (id as i32, n), timed)?
-            }
-            Some(HeadersFn::V2(f)) => {
+            HeadersFn::V1(f) => self.call_with(id, callback, budget, f, (id as i32, n), timed)?,
+            HeadersFn::V2(f) => {
                 self.call_with(id, callback, budget, f, (id as i32, n, eos), timed)?
             }
         };
