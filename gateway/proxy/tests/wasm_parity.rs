@@ -347,20 +347,19 @@ fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 // ---------------------------------------------------------------------------------------------
 // The tests
 
-#[test]
-fn add_headers_matches_envoy() {
-    let Some((bin, wasm)) = needs("add-headers") else {
+/// Plugin `name` (with `spec` lines) adds request header `to_request` and response header
+/// `to_response`: the client and the upstream see the same from meshgate as from Envoy, on
+/// HTTP/1.1 and h2c.
+fn adds_headers_as_in_envoy(
+    name: &str,
+    spec: &str,
+    to_request: (&str, &str),
+    to_response: (&str, &str),
+) {
+    let Some((bin, wasm)) = needs(name) else {
         return;
     };
-    let both = Both::start(
-        &bin,
-        &plugin(
-            "add",
-            &wasm,
-            "  pluginConfig: {request: {x-req: one}, response: {x-resp: two}}\n",
-        ),
-        |_| {},
-    );
+    let both = Both::start(&bin, &plugin("add", &wasm, spec), |_| {});
     for (proto, ours, theirs) in [
         (
             "HTTP/1.1",
@@ -371,17 +370,41 @@ fn add_headers_matches_envoy() {
     ] {
         let run = |c: &Client| {
             let r = c.get_h("app.example.com", "/hello", &[("user-agent", "parity/1")]);
-            assert_eq!(r.header("x-resp"), Some("two"), "{r:?}");
+            assert_eq!(r.header(to_response.0), Some(to_response.1), "{r:?}");
+            let seen = both.up.last();
+            let got = seen.headers.get(to_request.0).and_then(|v| v.to_str().ok());
+            assert_eq!(got, Some(to_request.1), "{name}: the upstream's request");
             let mut d = desc();
             describe_response(&mut d, "", &r, false);
             // The echo body names the headers it got, x-forwarded-for included (see XFF).
             d.insert("header content-length".into(), "<len>".into());
-            describe_upstream(&mut d, "upstream ", &both.up.last());
+            describe_upstream(&mut d, "upstream ", &seen);
             d
         };
         let (a, b) = (run(&ours), run(&theirs));
-        compare(&format!("add-headers {proto}"), &a, &b, &[XFF]);
+        compare(&format!("{name} {proto}"), &a, &b, &[XFF]);
     }
+}
+
+#[test]
+fn add_headers_matches_envoy() {
+    adds_headers_as_in_envoy(
+        "add-headers",
+        "  pluginConfig: {request: {x-req: one}, response: {x-resp: two}}\n",
+        ("x-req", "one"),
+        ("x-resp", "two"),
+    );
+}
+
+/// The benchmark's plugin without an SDK, written against the raw ABI.
+#[test]
+fn add_headers_without_an_sdk_matches_envoy() {
+    adds_headers_as_in_envoy(
+        "add-headers-raw",
+        "",
+        ("x-wasm-request", "added"),
+        ("x-wasm-response", "added"),
+    );
 }
 
 #[test]
