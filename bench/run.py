@@ -178,23 +178,34 @@ def start_meshgate_policies(tmp, port, up):
 
 
 # The plugin case: one WasmPlugin (plugins/add-headers, release build) adding a request and a
-# response header; Envoy runs the same .wasm on V8.
+# response header; Envoy runs the same .wasm on V8. The raw-plugin case does the same with
+# plugins/add-headers-raw, the same two headers written against the ABI without an SDK: the
+# host's share of a plugin's cost, apart from what the proxy-wasm SDK's dispatch adds.
 PLUGIN_WASM = os.path.join(TARGET, "plugins", "add-headers.wasm")
+RAW_PLUGIN_WASM = os.path.join(TARGET, "plugins", "add-headers-raw.wasm")
 
 
-def start_meshgate_plugin(tmp, port, up):
+def start_meshgate_plugin(tmp, port, up, wasm=PLUGIN_WASM, name="meshgate+plugin"):
     plugin = f"""---
 apiVersion: extensions.istio.io/v1alpha1
 kind: WasmPlugin
 metadata: {{name: add-headers, namespace: istio-system}}
 spec:
-  url: file://{PLUGIN_WASM}
+  url: file://{wasm}
 """
-    return start_meshgate(tmp, port, up, plugin, "meshgate+plugin")
+    return start_meshgate(tmp, port, up, plugin, name)
+
+
+def start_meshgate_raw_plugin(tmp, port, up):
+    return start_meshgate_plugin(tmp, port, up, RAW_PLUGIN_WASM, "meshgate+raw-plugin")
 
 
 def start_envoy_plugin(tmp, port, up):
-    return start_envoy(tmp, port, up, plugin=True)
+    return start_envoy(tmp, port, up, plugin=PLUGIN_WASM)
+
+
+def start_envoy_raw_plugin(tmp, port, up):
+    return start_envoy(tmp, port, up, plugin=RAW_PLUGIN_WASM, name="envoy+raw-plugin")
 
 
 def start_meshgate(tmp, port, up, policies="", name="meshgate"):
@@ -235,8 +246,8 @@ spec:
     return Proc(name, argv, port, "0")
 
 
-def start_envoy(tmp, port, up, plugin=False):
-    name = "envoy+plugin" if plugin else "envoy"
+def start_envoy(tmp, port, up, plugin=None, name=None):
+    name = name or ("envoy+plugin" if plugin else "envoy")
     conf = os.path.join(tmp, f"{name}.json")
     filters = [{"name": "envoy.filters.http.router", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]
@@ -245,7 +256,7 @@ def start_envoy(tmp, port, up, plugin=False):
         filters.insert(0, {"name": "istio-system.add-headers", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {"name": "istio-system.add-headers", "root_id": "", "vm_config": {
-                "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": PLUGIN_WASM}}}}}})
+                "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": plugin}}}}}})
     cfg = {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": free_port()}}},
         "static_resources": {
@@ -402,8 +413,9 @@ def main():
     up_port, up_h2 = free_port(), free_port()
     upstream = start_upstream(tmp, up_port, up_h2)
     every = {"meshgate": start_meshgate, "meshgate+policies": start_meshgate_policies,
-             "meshgate+plugin": start_meshgate_plugin, "envoy": start_envoy,
-             "envoy+plugin": start_envoy_plugin, "nginx": start_nginx}
+             "meshgate+plugin": start_meshgate_plugin, "meshgate+raw-plugin": start_meshgate_raw_plugin,
+             "envoy": start_envoy, "envoy+plugin": start_envoy_plugin, "envoy+raw-plugin": start_envoy_raw_plugin,
+             "nginx": start_nginx}
     wanted = a.targets.split(",")
     unknown = [n for n in wanted if n not in every]
     if unknown:
@@ -469,7 +481,8 @@ def main():
         print(f"| {label} | " + " | ".join(cells) + " |")
     pairs = [(x, y) for x, y in [("meshgate", "envoy"), ("meshgate", "nginx"), ("meshgate+policies", "meshgate"),
                                  ("meshgate+plugin", "meshgate"), ("envoy+plugin", "envoy"),
-                                 ("meshgate+plugin", "envoy+plugin")] if x in starters and y in starters]
+                                 ("meshgate+plugin", "envoy+plugin"), ("meshgate+raw-plugin", "meshgate"),
+                                 ("envoy+raw-plugin", "envoy")] if x in starters and y in starters]
     print("\nPer-round ratios:\n")
     print("| metric | " + " | ".join(f"{x}/{y}" for x, y in pairs) + " |")
     print("|---|" + "---|" * len(pairs))
