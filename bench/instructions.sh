@@ -3,12 +3,13 @@
 # number that does not move with the machine's load, for comparing two builds of the data path
 # (the RPS runs of bench/run.py need a quiet machine; this does not).
 #
-#   bash bench/instructions.sh [h2|h1] [plain|plugin] [REQUESTS]
+#   bash bench/instructions.sh [h2|h1] [plain|plugin|raw-plugin] [REQUESTS]
 #
 # Starts an nginx upstream and meshgate (one worker) under callgrind on loopback, warms up with
 # 400 requests, then counts the user-space instructions of REQUESTS more (default 4000; h2:
 # h2load 16 connections x 16 streams, h1: 16 keep-alive connections), and prints them per
-# request. `plugin` adds the add-headers WasmPlugin (built by scripts/build-plugins.sh).
+# request. `plugin` adds the add-headers WasmPlugin, `raw-plugin` its twin without an SDK
+# (add-headers-raw; both built by scripts/build-plugins.sh).
 # Needs valgrind, nginx, h2load and curl; kernel time is not counted. Set CALLGRIND_OUT=FILE to
 # keep the profile for callgrind_annotate.
 set -euo pipefail
@@ -71,14 +72,20 @@ spec:
   http:
   - route: [{destination: {host: upstream.bench.svc.cluster.local}}]
 EOF
-if [ "$case_" = plugin ]; then
+case "$case_" in
+  plain) module= ;;
+  plugin) module=add-headers ;;
+  raw-plugin) module=add-headers-raw ;;
+  *) echo "unknown case $case_: plain, plugin or raw-plugin" >&2; exit 2 ;;
+esac
+if [ -n "$module" ]; then
   cat >> "$tmp/gw.yaml" <<EOF
 ---
 apiVersion: extensions.istio.io/v1alpha1
 kind: WasmPlugin
 metadata: {name: add-headers, namespace: istio-system}
 spec:
-  url: file://$target/plugins/add-headers.wasm
+  url: file://$target/plugins/$module.wasm
 EOF
 fi
 
