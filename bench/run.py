@@ -338,24 +338,44 @@ def fmt(values, unit="", digits=1):
     return f"{med:,.{digits}f}{unit} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
 
 
-def paired(a, tmp, up_port, starters, names):
-    """CPU per request of names[1] against names[0], both running side by side all along (the
-    one not loaded idles), loaded in turn: a round's two measurements are seconds apart, and
-    the rounds are many and short, so the machine's drift cancels better than between the
-    proxies' separate starts in the main run."""
+def launch(name, start, tmp, up_port):
+    """Starts proxy `name` with `start` on a fresh port and sends it one request, so lazily
+    created state (a plugin's VM) exists before anything is measured."""
+    # A port handed out by free_port can be taken before the proxy binds it (rare): start again
+    # on fresh ports rather than lose the run.
+    for attempt in range(3):
+        try:
+            p = start(tmp, free_port(), up_port)
+            break
+        except RuntimeError as e:
+            print(f"retrying {name}: {e}", file=sys.stderr)
+            if attempt == 2:
+                raise
+    try:
+        subprocess.run(["curl", "-s", "-o", "/dev/null", "-H", f"host: {HOST}",
+                        f"http://127.0.0.1:{p.port}/"], check=False, timeout=10)
+    except BaseException:
+        p.stop()
+        raise
+    return p
+
+
+def paired(a, tmp, up_port, targets):
+    """CPU per request of the second of `targets` ((name, starter) pairs) against the first,
+    both running side by side all along (the one not loaded idles), loaded in turn: a round's
+    two measurements are seconds apart, and the rounds are many and short, so the machine's
+    drift cancels better than between the proxies' separate starts in the main run."""
+    names = [name for name, _ in targets]
     procs = []
     try:
-        for start in starters:
-            port = free_port()
-            procs.append((start(tmp, port, up_port), port))
-            subprocess.run(["curl", "-s", "-o", "/dev/null", "-H", f"host: {HOST}",
-                            f"http://127.0.0.1:{port}/"], check=False, timeout=10)
+        for name, start in targets:
+            procs.append(launch(name, start, tmp, up_port))
         cpu = [[], []]
         user = [[], []]
         for rnd in range(a.rounds):
             for i in ([0, 1] if rnd % 2 == 0 else [1, 0]):
-                p, port = procs[i]
-                r = oha_fixed(port, a.rate, a.seconds, p.pid)
+                p = procs[i]
+                r = oha_fixed(p.port, a.rate, a.seconds, p.pid)
                 cpu[i].append(r["run_us_per_req"])
                 user[i].append(r["user_us_per_req"])
         ratios = [y / x for x, y in zip(*cpu) if x]
@@ -373,7 +393,7 @@ def paired(a, tmp, up_port, starters, names):
             with open(a.json, "w") as f:
                 json.dump({"names": names, "cpu_us_per_req": cpu, "user_us_per_req": user}, f, indent=1)
     finally:
-        for p, _ in procs:
+        for p in procs:
             p.stop()
 
 
@@ -422,7 +442,7 @@ def main():
         sys.exit(f"unknown targets {unknown}: pick from {list(every)}")
     if a.paired:
         try:
-            paired(a, tmp, up_port, [every[n] for n in wanted], wanted)
+            paired(a, tmp, up_port, [(n, every[n]) for n in wanted])
         finally:
             upstream.stop()
         return
@@ -436,21 +456,9 @@ def main():
                 results["direct"].append({"rps_h1": wrk(up_port, a.seconds),
                                           "rps_h2": h2load(up_h2, a.seconds)})
             for name in order:
-                # A port handed out by free_port can be taken before the proxy binds it (rare):
-                # start again on fresh ports rather than lose the run.
-                for attempt in range(3):
-                    port = free_port()
-                    try:
-                        p = starters[name](tmp, port, up_port)
-                        break
-                    except RuntimeError as e:
-                        print(f"retrying {name}: {e}", file=sys.stderr)
-                        if attempt == 2:
-                            raise
+                p = launch(name, starters[name], tmp, up_port)
+                port = p.port
                 try:
-                    # One request first, so lazily created state (a plugin's VM) is counted.
-                    subprocess.run(["curl", "-s", "-o", "/dev/null", "-H", f"host: {HOST}",
-                                    f"http://127.0.0.1:{port}/"], check=False, timeout=10)
                     time.sleep(0.2)
                     idle = rss_mib(p.pid)
                     r = {"startup_ms": p.startup * 1000, "idle_rss_mib": idle}
