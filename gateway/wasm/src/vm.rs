@@ -553,7 +553,7 @@ impl PluginVm {
 
     /// Lets the response head go on while the VM keeps it for the plugin's later reads (body
     /// callbacks, `on_log`): from now on the plugin can read it, not change it. Take it with
-    /// [`PluginVm::take_response`] or [`PluginVm::finish_stream`].
+    /// [`PluginVm::take_response`] or [`PluginVm::end_stream`].
     pub fn release_response(&mut self, id: StreamId) {
         if let Some(s) = self.store.data_mut().streams.get_mut(&id.0) {
             s.response_gone = true;
@@ -649,14 +649,9 @@ impl PluginVm {
     }
 
     /// Ends a stream: `proxy_on_log`, `proxy_on_done`, `proxy_on_delete`, in Envoy's order,
-    /// then forgets its data. Safe on a failed VM (the callbacks are skipped).
-    pub fn end_stream(&mut self, id: StreamId) {
-        self.finish_stream(id);
-    }
-
-    /// [`PluginVm::end_stream`], handing back the response head the VM kept
-    /// ([`PluginVm::release_response`]).
-    pub fn finish_stream(&mut self, id: StreamId) -> Option<http::response::Parts> {
+    /// then forgets its data, handing back the response head the VM still kept
+    /// ([`PluginVm::release_response`]). Safe on a failed VM (the callbacks are skipped).
+    pub fn end_stream(&mut self, id: StreamId) -> Option<http::response::Parts> {
         // A stream whose request headers never came still gets its context first.
         let _ = self.announce(id.0, None);
         if let Some(s) = self.store.data_mut().streams.get_mut(&id.0) {

@@ -123,6 +123,14 @@ fn now() -> std::task::Context<'static> {
     std::task::Context::from_waker(std::task::Waker::noop())
 }
 
+/// The response of `head` and `body`; without a head (the VM lost it), the FAIL_CLOSE reply.
+fn with_head(head: Option<http::response::Parts>, body: Body) -> Response<Body> {
+    match head {
+        Some(head) => Response::from_parts(head, body),
+        None => fail_close().0,
+    }
+}
+
 /// The reply to a request a failed plugin (FAIL_CLOSE) stops, as Envoy gives it.
 fn fail_close() -> Reply {
     (
@@ -250,7 +258,7 @@ impl Chain {
         let vm_rc = e.vm();
         let (head, calls) = {
             let mut vm = vm_rc.try_borrow_mut().ok()?;
-            (vm.finish_stream(e.id()), vm.take_calls())
+            (vm.end_stream(e.id()), vm.take_calls())
         };
         callout::dispatch(&self.ctx, &vm_rc, calls);
         head
@@ -600,13 +608,13 @@ impl Chain {
         if over {
             self.end();
         }
-        let Some(head) = head else {
-            return fail_close().0;
-        };
-        match body {
-            Ok(body) => Response::from_parts(head, body),
-            Err(f) => Response::from_parts(head, Box::pin(f)),
-        }
+        with_head(
+            head,
+            match body {
+                Ok(body) => body,
+                Err(f) => Box::pin(f),
+            },
+        )
     }
 
     /// Runs the whole response through the lone plugin `e` in one entry into its VM
@@ -630,10 +638,7 @@ impl Chain {
                 self.dispatch(e);
                 e.ended.set(true);
                 self.end();
-                Ok(match head {
-                    Some(head) => Response::from_parts(head, body::full(out)),
-                    None => fail_close().0,
-                })
+                Ok(with_head(head, body::full(out)))
             }
             Whole::Body {
                 end,
@@ -644,10 +649,7 @@ impl Chain {
                 let head = e.vm().borrow_mut().take_response(e.id());
                 let f = FilteredBody::new(body, self.clone(), true)
                     .after_whole(end, result, passed, announced);
-                Ok(match head {
-                    Some(head) => Response::from_parts(head, Box::pin(f)),
-                    None => fail_close().0,
-                })
+                Ok(with_head(head, Box::pin(f)))
             }
             Whole::Headers { result, body: data } => Err((result, data, body)),
             Whole::Unavailable { head, body: data } => {
