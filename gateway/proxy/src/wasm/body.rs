@@ -140,17 +140,14 @@ impl FilteredBody {
             }
             // Held past the limit (the run goes on below it).
             Ok(Action::Pause) => self.error = Some(BodyError::TooLarge.into()),
-            Ok(Action::Continue) => {
+            Err(f) if self.chain.failed(e, &f).is_some() => {
+                self.error = Some(BodyError::PluginFailed.into());
+            }
+            // Let through, or the plugin failed and is skipped (FAIL_OPEN).
+            Ok(Action::Continue) | Err(_) => {
                 pass(&mut self.out, passed);
                 pass(&mut self.out, take(e));
             }
-            Err(f) => match self.chain.failed(e, &f) {
-                Some(_) => self.error = Some(BodyError::PluginFailed.into()),
-                None => {
-                    pass(&mut self.out, passed);
-                    pass(&mut self.out, take(e));
-                }
-            },
         }
         self
     }
