@@ -195,25 +195,18 @@ impl Engine {
                     | "proxy_get_property"
             )
         });
-        let ending = if crate::vm::ending::CALLBACKS.iter().all(|n| exported(n)) {
-            Some(self.host_module(&self.ending, crate::vm::ending::WAT)?)
-        } else {
-            None
+        // The host's modules that call several callbacks in one entry, for a module that
+        // exports all they call (those with an end-of-stream flag only from ABI 0.2).
+        let host = |slot, wat, callbacks: &[&str], v2: bool| -> Result<Option<Module>, WasmError> {
+            if (v2 && abi == AbiVersion::V0_1_0) || !callbacks.iter().all(|n| exported(n)) {
+                return Ok(None);
+            }
+            self.host_module(slot, wat).map(Some)
         };
-        let start = if abi != AbiVersion::V0_1_0
-            && crate::vm::start::CALLBACKS.iter().all(|n| exported(n))
-        {
-            Some(self.host_module(&self.start, crate::vm::start::WAT)?)
-        } else {
-            None
-        };
-        let whole = if abi != AbiVersion::V0_1_0
-            && crate::vm::whole::CALLBACKS.iter().all(|n| exported(n))
-        {
-            Some(self.host_module(&self.whole, crate::vm::whole::WAT)?)
-        } else {
-            None
-        };
+        use crate::vm::{ending, start, whole};
+        let ending = host(&self.ending, ending::WAT, &ending::CALLBACKS, false)?;
+        let start = host(&self.start, start::WAT, &start::CALLBACKS, true)?;
+        let whole = host(&self.whole, whole::WAT, &whole::CALLBACKS, true)?;
         let pre = self.linker.instantiate_pre(&module).map_err(|e| {
             let text = format!("{e:#}");
             match module
@@ -241,8 +234,8 @@ impl Engine {
         Ok(compiled)
     }
 
-    /// One of the host's own modules (`vm::start`, `vm::ending`, `vm::whole`), compiled once from `wat`
-    /// into `slot`, from the code cache when it is there.
+    /// One of the host's own modules (`vm::start`, `vm::ending`, `vm::whole`), compiled once
+    /// from `wat` into `slot`, from the code cache when it is there.
     fn host_module(
         &self,
         slot: &std::sync::OnceLock<Module>,
