@@ -35,7 +35,7 @@ fn synthetic(bytes: usize) -> Result<Vec<u8>, wat::Error> {
   (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
     (drop (call $f0 (local.get 0) (local.get 1))) (i32.const 0))
 "#;
-    // One function's body; {i} is its index, {n} the next one's.
+    // Function `$f{i}`, calling `next` (the next one's index) on one of its branches.
     let body = |out: &mut String, i: usize, next: Option<usize>| {
         let call = match next {
             Some(n) => format!("(call $f{n} (local.get $c) (local.get $b))"),

@@ -50,8 +50,9 @@ pub extern "C" fn proxy_abi_version_0_2_1() {}
 /// allocation the host asks for (a configuration the plugin does not read), up to its size.
 #[no_mangle]
 pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
-    static mut SCRATCH: [u8; 4096] = [0; 4096];
-    if size > 4096 {
+    const SIZE: usize = 4096;
+    static mut SCRATCH: [u8; SIZE] = [0; SIZE];
+    if size > SIZE {
         return core::ptr::null_mut();
     }
     // Only the address is taken: the host writes the bytes, the plugin never reads them.
