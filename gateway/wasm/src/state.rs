@@ -68,8 +68,9 @@ pub struct VmState {
     pub(crate) stdio: [Vec<u8>; 2],
     /// Header names (and values) the plugin writes, parsed once.
     pub(crate) header_cache: HeaderCache,
-    /// Which of a stream's last callbacks runs, while they run in one entry (`vm::ending`).
-    pub(crate) end_stage: usize,
+    /// The globals and deadline count of the entries that run several callbacks (`vm::fused`);
+    /// `None` when the module has none.
+    pub(crate) fused: Option<crate::vm::fused::Fused>,
     /// A whole response's run through the plugin in one entry (`vm::whole`).
     pub(crate) whole: crate::vm::whole::Run,
     /// Every callback's CPU budget (`callbackDeadline`), in time and in epoch ticks.
@@ -252,6 +253,11 @@ impl StreamData {
 }
 
 impl VmState {
+    /// The stage the last entry that ran several callbacks failed in (`vm::fused`).
+    pub(crate) fn fused_stage(&self) -> usize {
+        self.fused.map_or(0, |f| f.last())
+    }
+
     /// The stream the guest is acting on, if the effective context is a stream.
     pub(crate) fn stream(&mut self) -> Option<&mut StreamData> {
         self.streams.get_mut(&self.effective).map(|s| &mut **s)

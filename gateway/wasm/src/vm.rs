@@ -25,6 +25,7 @@ use crate::state::{Limits, RequestEdits, RequestHead, StreamData, VmState};
 pub(crate) mod ending;
 mod events;
 mod exports;
+pub(crate) mod fused;
 pub(crate) mod start;
 pub(crate) mod whole;
 
@@ -119,13 +120,14 @@ impl PluginVm {
             done: false,
             stdio: Default::default(),
             header_cache: Default::default(),
-            end_stage: 0,
+            fused: None,
             whole: whole::Run::default(),
             callback_budget: Budget::new(cfg.callback_deadline, shared.epoch_tick),
         };
         let pre = &shared.module.pre;
         let mut store = Store::new(pre.module().engine(), state);
         store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_callback(fused::on_deadline);
         PluginStats::bump(&shared.stats.vm_starts);
         let fail = |f: VmFailure| {
             PluginStats::bump(&shared.stats.start_failures);
@@ -149,11 +151,21 @@ impl PluginVm {
             &mut store,
             shared.module.abi == AbiVersion::V0_1_0,
         )?;
-        if let (Some(m), Some(log), Some(done), Some(delete)) =
-            (&shared.module.ending, &ex.log, &ex.done, &ex.delete)
+        let m = &shared.module;
+        let fused = match (&m.ending, &m.whole, &m.start) {
+            (None, None, None) => None,
+            // Without them each callback is an entry of its own.
+            _ => fused::Fused::new(&mut store)
+                .inspect_err(|e| tracing::debug!(error = %e, "callbacks are called one by one"))
+                .ok(),
+        };
+        store.data_mut().fused = fused;
+        let fused = fused.as_ref();
+        if let (Some(m), Some(fused), Some(log), Some(done), Some(delete)) =
+            (&shared.module.ending, fused, &ex.log, &ex.done, &ex.delete)
         {
             // Without it the three callbacks are called one by one.
-            match ending::instantiate(&mut store, m, log, done, delete) {
+            match ending::instantiate(&mut store, m, fused, log, done, delete) {
                 Ok(end) => ex.end = Some(end),
                 Err(e) => {
                     tracing::debug!(error = %e, "stream ends call their callbacks one by one")
@@ -162,6 +174,7 @@ impl PluginVm {
         }
         if let (
             Some(m),
+            Some(fused),
             Some(HeadersFn::V2(headers)),
             Some(body),
             Some(log),
@@ -169,6 +182,7 @@ impl PluginVm {
             Some(delete),
         ) = (
             &shared.module.whole,
+            fused,
             &ex.response_headers,
             &ex.response_body,
             &ex.log,
@@ -176,18 +190,19 @@ impl PluginVm {
             &ex.delete,
         ) {
             // Without it a response's callbacks are called one by one.
-            match whole::instantiate(&mut store, m, headers, body, log, done, delete) {
+            match whole::instantiate(&mut store, m, fused, headers, body, log, done, delete) {
                 Ok(f) => ex.respond = Some(f),
                 Err(e) => tracing::debug!(error = %e, "responses call their callbacks one by one"),
             }
         }
-        if let (Some(m), Some(create), Some(HeadersFn::V2(headers))) = (
+        if let (Some(m), Some(fused), Some(create), Some(HeadersFn::V2(headers))) = (
             &shared.module.start,
+            fused,
             &ex.context_create,
             &ex.request_headers,
         ) {
             // Without it a stream's first callbacks are called one by one.
-            match start::instantiate(&mut store, m, create, headers) {
+            match start::instantiate(&mut store, m, fused, create, headers) {
                 Ok(f) => ex.start = Some(f),
                 Err(e) => tracing::debug!(error = %e, "streams start one callback at a time"),
             }
@@ -388,14 +403,15 @@ impl PluginVm {
             Some(start) if timed == [false; 2] => {
                 self.stream(id)?.unannounced = false;
                 let root = self.store.data().root_id as i32;
-                let st = self.store.data_mut();
-                st.end_stage = 0;
-                let budget = st.callback_budget;
+                let budget = self.store.data().callback_budget;
                 let r = self.guest(
                     id.0,
                     budget,
-                    |store| start.call(store, (id.0 as i32, root, n, end_of_stream as i32)),
-                    |st| start::CALLBACKS[st.end_stage.min(start::CALLBACKS.len() - 1)],
+                    |store| {
+                        fused::begin(store, budget.ticks);
+                        start.call(store, (id.0 as i32, root, n, end_of_stream as i32))
+                    },
+                    |st| start::CALLBACKS[st.fused_stage().min(start::CALLBACKS.len() - 1)],
                 )?;
                 self.action(callback, r)
             }
@@ -701,6 +717,7 @@ impl PluginVm {
             return Whole::Unavailable { head, body };
         };
         let n = head.headers.len() as i32 + 1;
+        let size = i32::try_from(body.len()).unwrap_or(i32::MAX);
         let st = self.store.data_mut();
         let Some(s) = st.streams.get_mut(&id.0) else {
             return Whole::Unavailable { head, body };
@@ -709,6 +726,8 @@ impl PluginVm {
         s.response = Some(head);
         let timed = [(); whole::CALLBACKS.len()].map(|()| self.sampler.next());
         st.whole = whole::Run {
+            active: true,
+            context: id.0,
             body: Some(body),
             limit,
             timed,
@@ -716,25 +735,39 @@ impl PluginVm {
             ..Default::default()
         };
         let budget = st.callback_budget;
+        let last = whole::CALLBACKS.len() - 1;
         let r = self.guest(
             id.0,
             budget,
-            |store| f.call(store, (id.0 as i32, n)),
-            |st| whole::CALLBACKS[st.whole.stage],
+            |store| {
+                // A timed callback is timed by `next`: the module asks it around that one.
+                fused::begin(store, budget.ticks);
+                f.call(store, (id.0 as i32, n, size, whole::ask(&timed)))
+            },
+            |st| whole::CALLBACKS[st.fused_stage().min(last)],
         );
-        let run = std::mem::take(&mut self.store.data_mut().whole);
+        // Where the module went on by itself, the stream catches up (all the way when all
+        // callbacks ran, stage 6).
+        let st = self.store.data_mut();
+        let stage = match r {
+            Ok(stage) => usize::try_from(stage).unwrap_or(0),
+            Err(_) => st.fused_stage(),
+        };
+        whole::catch_up(st, stage);
+        let run = std::mem::take(&mut st.whole);
+        let stage = stage.min(last);
         if let Some(t) = run.started {
             self.plugin
                 .0
                 .stats
                 .latency
-                .record(whole::CALLBACKS[run.stage], t.elapsed());
+                .record(whole::CALLBACKS[stage], t.elapsed());
         }
         let result = |vm: &mut PluginVm| {
             r.clone()
-                .and_then(|_| vm.action(whole::CALLBACKS[run.stage], run.result))
+                .and_then(|_| vm.action(whole::CALLBACKS[stage], run.result))
         };
-        match (run.stage, &r) {
+        match (stage, &r) {
             // Past the body: the stream is over, whatever became of its last callbacks.
             (3.., _) | (_, Ok(6)) => Whole::Done {
                 head: self.forget(id),
@@ -770,13 +803,15 @@ impl PluginVm {
     /// The three in one entry (see [`ending`]): the same deadline each, the same order, and a
     /// failure blamed on the callback that was running.
     fn end_in_one(&mut self, id: u32, f: F<i32, ()>) -> Result<(), VmFailure> {
-        self.store.data_mut().end_stage = 0;
         let budget = self.store.data().callback_budget;
         self.guest(
             id,
             budget,
-            |store| f.call(store, id as i32),
-            |st| ending::CALLBACKS[st.end_stage.min(ending::CALLBACKS.len() - 1)],
+            |store| {
+                fused::begin(store, budget.ticks);
+                f.call(store, id as i32)
+            },
+            |st| ending::CALLBACKS[st.fused_stage().min(ending::CALLBACKS.len() - 1)],
         )
     }
 
@@ -849,6 +884,9 @@ impl PluginVm {
         self.in_guest.enter();
         let r = call(&mut self.store);
         self.in_guest.leave();
+        // The stage a fused entry ended in matters only for the blame of a failure (a whole
+        // response's run returns where it stopped).
+        fused::finish(&mut self.store, r.is_err());
         let stats = &self.plugin.0.stats;
         if std::mem::take(&mut self.store.data_mut().limits.grew) {
             use std::sync::atomic::Ordering::Relaxed;

@@ -609,3 +609,93 @@ fn a_trap_or_a_loop_as_a_stream_starts_is_blamed_on_its_callback() {
         }
     }
 }
+
+/// `$spin`: a function that keeps the guest busy for `$ms` milliseconds of the host's clock.
+const SPIN: &str = r#"(func $spin (param $ms i64)
+    (local $end i64)
+    (drop (call $now (i32.const 64)))
+    (local.set $end (i64.add (i64.load (i32.const 64)) (i64.mul (local.get $ms) (i64.const 1000000))))
+    (loop $l
+      (drop (call $now (i32.const 64)))
+      (br_if $l (i64.lt_u (i64.load (i32.const 64)) (local.get $end)))))"#;
+
+#[test]
+fn each_callback_run_in_one_entry_gets_a_whole_deadline_of_its_own() {
+    // The deadline is 50 ms a callback. Each callback here is busy for 20 ms (30 ms for the
+    // two of a stream's start): more than 50 ms in all, in one entry into the guest, and fine
+    // for each callback on its own.
+    let imports = r#"(import "env" "proxy_get_current_time_nanoseconds" (func $now (param i32) (result i32)))"#;
+    let busy = "(call $spin (i64.const 20))";
+    let wat = module_with(
+        imports,
+        &format!(
+            r#"{SPIN}
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (call $spin (i64.const 30)) (i32.const 0))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) {busy} (i32.const 0))
+  (func (export "proxy_on_response_body") (param i32 i32 i32) (result i32) {busy} (i32.const 0))
+  (func (export "proxy_on_log") (param i32) {busy})
+  (func (export "proxy_on_done") (param i32) (result i32) {busy} (i32.const 1))
+  (func (export "proxy_on_delete") (param i32) {busy})"#
+        ),
+    )
+    .replace(
+        "(func (export \"proxy_on_context_create\") (param i32 i32))",
+        "(func (export \"proxy_on_context_create\") (param i32 i32) (call $spin (i64.const 30)))",
+    );
+    let e = engine();
+    let mut vm = start(&e, &wat).expect("start");
+    // A few streams: the callbacks picked for timing differ (those go through the host
+    // between callbacks), the others run with no call back into the host.
+    for _ in 0..3 {
+        let id = vm.open_stream(Default::default()).expect("stream");
+        assert_eq!(
+            vm.on_request_headers(id, head(), true),
+            Ok(Action::Continue)
+        );
+        let r = vm.respond_whole(id, response_head(), "hello".into(), 1 << 20);
+        assert!(
+            matches!(r, meshgate_wasm::Whole::Done { .. }),
+            "{r:?} ({:?})",
+            vm.failed()
+        );
+        let id = stream(&mut vm);
+        vm.end_stream(id);
+        assert!(vm.failed().is_none(), "{:?}", vm.failed());
+    }
+}
+
+#[test]
+fn a_whole_response_shows_each_callback_the_body_as_separate_callbacks_would() {
+    // The data callback sees the five bytes in the buffer, the end (after the data went on)
+    // an empty one, and the log callback an empty one too; none may change the head.
+    let imports = r#"(import "env" "proxy_get_buffer_status" (func $status (param i32 i32 i32) (result i32)))"#;
+    let len = "call $len";
+    let may_add =
+        "(i32.eqz (call $add (i32.const 2) (i32.const 16) (i32.const 8) (i32.const 32) (i32.const 2)))";
+    let wat = module_with(
+        imports,
+        &format!(
+            r#"(func $len (result i32)
+    (drop (call $status (i32.const 1) (i32.const 64) (i32.const 68))) (i32.load (i32.const 64)))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+    (if (i32.ne ({len}) (i32.const 0)) (then unreachable)) (i32.const 0))
+  (func (export "proxy_on_response_body") (param $id i32) (param $size i32) (param $eos i32) (result i32)
+    (if (i32.ne ({len}) (select (i32.const 0) (i32.const 5) (local.get $eos))) (then unreachable))
+    (if {may_add} (then unreachable))
+    (i32.const 0))
+  (func (export "proxy_on_log") (param i32) (if (i32.ne ({len}) (i32.const 0)) (then unreachable)))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32))"#
+        ),
+    );
+    let e = engine();
+    let mut vm = start(&e, &wat).expect("start");
+    for _ in 0..16 {
+        let id = stream(&mut vm);
+        match vm.respond_whole(id, response_head(), "hello".into(), 1 << 20) {
+            meshgate_wasm::Whole::Done { body, .. } => assert_eq!(body, "hello"),
+            other => panic!("{other:?} ({:?})", vm.failed()),
+        }
+        assert!(vm.failed().is_none(), "{:?}", vm.failed());
+    }
+}

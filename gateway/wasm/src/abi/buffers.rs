@@ -74,6 +74,7 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
          ret_ptr: i32,
          ret_size: i32|
          -> wasmtime::Result<i32> {
+            super::sync(&mut c);
             let r = (|| -> Result<(), HostError> {
                 let t = BufferType::from_i32(t).ok_or(Status::BadArgument)?;
                 let (start, max) = (start as u32 as usize, max as u32 as usize);
@@ -100,6 +101,8 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
          data_ptr: i32,
          data_len: i32|
          -> i32 {
+            super::sync(&mut c);
+            crate::vm::fused::mark_dirty(&mut c);
             let r = (|| {
                 let t = BufferType::from_i32(t).ok_or(Status::BadArgument)?;
                 let data = read(&mut c, data_ptr, data_len)?;
@@ -124,6 +127,7 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_buffer_status",
         |mut c: Caller<'_, VmState>, t: i32, len_ptr: i32, flags_ptr: i32| -> i32 {
+            super::sync(&mut c);
             let r = (|| {
                 let t = BufferType::from_i32(t).ok_or(Status::BadArgument)?;
                 let len = buffer(c.data_mut(), t)?.len() as u32;

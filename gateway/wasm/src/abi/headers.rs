@@ -403,6 +403,7 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
          ret_ptr: i32,
          ret_size: i32|
          -> wasmtime::Result<i32> {
+            super::sync(&mut c);
             let r = (|| -> Result<(), HostError> {
                 let list = pairs(c.data_mut(), map_type(t)?)?;
                 let flat: Vec<(&[u8], &[u8])> = list
@@ -419,6 +420,7 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         "env",
         "proxy_set_header_map_pairs",
         |mut c: Caller<'_, VmState>, t: i32, ptr: i32, size: i32| -> i32 {
+            super::sync(&mut c);
             let r = (|| {
                 let t = map_type(t)?;
                 let raw = read(&mut c, ptr, size)?;
@@ -438,6 +440,7 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
          ret_ptr: i32,
          ret_size: i32|
          -> wasmtime::Result<i32> {
+            super::sync(&mut c);
             let r = (|| -> Result<(), HostError> {
                 let t = map_type(t)?;
                 let key = read(&mut c, kp, kl)?;
@@ -452,6 +455,7 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         "env",
         "proxy_add_header_map_value",
         |mut c: Caller<'_, VmState>, t: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> i32 {
+            super::sync(&mut c);
             write_value(&mut c, t, (kp, kl), (vp, vl), false)
         },
     )?;
@@ -459,6 +463,7 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         "env",
         "proxy_replace_header_map_value",
         |mut c: Caller<'_, VmState>, t: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> i32 {
+            super::sync(&mut c);
             write_value(&mut c, t, (kp, kl), (vp, vl), true)
         },
     )?;
@@ -466,6 +471,7 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         "env",
         "proxy_remove_header_map_value",
         |mut c: Caller<'_, VmState>, t: i32, kp: i32, kl: i32| -> i32 {
+            super::sync(&mut c);
             let r = (|| {
                 let t = map_type(t)?;
                 let mem = memory(&mut c).ok_or(Status::InvalidMemoryAccess)?;
@@ -480,6 +486,7 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_header_map_size",
         |mut c: Caller<'_, VmState>, t: i32, ret: i32| -> i32 {
+            super::sync(&mut c);
             let r = (|| {
                 let list = pairs(c.data_mut(), map_type(t)?)?;
                 let size: usize = list.iter().map(|(k, v)| k.len() + v.len()).sum();

@@ -181,6 +181,18 @@ pub(crate) fn link(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
 }
 
 /// The guest's exported memory, if it has one.
+/// Before a host call looks at its stream: in a whole response's run through the plugin, the
+/// stream's state catches up with the callbacks the host's module went past by itself
+/// (`vm::whole`).
+fn sync(c: &mut Caller<'_, VmState>) {
+    if !c.data().whole.active {
+        return;
+    }
+    if let Some(stage) = crate::vm::fused::running(&*c) {
+        crate::vm::whole::catch_up(c.data_mut(), stage);
+    }
+}
+
 fn memory(caller: &mut Caller<'_, VmState>) -> Option<wasmtime::Memory> {
     if let Some(m) = caller.data().memory {
         return Some(m);

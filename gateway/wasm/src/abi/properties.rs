@@ -215,6 +215,7 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
          ret_ptr: i32,
          ret_size: i32|
          -> wasmtime::Result<i32> {
+            super::sync(&mut c);
             let r = (|| -> Result<(), HostError> {
                 let raw = read(&mut c, pp, pl)?;
                 let v = property(c.data_mut(), &segments(&raw)).ok_or(Status::NotFound)?;
@@ -227,6 +228,7 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         "env",
         "proxy_set_property",
         |mut c: Caller<'_, VmState>, pp: i32, pl: i32, vp: i32, vl: i32| -> i32 {
+            super::sync(&mut c);
             let r = (|| {
                 let raw = read(&mut c, pp, pl)?;
                 let value = read(&mut c, vp, vl)?;

@@ -10,6 +10,7 @@ use crate::context::LocalResponse;
 use crate::state::VmState;
 
 fn resume(c: &mut Caller<'_, VmState>, response: bool) -> i32 {
+    super::sync(c);
     match c.data_mut().stream() {
         Some(s) => {
             if response {
@@ -51,6 +52,7 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         "env",
         "proxy_close_stream",
         |mut c: Caller<'_, VmState>, stream: i32| -> i32 {
+            super::sync(&mut c);
             if !(0..=3).contains(&stream) {
                 return Status::BadArgument.code();
             }
@@ -77,6 +79,8 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
          headers_len: i32,
          grpc_status: i32|
          -> i32 {
+            super::sync(&mut c);
+            crate::vm::fused::mark_dirty(&mut c);
             let r = (|| {
                 let details = read(&mut c, details_ptr, details_len)?;
                 let body = read(&mut c, body_ptr, body_len)?;
@@ -108,6 +112,8 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         "env",
         "proxy_set_effective_context",
         |mut c: Caller<'_, VmState>, id: i32| -> i32 {
+            super::sync(&mut c);
+            crate::vm::fused::mark_dirty(&mut c);
             let st = c.data_mut();
             let id = id as u32;
             if id == st.root_id || st.streams.contains_key(&id) {

@@ -43,7 +43,7 @@ pub(super) struct Exports {
     /// `log`, `done` and `delete` in one entry (`ending`), when the module exports all three.
     pub(super) end: Option<F1>,
     /// A whole response in one entry (`whole`), when the module exports what it calls.
-    pub(super) respond: Option<F2R>,
+    pub(super) respond: Option<F<(i32, i32, i32, i32), i32>>,
     /// `context_create` and `request_headers` in one entry (`start`), when it has both.
     pub(super) start: Option<F<(i32, i32, i32, i32), i32>>,
     pub(super) tick: Option<F1>,
