@@ -68,7 +68,7 @@ pub struct VmState {
     pub(crate) stdio: [Vec<u8>; 2],
     /// Header names (and values) the plugin writes, parsed once.
     pub(crate) header_cache: HeaderCache,
-    /// The globals and deadline count of the entries that run several callbacks (`vm::fused`);
+    /// The stage memory and deadline count of the entries that run several callbacks (`vm::fused`);
     /// `None` when the module has none.
     pub(crate) fused: Option<crate::vm::fused::Fused>,
     /// A whole response's run through the plugin in one entry (`vm::whole`).

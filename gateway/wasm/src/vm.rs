@@ -151,8 +151,8 @@ impl PluginVm {
             &mut store,
             shared.module.abi == AbiVersion::V0_1_0,
         )?;
-        let m = &shared.module;
-        let fused = match (&m.ending, &m.whole, &m.start) {
+        let module = &shared.module;
+        let fused = match (&module.ending, &module.whole, &module.start) {
             (None, None, None) => None,
             // Without them each callback is an entry of its own.
             _ => fused::Fused::new(&mut store)

@@ -180,7 +180,6 @@ pub(crate) fn link(linker: &mut Linker<VmState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-/// The guest's exported memory, if it has one.
 /// Before a host call looks at its stream: in a whole response's run through the plugin, the
 /// stream's state catches up with the callbacks the host's module went past by itself
 /// (`vm::whole`).
@@ -193,6 +192,7 @@ fn sync(c: &mut Caller<'_, VmState>) {
     }
 }
 
+/// The guest's exported memory, if it has one.
 fn memory(caller: &mut Caller<'_, VmState>) -> Option<wasmtime::Memory> {
     if let Some(m) = caller.data().memory {
         return Some(m);

@@ -112,7 +112,6 @@ pub(super) fn link(l: &mut Linker<VmState>) -> wasmtime::Result<()> {
         "env",
         "proxy_set_effective_context",
         |mut c: Caller<'_, VmState>, id: i32| -> i32 {
-            super::sync(&mut c);
             crate::vm::fused::mark_dirty(&mut c);
             let st = c.data_mut();
             let id = id as u32;

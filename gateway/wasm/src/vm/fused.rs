@@ -1,12 +1,13 @@
 //! What the host's one-entry modules ([`super::start`], [`super::whole`], [`super::ending`])
-//! share: two globals of the host's own, and the deadline each callback gets on its own.
+//! share: a one-page memory of the host's, and the deadline each callback gets on its own.
 //!
 //! A module that calls several callbacks in one entry writes, before each, its index into the
-//! first word of a one-page memory of the host's ([`Fused`]; a global would do, but the host
-//! reads and writes a memory for less): a plain wasm store, where a call back into the host
-//! would cost more than a small callback itself. The host reads it where it needs to know which callback runs:
-//! to blame a trap, to catch a stream's state up with the callbacks that ran
-//! ([`super::whole::catch_up`]), and to give each callback its own CPU budget. For that last,
+//! memory's first word ([`Fused`]; a global would do, but wasmtime's typed global accessors
+//! cost the host several times more than a memory read): a plain wasm store, where a call back
+//! into the host would cost more than a small callback itself. The host reads it where it
+//! needs to know which callback runs: to blame a trap, to catch a stream's state up with the
+//! callbacks that ran ([`super::whole::catch_up`]), and to give each callback its own CPU
+//! budget. For that last,
 //! the deadline of a fused entry is one epoch tick away and [`on_deadline`] runs at each tick:
 //! a new stage starts a new count, and the entry is interrupted once the same callback has been
 //! seen running for the budget's ticks, as a separate entry with that budget would be.
@@ -69,8 +70,8 @@ impl Fused {
     }
 }
 
-/// Starts a fused entry whose callbacks get `ticks` of CPU each (the module notes its stages,
-/// and is told whether to ask the host after each callback by a parameter of its own).
+/// Starts a fused entry whose callbacks get `ticks` of CPU each (the module itself notes its
+/// stages and clears `dirty`).
 pub(crate) fn begin(store: &mut Store<VmState>, ticks: u64) {
     if let Some(f) = store.data_mut().fused.as_mut() {
         f.active = true;

@@ -140,17 +140,21 @@ impl Run {
     }
 }
 
+/// The callbacks whose `Continue` changes the stream's state: the head and the body's two.
+const CHANGING: usize = 3;
+
 /// Brings the stream's state up to callback `stage` running: the callbacks before it that the
 /// module went past by itself let the stream go on.
 pub(crate) fn catch_up(st: &mut VmState, stage: usize) {
     let run = &mut st.whole;
-    if !run.active || run.applied >= stage.min(3) {
+    let upto = stage.min(CHANGING);
+    if !run.active || run.applied >= upto {
         return;
     }
     let Some(s) = st.streams.get_mut(&run.context) else {
         return;
     };
-    while run.applied < stage.min(3) {
+    while run.applied < upto {
         let k = run.applied;
         run.went_on(s, k);
     }
