@@ -124,6 +124,11 @@ fn now() -> std::task::Context<'static> {
 }
 
 /// The response of `head` and `body`; without a head (the VM lost it), the FAIL_CLOSE reply.
+/// A placeholder request head (nothing allocated), where one is lent to a VM.
+fn empty_head() -> http::request::Parts {
+    http::Request::new(()).into_parts().0
+}
+
 fn with_head(head: Option<http::response::Parts>, body: Body) -> Response<Body> {
     match head {
         Some(head) => Response::from_parts(head, body),
@@ -181,26 +186,30 @@ impl Chain {
     pub fn open<'a>(
         ctx: &Rc<WorkerCtx>,
         plugins: impl Iterator<Item = &'a Arc<LoadedPlugin>>,
-        info: &StreamInfo,
+        info: StreamInfo,
     ) -> (Rc<Chain>, Result<(), Reply>) {
         let mut entries = SmallVec::new();
         let mut unopened = Vec::new();
         let mut stop = Ok(());
         let mut plugins = plugins.peekable();
         let mut first = true;
+        // Moved into the last plugin's stream, copied for the others.
+        let mut info = Some(info);
         while let Some(loaded) = plugins.next() {
+            let last = plugins.peek().is_none();
             // A lone plugin's context is created with its request headers, in one entry into
             // the VM: nothing runs between the two that it could tell apart.
-            let lone = std::mem::take(&mut first) && plugins.peek().is_none();
+            let lone = std::mem::take(&mut first) && last;
             if stop.is_err() {
                 unopened.push((entries.len(), loaded.clone(), PluginOutcome::Skipped));
                 continue;
             }
             let opened = ctx.vms.get(ctx, loaded).and_then(|vm| {
+                let info = if last { info.take() } else { info.clone() }.unwrap_or_default();
                 let id = if lone {
-                    vm.borrow_mut().open_stream(info.clone())
+                    vm.borrow_mut().open_stream(info)
                 } else {
-                    vm.borrow_mut().create_stream(info.clone())
+                    vm.borrow_mut().create_stream(info)
                 };
                 id.map(|id| (vm, id)).map_err(|e| e.to_string())
             });
@@ -358,13 +367,14 @@ impl Chain {
         std::future::poll_fn(|cx| e.vm().borrow_mut().poll_resume(e.id(), response, cx)).await
     }
 
-    /// Runs the request head through every plugin; returns the head to send on, or the reply
-    /// that ends the request.
+    /// Runs the request head through every plugin, which edit it in place; `Err`: the reply
+    /// that ends the request. The head is edited where it lies (moved into each VM for its
+    /// callback and back), not passed by value through the futures: it is some 200 bytes.
     pub async fn request_headers(
         &self,
-        mut head: http::request::Parts,
+        head: &mut http::request::Parts,
         end_of_stream: bool,
-    ) -> Result<http::request::Parts, Reply> {
+    ) -> Result<(), Reply> {
         for (i, e) in self.entries.iter().enumerate() {
             if !e.active.get() {
                 continue;
@@ -372,10 +382,11 @@ impl Chain {
             self.reached.set(i + 1);
             let mut reloaded = false;
             loop {
+                let lent = std::mem::replace(head, empty_head());
                 let r = e
                     .vm()
                     .borrow_mut()
-                    .on_request_headers(e.id(), head, end_of_stream);
+                    .on_request_headers(e.id(), lent, end_of_stream);
                 self.dispatch(e);
                 let r = match self.settled(e, r) {
                     Some(r) => r,
@@ -415,7 +426,7 @@ impl Chain {
                             tracing::debug!(plugin = %e.loaded.spec.name, failure = %f, "reloading the VM (FAIL_RELOAD)");
                             match (back, self.reload(e)) {
                                 (Some(h), true) => {
-                                    head = h;
+                                    *head = h;
                                     reloaded = true;
                                     continue;
                                 }
@@ -430,11 +441,11 @@ impl Chain {
                         }
                     }
                 }
-                head = back.ok_or_else(fail_close)?;
+                *head = back.ok_or_else(fail_close)?;
                 break;
             }
         }
-        Ok(head)
+        Ok(())
     }
 
     /// Gives the plugins `head`, the request as it went on, for what they read of it after the
