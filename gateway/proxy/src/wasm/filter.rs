@@ -123,12 +123,12 @@ fn now() -> std::task::Context<'static> {
     std::task::Context::from_waker(std::task::Waker::noop())
 }
 
-/// The response of `head` and `body`; without a head (the VM lost it), the FAIL_CLOSE reply.
 /// A placeholder request head (nothing allocated), where one is lent to a VM.
 fn empty_head() -> http::request::Parts {
     http::Request::new(()).into_parts().0
 }
 
+/// The response of `head` and `body`; without a head (the VM lost it), the FAIL_CLOSE reply.
 fn with_head(head: Option<http::response::Parts>, body: Body) -> Response<Body> {
     match head {
         Some(head) => Response::from_parts(head, body),
@@ -368,7 +368,8 @@ impl Chain {
     }
 
     /// Runs the request head through every plugin, which edit it in place; `Err`: the reply
-    /// that ends the request. The head is edited where it lies (moved into each VM for its
+    /// that ends the request (`head` is then a placeholder: the plugins keep the request for
+    /// their later reads). The head is edited where it lies (moved into each VM for its
     /// callback and back), not passed by value through the futures: it is some 200 bytes.
     pub async fn request_headers(
         &self,
