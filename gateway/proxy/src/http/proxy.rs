@@ -252,10 +252,8 @@ async fn route_and_forward(
             },
             ..stream_info(&conn, req.version())
         };
-        let (mut parts, body) = req.into_parts();
-        let eos = http_body::Body::is_end_stream(&body);
-        let c = match request_plugins(ctx, entry, plugins, info, &mut parts, eos).await {
-            Ok(c) => c,
+        let (c, parts, body) = match request_plugins(ctx, entry, plugins, info, req).await {
+            Ok(opened) => opened,
             Err(reply) => return reply,
         };
         let req = Request::from_parts(parts, c.request_body(body::boxed(body)));
@@ -412,10 +410,8 @@ async fn unrouted(
                 return (not_found(), outcome());
             }
             let info = stream_info(&conn, req.version());
-            let (mut parts, body) = req.into_parts();
-            let eos = http_body::Body::is_end_stream(&body);
-            let c = match request_plugins(ctx, entry, plugins, info, &mut parts, eos).await {
-                Ok(c) => c,
+            let (c, parts, body) = match request_plugins(ctx, entry, plugins, info, req).await {
+                Ok(opened) => opened,
                 Err(reply) => return reply,
             };
             // Routed again as the plugins left it.
@@ -431,24 +427,25 @@ async fn unrouted(
     (c.response(not_found(), true).await, outcome)
 }
 
-/// Opens the request's plugin chain and runs the request head through it (`head` is left as
-/// the plugins left it): the chain, or the reply (through the plugins' response phase) that
-/// ends the request.
+/// Opens the request's plugin chain and runs the request head through it: the chain, the head
+/// as the plugins left it and the body; or the reply (through the plugins' response phase)
+/// that ends the request.
 async fn request_plugins<'a>(
     ctx: &Rc<WorkerCtx>,
     entry: &mut Option<access_log::Entry>,
     plugins: impl Iterator<Item = &'a Arc<crate::wasm::LoadedPlugin>>,
     info: meshgate_wasm::StreamInfo,
-    head: &mut http::request::Parts,
-    end_of_stream: bool,
-) -> Result<Rc<Chain>, (Response<Body>, Outcome)> {
+    req: Request<Incoming>,
+) -> Result<(Rc<Chain>, http::request::Parts, Incoming), (Response<Body>, Outcome)> {
     let (c, opened) = Chain::open(ctx, plugins, info);
     log_plugins(ctx, entry, &c);
     if let Err((r, details)) = opened {
         return Err((r, Outcome::local("-", details)));
     }
-    match c.request_headers(head, end_of_stream).await {
-        Ok(()) => Ok(c),
+    let (parts, body) = req.into_parts();
+    let end_of_stream = http_body::Body::is_end_stream(&body);
+    match c.request_headers(parts, end_of_stream).await {
+        Ok(parts) => Ok((c, parts, body)),
         Err((r, details)) => Err((c.response(r, true).await, Outcome::local("-", details))),
     }
 }

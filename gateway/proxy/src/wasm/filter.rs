@@ -123,11 +123,6 @@ fn now() -> std::task::Context<'static> {
     std::task::Context::from_waker(std::task::Waker::noop())
 }
 
-/// A placeholder request head (nothing allocated), where one is lent to a VM.
-fn empty_head() -> http::request::Parts {
-    http::Request::new(()).into_parts().0
-}
-
 /// The response of `head` and `body`; without a head (the VM lost it), the FAIL_CLOSE reply.
 fn with_head(head: Option<http::response::Parts>, body: Body) -> Response<Body> {
     match head {
@@ -367,15 +362,13 @@ impl Chain {
         std::future::poll_fn(|cx| e.vm().borrow_mut().poll_resume(e.id(), response, cx)).await
     }
 
-    /// Runs the request head through every plugin, which edit it in place; `Err`: the reply
-    /// that ends the request (`head` is then a placeholder: the plugins keep the request for
-    /// their later reads). The head is edited where it lies (moved into each VM for its
-    /// callback and back), not passed by value through the futures: it is some 200 bytes.
+    /// Runs the request head through every plugin; returns the head to send on, or the reply
+    /// that ends the request.
     pub async fn request_headers(
         &self,
-        head: &mut http::request::Parts,
+        mut head: http::request::Parts,
         end_of_stream: bool,
-    ) -> Result<(), Reply> {
+    ) -> Result<http::request::Parts, Reply> {
         for (i, e) in self.entries.iter().enumerate() {
             if !e.active.get() {
                 continue;
@@ -383,11 +376,10 @@ impl Chain {
             self.reached.set(i + 1);
             let mut reloaded = false;
             loop {
-                let lent = std::mem::replace(head, empty_head());
                 let r = e
                     .vm()
                     .borrow_mut()
-                    .on_request_headers(e.id(), lent, end_of_stream);
+                    .on_request_headers(e.id(), head, end_of_stream);
                 self.dispatch(e);
                 let r = match self.settled(e, r) {
                     Some(r) => r,
@@ -427,7 +419,7 @@ impl Chain {
                             tracing::debug!(plugin = %e.loaded.spec.name, failure = %f, "reloading the VM (FAIL_RELOAD)");
                             match (back, self.reload(e)) {
                                 (Some(h), true) => {
-                                    *head = h;
+                                    head = h;
                                     reloaded = true;
                                     continue;
                                 }
@@ -442,11 +434,11 @@ impl Chain {
                         }
                     }
                 }
-                *head = back.ok_or_else(fail_close)?;
+                head = back.ok_or_else(fail_close)?;
                 break;
             }
         }
-        Ok(())
+        Ok(head)
     }
 
     /// Gives the plugins `head`, the request as it went on, for what they read of it after the
