@@ -318,6 +318,11 @@ impl PluginVm {
         st.tick_period
     }
 
+    /// Whether the plugin dispatched callouts since the last [`PluginVm::take_calls`].
+    pub fn has_calls(&self) -> bool {
+        !self.store.data().calls.is_empty()
+    }
+
     /// Callouts the plugin dispatched since the last call, for the filter to send.
     pub fn take_calls(&mut self) -> Vec<Callout> {
         std::mem::take(&mut self.store.data_mut().calls)
@@ -325,7 +330,16 @@ impl PluginVm {
 
     /// Opens an HTTP context for a new stream.
     pub fn create_stream(&mut self, info: StreamInfo) -> Result<StreamId, VmFailure> {
-        let id = self.open_stream(info)?;
+        self.create_stream_with(|i| *i = info)
+    }
+
+    /// [`PluginVm::create_stream`], with the stream's facts written by `fill` into a default
+    /// [`StreamInfo`] where the stream keeps it (no copy of one made elsewhere).
+    pub fn create_stream_with(
+        &mut self,
+        fill: impl FnOnce(&mut StreamInfo),
+    ) -> Result<StreamId, VmFailure> {
+        let id = self.open_stream_with(fill)?;
         self.announce(id.0, None)?;
         Ok(id)
     }
@@ -335,12 +349,22 @@ impl PluginVm {
     /// both), or at its end if the headers never come. For a stream that meets no other
     /// plugin before its request headers: the plugin cannot tell the two apart.
     pub fn open_stream(&mut self, info: StreamInfo) -> Result<StreamId, VmFailure> {
+        self.open_stream_with(|i| *i = info)
+    }
+
+    /// [`PluginVm::open_stream`], with the stream's facts written by `fill` into a default
+    /// [`StreamInfo`] where the stream keeps it.
+    pub fn open_stream_with(
+        &mut self,
+        fill: impl FnOnce(&mut StreamInfo),
+    ) -> Result<StreamId, VmFailure> {
         self.check()?;
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(2);
         let st = self.store.data_mut();
+        // A spare's facts were reset to the default when its stream ended.
         let mut data = st.spare.pop().unwrap_or_default();
-        data.info = info;
+        fill(&mut data.info);
         data.unannounced = true;
         st.streams.insert(id, data);
         Ok(StreamId(id))
@@ -398,7 +422,7 @@ impl PluginVm {
         if !unannounced {
             return self.headers(id, f, callback, n, end_of_stream, None);
         }
-        let timed = [(); start::CALLBACKS.len()].map(|()| self.sampler.next());
+        let timed: [bool; start::CALLBACKS.len()] = self.sampler.picks();
         match self.ex.start.clone() {
             Some(start) if timed == [false; 2] => {
                 self.stream(id)?.unannounced = false;
@@ -676,7 +700,7 @@ impl PluginVm {
         if self.failed.is_none() && self.store.data().streams.contains_key(&id.0) {
             // In one entry, unless one of the three is due to be timed for the latency
             // histograms (then each is timed on its own, as every other callback is).
-            let timed = [(); 3].map(|()| self.sampler.next());
+            let timed: [bool; 3] = self.sampler.picks();
             match self.ex.end.clone() {
                 Some(f) if timed == [false; 3] => {
                     let _ = self.end_in_one(id.0, f);
@@ -724,7 +748,7 @@ impl PluginVm {
         };
         s.info.response_code = Some(head.status.as_u16());
         s.response = Some(head);
-        let timed = [(); whole::CALLBACKS.len()].map(|()| self.sampler.next());
+        let timed: [bool; whole::CALLBACKS.len()] = self.sampler.picks();
         st.whole = whole::Run {
             active: true,
             context: id.0,
@@ -982,6 +1006,20 @@ impl Sampler {
         // The high bits are the best mixed.
         (x >> 28) < 16 / LATENCY_SAMPLE
     }
+
+    /// Whether each of the next `N` callbacks (at most 8) of one entry is timed, from one step:
+    /// each gets a nibble of its own, high to low. Over the generator's period every nibble
+    /// takes each value equally often, so each position is timed one time in
+    /// [`LATENCY_SAMPLE`], as with [`Sampler::next`] per callback.
+    fn picks<const N: usize>(&mut self) -> [bool; N] {
+        const { assert!(N <= 8) };
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.0 = x;
+        std::array::from_fn(|k| (x >> (28 - 4 * k)) & 15 < 16 / LATENCY_SAMPLE)
+    }
 }
 
 /// How long a guest call may run: the deadline, and the epoch ticks it comes to (worked out
@@ -1043,5 +1081,25 @@ mod tests {
         for (pos, n) in per_position.iter().enumerate() {
             assert!((800..=1_200).contains(n), "position {pos}: {n} of 16000");
         }
+    }
+
+    #[test]
+    fn one_pick_per_entry_times_each_of_its_callbacks_one_time_in_sixteen() {
+        let mut s = Sampler::default();
+        let mut per_position = [0u32; 6];
+        let mut all = 0u32;
+        for _ in 0..16_000 {
+            let timed: [bool; 6] = s.picks();
+            for (n, t) in per_position.iter_mut().zip(timed) {
+                *n += u32::from(t);
+            }
+            all += u32::from(timed == [true; 6]);
+        }
+        for (pos, n) in per_position.iter().enumerate() {
+            assert!((800..=1_200).contains(n), "position {pos}: {n} of 16000");
+        }
+        // The nibbles of one step are not tied together: all six at once is about as rare as
+        // independent picks make it (16^-6 of entries: none in 16000).
+        assert!(all <= 1, "{all} entries timed every callback");
     }
 }

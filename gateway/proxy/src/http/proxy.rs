@@ -244,17 +244,31 @@ async fn route_and_forward(
     } else if plugins.peek().is_none() {
         req.map(body::boxed)
     } else {
-        let info = meshgate_wasm::StreamInfo {
-            route_name: Some(route.name.clone()),
-            cluster_name: match &route.action {
-                RouteAction::Forward(f) => f.clusters.first().map(|c| c.cluster.clone()),
+        // request_plugins, written out here: its future, built by a call, would be moved
+        // into this one's state for every request.
+        let (c, opened) = {
+            let facts = stream_facts(&conn, req.version());
+            let cluster = match &route.action {
+                RouteAction::Forward(f) => f.clusters.first().map(|c| &c.cluster),
                 _ => None,
-            },
-            ..stream_info(&conn, req.version())
+            };
+            Chain::open(ctx, plugins, move |i| {
+                facts(i);
+                i.route_name = Some(route.name.clone());
+                i.cluster_name = cluster.cloned();
+            })
         };
-        let (c, parts, body) = match request_plugins(ctx, entry, plugins, info, req).await {
-            Ok(opened) => opened,
-            Err(reply) => return reply,
+        log_plugins(ctx, entry, &c);
+        if let Err((r, details)) = opened {
+            return (c.response(r, true).await, Outcome::local("-", details));
+        }
+        let (parts, body) = req.into_parts();
+        let end_of_stream = http_body::Body::is_end_stream(&body);
+        let parts = match c.request_headers(parts, end_of_stream).await {
+            Ok(parts) => parts,
+            Err((r, details)) => {
+                return (c.response(r, true).await, Outcome::local("-", details));
+            }
         };
         let req = Request::from_parts(parts, c.request_body(body::boxed(body)));
         // Chosen again only if the plugins' edits could change the choice: the same inputs
@@ -375,14 +389,20 @@ fn log_plugins(ctx: &WorkerCtx, entry: &mut Option<access_log::Entry>, c: &Rc<Ch
     }
 }
 
-/// What the plugins learn of a stream when it opens.
-fn stream_info(conn: &ConnInfo, version: http::Version) -> meshgate_wasm::StreamInfo {
-    meshgate_wasm::StreamInfo {
-        source: Some(conn.peer),
-        destination: Some(conn.local),
-        start: Some(std::time::SystemTime::now()),
-        protocol: super::protocol_name(version),
-        ..Default::default()
+/// What the plugins learn of a stream when it opens, written into each plugin's facts of it
+/// (the same arrival time for all).
+fn stream_facts(
+    conn: &ConnInfo,
+    version: http::Version,
+) -> impl Fn(&mut meshgate_wasm::StreamInfo) + Copy {
+    let (source, destination) = (conn.peer, conn.local);
+    let start = std::time::SystemTime::now();
+    let protocol = super::protocol_name(version);
+    move |i| {
+        i.source = Some(source);
+        i.destination = Some(destination);
+        i.start = Some(start);
+        i.protocol = protocol;
     }
 }
 
@@ -409,8 +429,8 @@ async fn unrouted(
             if plugins.peek().is_none() {
                 return (not_found(), outcome());
             }
-            let info = stream_info(&conn, req.version());
-            let (c, parts, body) = match request_plugins(ctx, entry, plugins, info, req).await {
+            let facts = stream_facts(&conn, req.version());
+            let (c, parts, body) = match request_plugins(ctx, entry, plugins, facts, req).await {
                 Ok(opened) => opened,
                 Err(reply) => return reply,
             };
@@ -429,15 +449,16 @@ async fn unrouted(
 
 /// Opens the request's plugin chain and runs the request head through it: the chain, the head
 /// as the plugins left it and the body; or the reply (through the plugins' response phase)
-/// that ends the request.
+/// that ends the request. For a request no route matched; `route_and_forward` has the same
+/// steps written out.
 async fn request_plugins<'a>(
     ctx: &Rc<WorkerCtx>,
     entry: &mut Option<access_log::Entry>,
     plugins: impl Iterator<Item = &'a Arc<crate::wasm::LoadedPlugin>>,
-    info: meshgate_wasm::StreamInfo,
+    facts: impl Fn(&mut meshgate_wasm::StreamInfo),
     req: Request<Incoming>,
 ) -> Result<(Rc<Chain>, http::request::Parts, Incoming), (Response<Body>, Outcome)> {
-    let (c, opened) = Chain::open(ctx, plugins, info);
+    let (c, opened) = Chain::open(ctx, plugins, facts);
     log_plugins(ctx, entry, &c);
     if let Err((r, details)) = opened {
         return Err((r, Outcome::local("-", details)));

@@ -177,19 +177,18 @@ impl Chain {
     /// Opens a context for the request in each plugin's VM on this worker. A plugin that is
     /// not loaded or whose VM cannot start is skipped (FAIL_OPEN) or stops the request: then
     /// the second value is the reply (the chain is still returned, so what became of each
-    /// plugin can be logged and the contexts opened so far are ended).
+    /// plugin can be logged and the contexts opened so far are ended). `facts` writes what the
+    /// plugins learn of the stream into each context's (default) [`StreamInfo`].
     pub fn open<'a>(
         ctx: &Rc<WorkerCtx>,
         plugins: impl Iterator<Item = &'a Arc<LoadedPlugin>>,
-        info: StreamInfo,
+        facts: impl Fn(&mut StreamInfo),
     ) -> (Rc<Chain>, Result<(), Reply>) {
         let mut entries = SmallVec::new();
         let mut unopened = Vec::new();
         let mut stop = Ok(());
         let mut plugins = plugins.peekable();
         let mut first = true;
-        // Moved into the last plugin's stream, copied for the others.
-        let mut info = Some(info);
         while let Some(loaded) = plugins.next() {
             let last = plugins.peek().is_none();
             // A lone plugin's context is created with its request headers, in one entry into
@@ -200,11 +199,10 @@ impl Chain {
                 continue;
             }
             let opened = ctx.vms.get(ctx, loaded).and_then(|vm| {
-                let info = if last { info.take() } else { info.clone() }.unwrap_or_default();
                 let id = if lone {
-                    vm.borrow_mut().open_stream(info)
+                    vm.borrow_mut().open_stream_with(&facts)
                 } else {
-                    vm.borrow_mut().create_stream(info)
+                    vm.borrow_mut().create_stream_with(&facts)
                 };
                 id.map(|id| (vm, id)).map_err(|e| e.to_string())
             });
@@ -321,7 +319,14 @@ impl Chain {
 
     /// Sends the callouts the entry's VM queued.
     pub(super) fn dispatch(&self, e: &Entry) {
-        let vm = e.vm();
+        // Most callbacks queue none: then nothing is cloned, taken or dropped.
+        let vm = {
+            let slot = e.slot.borrow();
+            if !slot.0.try_borrow().is_ok_and(|vm| vm.has_calls()) {
+                return;
+            }
+            slot.0.clone()
+        };
         let calls = vm.borrow_mut().take_calls();
         callout::dispatch(&self.ctx, &vm, calls);
     }
