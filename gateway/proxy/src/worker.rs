@@ -175,6 +175,7 @@ fn run_worker(
         while ctx.open_conns.get() > 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        crate::wasm::filter::Chain::drop_spares();
     });
 }
 

@@ -40,6 +40,8 @@ pub struct VmState {
     // Boxes on purpose: they go back into `streams` as they are, without moving the data.
     #[allow(clippy::vec_box)]
     pub(crate) spare: Vec<Box<StreamData>>,
+    /// Emptied request heads of ended streams, for [`crate::PluginVm::shared_head`].
+    pub(crate) spare_heads: Vec<Rc<RequestHead>>,
     /// The root context's tick period; `None` when ticks are off.
     pub(crate) tick_period: Option<Duration>,
     pub(crate) tick_waker: Option<Waker>,
@@ -153,6 +155,16 @@ pub struct RequestHead {
 }
 
 impl RequestHead {
+    /// A head with nothing in it (allocates nothing).
+    pub(crate) fn empty() -> RequestHead {
+        RequestHead {
+            method: http::Method::GET,
+            uri: http::Uri::default(),
+            version: http::Version::HTTP_11,
+            headers: http::HeaderMap::new(),
+        }
+    }
+
     /// A copy of `head` (without its extensions).
     pub fn copy_of(head: &http::request::Parts) -> RequestHead {
         RequestHead::copy(&head.method, &head.uri, head.version, &head.headers)

@@ -105,6 +105,7 @@ impl PluginVm {
             effective: 1,
             streams: HashMap::default(),
             spare: Vec::new(),
+            spare_heads: Vec::new(),
             tick_period: None,
             tick_waker: None,
             calls: Vec::new(),
@@ -575,6 +576,19 @@ impl PluginVm {
         }
     }
 
+    /// `head` in a box to share between this VM's streams and the gateway's upstream
+    /// attempts ([`PluginVm::record_request`]): one an ended stream left, if there is one, so
+    /// that sharing allocates nothing.
+    pub fn shared_head(&mut self, head: RequestHead) -> Rc<RequestHead> {
+        if let Some(mut spare) = self.store.data_mut().spare_heads.pop() {
+            if let Some(h) = Rc::get_mut(&mut spare) {
+                *h = head;
+                return spare;
+            }
+        }
+        Rc::new(head)
+    }
+
     /// Whether the module can read a request head once it has gone on.
     pub fn reads_request(&self) -> bool {
         self.plugin.module().reads_request
@@ -717,6 +731,16 @@ impl PluginVm {
         let st = self.store.data_mut();
         let mut data = st.streams.remove(&id.0)?;
         let head = data.response.take();
+        // The shared request head's box is kept for the next one, once nobody else holds it;
+        // what it held goes now, as it would with the box.
+        if let Some(mut shared) = data.sent_request.take() {
+            if let Some(h) = Rc::get_mut(&mut shared) {
+                *h = RequestHead::empty();
+                if st.spare_heads.len() < MAX_SPARE_STREAMS {
+                    st.spare_heads.push(shared);
+                }
+            }
+        }
         data.reset();
         if st.spare.len() < MAX_SPARE_STREAMS {
             st.spare.push(data);

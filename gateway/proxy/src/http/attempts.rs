@@ -288,8 +288,11 @@ pub(super) enum AttemptHead {
 }
 
 impl AttemptHead {
-    /// `parts` as a head to share, and its extensions.
-    pub(super) fn share(mut parts: Parts) -> (Rc<RequestHead>, http::Extensions) {
+    /// `parts` as a head to share with `chain`'s plugins, and its extensions.
+    pub(super) fn share(
+        mut parts: Parts,
+        chain: &crate::wasm::filter::Chain,
+    ) -> (Rc<RequestHead>, http::Extensions) {
         let extensions = std::mem::take(&mut parts.extensions);
         // The first attempt's count goes in now: the plugins see it, as in Envoy, and a copy
         // then replaces the value in place instead of growing its map.
@@ -297,7 +300,10 @@ impl AttemptHead {
             super::names::X_ENVOY_ATTEMPT_COUNT,
             HeaderValue::from_static("1"),
         );
-        (Rc::new(RequestHead::from_parts(parts)), extensions)
+        (
+            chain.shared_head(RequestHead::from_parts(parts)),
+            extensions,
+        )
     }
 }
 

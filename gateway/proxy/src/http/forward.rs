@@ -148,7 +148,7 @@ pub(super) async fn forward(
     // are built from it (a retry needs the head again anyway).
     let head = match chain {
         Some(c) => {
-            let (head, extensions) = AttemptHead::share(parts);
+            let (head, extensions) = AttemptHead::share(parts, c);
             c.share_request(head.clone());
             AttemptHead::Shared(head, Some(extensions))
         }

@@ -355,6 +355,7 @@ async fn route_and_forward(
         }
         outcome.tell(&c);
         resp = c.response(resp, outcome.is_local()).await;
+        Chain::recycle(c);
     }
     (resp, outcome)
 }

@@ -107,6 +107,15 @@ pub struct Chain {
     request_open: Cell<bool>,
 }
 
+/// How many ended chains a worker keeps for its next requests ([`Chain::recycle`]): one per
+/// request in flight at once suffices; a chain of two plugins is a few hundred bytes.
+const MAX_SPARE_CHAINS: usize = 64;
+
+thread_local! {
+    /// This worker's ended chains, with no plugin left in them.
+    static SPARE_CHAINS: std::cell::RefCell<Vec<Rc<Chain>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A reply that ends the request early, with its response code details.
 pub type Reply = (Response<Body>, &'static str);
 
@@ -231,17 +240,71 @@ impl Chain {
                 }
             }
         }
-        let chain = Rc::new(Chain {
-            ctx: ctx.clone(),
-            entries,
-            reached: Cell::new(0),
-            recorded: Cell::new(false),
-            unopened,
-            request_too_large: Cell::new(false),
-            edits: Cell::new(RequestEdits::default()),
-            request_open: Cell::new(false),
+        (Chain::build(ctx, entries, unopened), stop)
+    }
+
+    /// A chain of `entries`: in a spare one of this worker's, if there is one
+    /// ([`Chain::recycle`]), so a request with plugins allocates no chain of its own.
+    fn build(
+        ctx: &Rc<WorkerCtx>,
+        entries: SmallVec<[Entry; 2]>,
+        unopened: Vec<(usize, Arc<LoadedPlugin>, PluginOutcome)>,
+    ) -> Rc<Chain> {
+        let fresh = |entries, unopened| {
+            Rc::new(Chain {
+                ctx: ctx.clone(),
+                entries,
+                reached: Cell::new(0),
+                recorded: Cell::new(false),
+                unopened,
+                request_too_large: Cell::new(false),
+                edits: Cell::new(RequestEdits::default()),
+                request_open: Cell::new(false),
+            })
+        };
+        let Some(mut spare) = SPARE_CHAINS.with_borrow_mut(Vec::pop) else {
+            return fresh(entries, unopened);
+        };
+        // Spares are kept only while nothing else holds them.
+        let Some(c) = Rc::get_mut(&mut spare).filter(|c| Rc::ptr_eq(&c.ctx, ctx)) else {
+            return fresh(entries, unopened);
+        };
+        c.entries = entries;
+        c.unopened = unopened;
+        c.reached.set(0);
+        c.recorded.set(false);
+        c.request_too_large.set(false);
+        c.edits.set(RequestEdits::default());
+        c.request_open.set(false);
+        spare
+    }
+
+    /// Ends the request's plugins and keeps the chain for the worker's next request, if
+    /// nothing else holds it (a body still streaming through it, the access log): those drop
+    /// it when they are done, as any chain is dropped.
+    pub fn recycle(mut chain: Rc<Chain>) {
+        let Some(c) = Rc::get_mut(&mut chain) else {
+            return;
+        };
+        c.end();
+        c.entries.clear();
+        c.unopened.clear();
+        // Dropped (if the worker has enough) outside the borrow.
+        let _extra = SPARE_CHAINS.with_borrow_mut(|spare| {
+            if spare.len() < MAX_SPARE_CHAINS {
+                spare.push(chain);
+                None
+            } else {
+                Some(chain)
+            }
         });
-        (chain, stop)
+    }
+
+    /// Drops this worker's spare chains (and with them their hold on the worker's context),
+    /// for a worker that stops: while its runtime still runs, not at the thread's end.
+    pub fn drop_spares() {
+        let spares = SPARE_CHAINS.with_borrow_mut(std::mem::take);
+        drop(spares);
     }
 
     /// Ends every plugin's stream not ended yet: `on_log`, `on_done`, `on_delete`.
@@ -444,6 +507,18 @@ impl Chain {
             }
         }
         Ok(head)
+    }
+
+    /// `head` in a box to share ([`Chain::share_request`]), from the first plugin's VM: one a
+    /// stream left there, where there is one.
+    pub fn shared_head(&self, head: RequestHead) -> Rc<RequestHead> {
+        match self.entries.first().map(|e| e.slot.borrow()) {
+            Some(slot) => match slot.0.try_borrow_mut() {
+                Ok(mut vm) => vm.shared_head(head),
+                Err(_) => Rc::new(head),
+            },
+            None => Rc::new(head),
+        }
     }
 
     /// Gives the plugins `head`, the request as it went on, for what they read of it after the
