@@ -1293,6 +1293,23 @@ fn header_maps_read_after_their_phase_match_envoy() {
                 }
             }
         }
+        // The next request's late reads see its own head, in both proxies (meshgate's VM
+        // reuses an ended stream's boxes for it).
+        let r = c.get_h(
+            "app.example.com",
+            "/body/late-again",
+            &[("x-probe", "late-headers")],
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        // abi-probe gives values in hex; Envoy may store the views just after its reply.
+        let want: String = b"/body/late-again"
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        eventually("the second request's own head, read in on_log", || {
+            let log = late_views(c).into_iter().find(|v| v["phase"] == "log")?;
+            (log["request"][":path"]["ok"] == want.as_str()).then_some(())
+        });
         d
     };
     let (a, b) = (run(&ours), run(&theirs));
