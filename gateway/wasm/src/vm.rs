@@ -1022,19 +1022,14 @@ impl Default for Sampler {
 impl Sampler {
     /// Whether the next callback is timed.
     fn next(&mut self) -> bool {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        self.0 = x;
-        // The high bits are the best mixed.
-        (x >> 28) < 16 / LATENCY_SAMPLE
+        let [timed] = self.picks();
+        timed
     }
 
-    /// Whether each of the next `N` callbacks (at most 8) of one entry is timed, from one step:
-    /// each gets a nibble of its own, high to low. Over the generator's period every nibble
-    /// takes each value equally often, so each position is timed one time in
-    /// [`LATENCY_SAMPLE`], as with [`Sampler::next`] per callback.
+    /// Whether each of the next `N` callbacks (at most 8) of one entry is timed, from one step
+    /// of the generator (xorshift): each gets a nibble of its own, high to low (the high bits
+    /// are the best mixed). Over the generator's period every nibble takes each value equally
+    /// often, so each position is timed one time in [`LATENCY_SAMPLE`].
     fn picks<const N: usize>(&mut self) -> [bool; N] {
         const { assert!(N <= 8) };
         let mut x = self.0;

@@ -250,33 +250,27 @@ impl Chain {
         entries: SmallVec<[Entry; 2]>,
         unopened: Vec<(usize, Arc<LoadedPlugin>, PluginOutcome)>,
     ) -> Rc<Chain> {
-        let fresh = |entries, unopened| {
-            Rc::new(Chain {
-                ctx: ctx.clone(),
-                entries,
-                reached: Cell::new(0),
-                recorded: Cell::new(false),
-                unopened,
-                request_too_large: Cell::new(false),
-                edits: Cell::new(RequestEdits::default()),
-                request_open: Cell::new(false),
-            })
+        let chain = Chain {
+            ctx: ctx.clone(),
+            entries,
+            reached: Cell::new(0),
+            recorded: Cell::new(false),
+            unopened,
+            request_too_large: Cell::new(false),
+            edits: Cell::new(RequestEdits::default()),
+            request_open: Cell::new(false),
         };
-        let Some(mut spare) = SPARE_CHAINS.with_borrow_mut(Vec::pop) else {
-            return fresh(entries, unopened);
-        };
-        // Spares are kept only while nothing else holds them.
-        let Some(c) = Rc::get_mut(&mut spare).filter(|c| Rc::ptr_eq(&c.ctx, ctx)) else {
-            return fresh(entries, unopened);
-        };
-        c.entries = entries;
-        c.unopened = unopened;
-        c.reached.set(0);
-        c.recorded.set(false);
-        c.request_too_large.set(false);
-        c.edits.set(RequestEdits::default());
-        c.request_open.set(false);
-        spare
+        // Spares are kept only while nothing else holds them; the one replaced here is empty.
+        match SPARE_CHAINS.with_borrow_mut(Vec::pop) {
+            Some(mut spare) => match Rc::get_mut(&mut spare) {
+                Some(c) => {
+                    *c = chain;
+                    spare
+                }
+                None => Rc::new(chain),
+            },
+            None => Rc::new(chain),
+        }
     }
 
     /// Ends the request's plugins and keeps the chain for the worker's next request, if
@@ -303,8 +297,8 @@ impl Chain {
     /// Drops this worker's spare chains (and with them their hold on the worker's context),
     /// for a worker that stops: while its runtime still runs, not at the thread's end.
     pub fn drop_spares() {
-        let spares = SPARE_CHAINS.with_borrow_mut(std::mem::take);
-        drop(spares);
+        // Taken out first: dropped once the borrow has ended.
+        drop(SPARE_CHAINS.with_borrow_mut(std::mem::take));
     }
 
     /// Ends every plugin's stream not ended yet: `on_log`, `on_done`, `on_delete`.
@@ -512,11 +506,10 @@ impl Chain {
     /// `head` in a box to share ([`Chain::share_request`]), from the first plugin's VM: one a
     /// stream left there, where there is one.
     pub fn shared_head(&self, head: RequestHead) -> Rc<RequestHead> {
-        match self.entries.first().map(|e| e.slot.borrow()) {
-            Some(slot) => match slot.0.try_borrow_mut() {
-                Ok(mut vm) => vm.shared_head(head),
-                Err(_) => Rc::new(head),
-            },
+        let slot = self.entries.first().map(|e| e.slot.borrow());
+        let vm = slot.as_ref().and_then(|s| s.0.try_borrow_mut().ok());
+        match vm {
+            Some(mut vm) => vm.shared_head(head),
             None => Rc::new(head),
         }
     }
