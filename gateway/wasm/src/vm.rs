@@ -32,7 +32,7 @@ pub(crate) mod whole;
 use exports::{export, Exports, HeadersFn, F};
 
 /// One callback in this many is timed for the latency histograms.
-pub const LATENCY_SAMPLE: u32 = 16;
+pub const LATENCY_SAMPLE: u32 = 64;
 
 /// A stream's context in a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -1006,18 +1006,22 @@ pub enum Whole {
 /// commonly reach (a kilobyte each, so at most about 280 KiB per VM, once that many were open).
 const MAX_SPARE_STREAMS: usize = 256;
 
-/// Picks one callback in [`LATENCY_SAMPLE`] to be timed: two clock reads per call would cost a
-/// tenth of a small plugin's time. The pick is pseudo-random (xorshift), not every sixteenth
-/// call: a plugin makes the same number of calls per request, and a fixed stride would time
-/// the same callback of every request and never the others.
+/// Picks one callback in [`LATENCY_SAMPLE`] to be timed: two clock reads per call, and the
+/// host call a fused entry makes around a timed callback, would cost a small plugin a good
+/// part of its time. The pick is pseudo-random (xorshift), not every 64th call: a plugin makes
+/// the same number of calls per request, and a fixed stride would time the same callback of
+/// every request and never the others.
 #[derive(Debug, Clone, Copy)]
-struct Sampler(u32);
+struct Sampler(u64);
 
 impl Default for Sampler {
     fn default() -> Sampler {
-        Sampler(0x9e37_79b9)
+        Sampler(0x9e37_79b9_7f4a_7c15)
     }
 }
+
+/// Bits of one generator step each callback's pick takes.
+const PICK_BITS: u32 = LATENCY_SAMPLE.trailing_zeros();
 
 impl Sampler {
     /// Whether the next callback is timed.
@@ -1027,17 +1031,19 @@ impl Sampler {
     }
 
     /// Whether each of the next `N` callbacks (at most 8) of one entry is timed, from one step
-    /// of the generator (xorshift): each gets a nibble of its own, high to low (the high bits
-    /// are the best mixed). Over the generator's period every nibble takes each value equally
-    /// often, so each position is timed one time in [`LATENCY_SAMPLE`].
+    /// of the generator (xorshift64): each gets [`PICK_BITS`] bits of its own, high to low
+    /// (the high bits are the best mixed). Over the generator's period every such field takes
+    /// each value equally often, so each position is timed one time in [`LATENCY_SAMPLE`].
     fn picks<const N: usize>(&mut self) -> [bool; N] {
-        const { assert!(N <= 8) };
+        const { assert!(N as u32 * PICK_BITS <= 64 && LATENCY_SAMPLE.is_power_of_two()) };
         let mut x = self.0;
         x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
+        x ^= x >> 7;
+        x ^= x << 17;
         self.0 = x;
-        std::array::from_fn(|k| (x >> (28 - 4 * k)) & 15 < 16 / LATENCY_SAMPLE)
+        std::array::from_fn(|k| {
+            (x >> (64 - PICK_BITS * (k as u32 + 1))) as u32 % LATENCY_SAMPLE == 0
+        })
     }
 }
 
@@ -1086,39 +1092,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_sampler_times_one_call_in_sixteen_at_every_position_of_a_request() {
+    fn the_sampler_times_one_call_in_64_at_every_position_of_a_request() {
         // A plugin that makes 8 calls per request: each of the 8 gets its share.
         let mut s = Sampler::default();
         let mut per_position = [0u32; 8];
-        for i in 0..8 * 16 * 1000 {
+        for i in 0..8 * 64 * 1000 {
             if s.next() {
                 per_position[i % 8] += 1;
             }
         }
         let total: u32 = per_position.iter().sum();
-        assert!((7_000..=9_000).contains(&total), "{total} of 128000");
+        assert!((7_000..=9_000).contains(&total), "{total} of 512000");
         for (pos, n) in per_position.iter().enumerate() {
-            assert!((800..=1_200).contains(n), "position {pos}: {n} of 16000");
+            assert!((800..=1_200).contains(n), "position {pos}: {n} of 64000");
         }
     }
 
     #[test]
-    fn one_pick_per_entry_times_each_of_its_callbacks_one_time_in_sixteen() {
+    fn one_pick_per_entry_times_each_of_its_callbacks_one_time_in_64() {
         let mut s = Sampler::default();
-        let mut per_position = [0u32; 6];
-        let mut all = 0u32;
-        for _ in 0..16_000 {
-            let timed: [bool; 6] = s.picks();
+        let mut per_position = [0u32; 8];
+        let mut pairs = 0u32;
+        for _ in 0..64_000 {
+            let timed: [bool; 8] = s.picks();
             for (n, t) in per_position.iter_mut().zip(timed) {
                 *n += u32::from(t);
             }
-            all += u32::from(timed == [true; 6]);
+            pairs += u32::from(timed[0] && timed[1]);
         }
         for (pos, n) in per_position.iter().enumerate() {
-            assert!((800..=1_200).contains(n), "position {pos}: {n} of 16000");
+            assert!((800..=1_200).contains(n), "position {pos}: {n} of 64000");
         }
-        // The nibbles of one step are not tied together: all six at once is about as rare as
-        // independent picks make it (16^-6 of entries: none in 16000).
-        assert!(all <= 1, "{all} entries timed every callback");
+        // The fields of one step are not tied together: two at once are about as rare as
+        // independent picks make them (64^-2 of entries: about 16 in 64000).
+        assert!(
+            pairs <= 40,
+            "{pairs} entries timed both of their first two callbacks"
+        );
     }
 }
