@@ -1020,8 +1020,10 @@ impl Default for Sampler {
     }
 }
 
-/// Bits of one generator step each callback's pick takes.
+/// Bits of one generator step each callback's pick takes (the sample rate is a power of two:
+/// a pick is those bits all zero).
 const PICK_BITS: u32 = LATENCY_SAMPLE.trailing_zeros();
+const _: () = assert!(LATENCY_SAMPLE.is_power_of_two());
 
 impl Sampler {
     /// Whether the next callback is timed.
@@ -1035,15 +1037,14 @@ impl Sampler {
     /// (the high bits are the best mixed). Over the generator's period every such field takes
     /// each value equally often, so each position is timed one time in [`LATENCY_SAMPLE`].
     fn picks<const N: usize>(&mut self) -> [bool; N] {
-        const { assert!(N as u32 * PICK_BITS <= 64 && LATENCY_SAMPLE.is_power_of_two()) };
+        const { assert!(N as u32 * PICK_BITS <= 64) };
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         self.0 = x;
-        std::array::from_fn(|k| {
-            (x >> (64 - PICK_BITS * (k as u32 + 1))) as u32 % LATENCY_SAMPLE == 0
-        })
+        let mask = u64::from(LATENCY_SAMPLE - 1);
+        std::array::from_fn(|k| (x >> (64 - PICK_BITS * (k as u32 + 1))) & mask == 0)
     }
 }
 
