@@ -331,6 +331,42 @@ def oha_fixed(port, rate, seconds, pid):
             "loaded_rss_mib": rss_mib(pid)}
 
 
+def saturated(pid, load):
+    """Runs `load()` (a saturating RPS run) and returns its RPS; the share of one CPU that
+    process `pid` (and its children) ran meanwhile, from the scheduler; and the shares of CPU 0
+    that were idle and stolen. A proxy pinned alone to CPU 0 with that CPU idle part of the
+    time was not what limited the RPS (the load generator and the upstream, on CPU 1, were);
+    time stolen by the hypervisor is neither the proxy's nor idle."""
+    t0, ns0, cpu0 = time.monotonic(), run_ns(pid), cpu0_ticks()
+    rps = load()
+    busy = (run_ns(pid) - ns0) / 1e9 / (time.monotonic() - t0)
+    idle, steal, total = [b - a for a, b in zip(cpu0, cpu0_ticks())]
+    total = total or 1
+    return rps, busy, idle / total, steal / total
+
+
+def cpu0_ticks():
+    """(idle, steal, all) ticks of CPU 0 so far (`/proc/stat`): idle includes iowait; steal is
+    time the hypervisor gave the virtual CPU to someone else."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu0 "):
+                v = [int(x) for x in line.split()[1:]]
+                return v[3] + v[4], v[7], sum(v[:8])
+    return 0, 0, 0
+
+
+def record_saturated(r, pid, port, h2_port, seconds):
+    """The two saturated RPS runs against `port` / `h2_port`, with `pid`'s CPU share in each
+    (in % of one CPU) and the RPS per CPU-second that share gives."""
+    for key, load in [("h1", lambda: wrk(port, seconds)), ("h2", lambda: h2load(h2_port, seconds))]:
+        rps, busy, idle, steal = saturated(pid, load)
+        r[f"rps_{key}"], r[f"busy_{key}"] = rps, busy * 100
+        r[f"idle0_{key}"], r[f"steal0_{key}"] = idle * 100, steal * 100
+        if busy > 0:
+            r[f"rps_per_cpu_{key}"] = rps / busy
+
+
 def fmt(values, unit="", digits=1):
     if not values:
         return "-"
@@ -453,8 +489,10 @@ def main():
         for rnd in range(a.rounds):
             order = order[1:] + order[:1]
             if not a.fixed_only:
-                results["direct"].append({"rps_h1": wrk(up_port, a.seconds),
-                                          "rps_h2": h2load(up_h2, a.seconds)})
+                # For direct, the CPU share is the upstream's (nginx, on CPU 1 with the load).
+                d = {}
+                record_saturated(d, upstream.pid, up_port, up_h2, a.seconds)
+                results["direct"].append(d)
             for name in order:
                 p = launch(name, starters[name], tmp, up_port)
                 port = p.port
@@ -463,8 +501,7 @@ def main():
                     idle = rss_mib(p.pid)
                     r = {"startup_ms": p.startup * 1000, "idle_rss_mib": idle}
                     if not a.fixed_only:
-                        r["rps_h1"] = wrk(port, a.seconds)
-                        r["rps_h2"] = h2load(p.h2_port, a.seconds)
+                        record_saturated(r, p.pid, port, p.h2_port, a.seconds)
                     r.update(oha_fixed(port, a.rate, a.seconds, p.pid))
                     results[name].append(r)
                 finally:
@@ -473,6 +510,12 @@ def main():
     finally:
         upstream.stop()
     metrics = [("rps_h1", "HTTP/1.1 RPS (64 conns)", ""), ("rps_h2", "h2c RPS (16x16 streams)", ""),
+               ("busy_h1", "CPU busy during HTTP/1.1 RPS", " %"), ("busy_h2", "CPU busy during h2c RPS", " %"),
+               ("idle0_h1", "CPU 0 idle during HTTP/1.1 RPS", " %"), ("idle0_h2", "CPU 0 idle during h2c RPS", " %"),
+               ("steal0_h1", "CPU 0 stolen during HTTP/1.1 RPS", " %"),
+               ("steal0_h2", "CPU 0 stolen during h2c RPS", " %"),
+               ("rps_per_cpu_h1", "HTTP/1.1 RPS per CPU-second", ""),
+               ("rps_per_cpu_h2", "h2c RPS per CPU-second", ""),
                ("p50_ms", f"p50 @ {a.rate} rps", " ms"), ("p99_ms", f"p99 @ {a.rate} rps", " ms"),
                ("cpu_us_per_req", "CPU per request", " us"),
                ("user_us_per_req", "user CPU per request", " us"), ("idle_rss_mib", "idle RSS", " MiB"),
@@ -494,7 +537,9 @@ def main():
     print("\nPer-round ratios:\n")
     print("| metric | " + " | ".join(f"{x}/{y}" for x, y in pairs) + " |")
     print("|---|" + "---|" * len(pairs))
-    for key, label, _ in metrics[:7]:
+    ratio_keys = ["rps_h1", "rps_h2", "rps_per_cpu_h1", "rps_per_cpu_h2", "p50_ms", "p99_ms", "cpu_us_per_req",
+                  "user_us_per_req", "idle_rss_mib"]
+    for key, label, _ in [m for k in ratio_keys for m in metrics if m[0] == k]:
         cells = []
         for x, y in pairs:
             xs = [r.get(key) for r in results[x]]
