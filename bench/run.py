@@ -331,20 +331,6 @@ def oha_fixed(port, rate, seconds, pid):
             "loaded_rss_mib": rss_mib(pid)}
 
 
-def saturated(pid, load):
-    """Runs `load()` (a saturating RPS run) and returns its RPS; the share of one CPU that
-    process `pid` (and its children) ran meanwhile, from the scheduler; and the shares of CPU 0
-    that were idle and stolen. A proxy pinned alone to CPU 0 with that CPU idle part of the
-    time was not what limited the RPS (the load generator and the upstream, on CPU 1, were);
-    time stolen by the hypervisor is neither the proxy's nor idle."""
-    t0, ns0, cpu0 = time.monotonic(), run_ns(pid), cpu0_ticks()
-    rps = load()
-    busy = (run_ns(pid) - ns0) / 1e9 / (time.monotonic() - t0)
-    idle, steal, total = [b - a for a, b in zip(cpu0, cpu0_ticks())]
-    total = total or 1
-    return rps, busy, idle / total, steal / total
-
-
 def cpu0_ticks():
     """(idle, steal, all) ticks of CPU 0 so far (`/proc/stat`): idle includes iowait; steal is
     time the hypervisor gave the virtual CPU to someone else."""
@@ -357,12 +343,20 @@ def cpu0_ticks():
 
 
 def record_saturated(r, pid, port, h2_port, seconds):
-    """The two saturated RPS runs against `port` / `h2_port`, with `pid`'s CPU share in each
-    (in % of one CPU) and the RPS per CPU-second that share gives."""
+    """The two saturated RPS runs against `port` / `h2_port`, into `r`: each one's RPS, the
+    share of one CPU that process `pid` (and its children) ran meanwhile (from the scheduler),
+    the RPS per CPU-second that gives, and the shares of CPU 0 that were idle and stolen, all
+    shares in %. A proxy pinned alone to CPU 0 with that CPU idle part of the time was not what
+    limited the RPS (the load generator and the upstream, on CPU 1, were); time stolen by the
+    hypervisor is neither the proxy's nor idle."""
     for key, load in [("h1", lambda: wrk(port, seconds)), ("h2", lambda: h2load(h2_port, seconds))]:
-        rps, busy, idle, steal = saturated(pid, load)
+        t0, ns0, cpu0 = time.monotonic(), run_ns(pid), cpu0_ticks()
+        rps = load()
+        busy = (run_ns(pid) - ns0) / 1e9 / (time.monotonic() - t0)
+        idle, steal, total = [b - a for a, b in zip(cpu0, cpu0_ticks())]
+        total = total or 1
         r[f"rps_{key}"], r[f"busy_{key}"] = rps, busy * 100
-        r[f"idle0_{key}"], r[f"steal0_{key}"] = idle * 100, steal * 100
+        r[f"idle0_{key}"], r[f"steal0_{key}"] = idle / total * 100, steal / total * 100
         if busy > 0:
             r[f"rps_per_cpu_{key}"] = rps / busy
 
@@ -537,9 +531,10 @@ def main():
     print("\nPer-round ratios:\n")
     print("| metric | " + " | ".join(f"{x}/{y}" for x, y in pairs) + " |")
     print("|---|" + "---|" * len(pairs))
-    ratio_keys = ["rps_h1", "rps_h2", "rps_per_cpu_h1", "rps_per_cpu_h2", "p50_ms", "p99_ms", "cpu_us_per_req",
-                  "user_us_per_req", "idle_rss_mib"]
-    for key, label, _ in [m for k in ratio_keys for m in metrics if m[0] == k]:
+    labels = {key: label for key, label, _ in metrics}
+    for key in ["rps_h1", "rps_h2", "rps_per_cpu_h1", "rps_per_cpu_h2", "p50_ms", "p99_ms", "cpu_us_per_req",
+                "user_us_per_req", "idle_rss_mib"]:
+        label = labels[key]
         cells = []
         for x, y in pairs:
             xs = [r.get(key) for r in results[x]]
