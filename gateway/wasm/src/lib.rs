@@ -29,7 +29,7 @@ pub use engine::{CompiledModule, Engine, EngineOptions};
 pub use error::{VmFailure, WasmError};
 pub use host::{Host, NoHost, StreamInfo};
 pub use metrics::{Metric, MetricKind, MetricRegistry, HISTOGRAM_BOUNDS};
-pub use plugin::{Latency, Plugin, PluginConfig, PluginStats, CALLBACKS, LATENCY_BOUNDS_US};
+pub use plugin::{Latency, Plugin, PluginConfig, PluginStats, CALLBACKS, LATENCY_BOUNDS_NS};
 pub use shared::Inbox;
 pub use shared::SharedState;
 pub use state::{RequestEdits, RequestHead};

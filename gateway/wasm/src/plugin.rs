@@ -74,8 +74,25 @@ pub struct PluginStats {
     pub latency: Latency,
 }
 
-/// Upper bounds, in microseconds, of the callback latency buckets.
-pub const LATENCY_BOUNDS_US: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000, 25000];
+/// Upper bounds, in nanoseconds, of the callback latency buckets (exported in microseconds).
+/// A small plugin's callbacks take a fraction of a microsecond, hence the bounds below 1 µs.
+pub const LATENCY_BOUNDS_NS: [u64; 15] = [
+    250,
+    500,
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    5_000_000,
+    25_000_000,
+    100_000_000,
+];
 
 /// The callbacks latency is kept for, as their ABI names.
 pub const CALLBACKS: [&str; 12] = [
@@ -93,10 +110,10 @@ pub const CALLBACKS: [&str; 12] = [
     "proxy_on_context_create",
 ];
 
-/// Latency histograms (bucket counts, sum in µs) per callback.
+/// Latency histograms (bucket counts, sum in nanoseconds) per callback.
 #[derive(Debug, Default)]
 pub struct Latency {
-    buckets: [[AtomicU64; LATENCY_BOUNDS_US.len() + 1]; CALLBACKS.len()],
+    buckets: [[AtomicU64; LATENCY_BOUNDS_NS.len() + 1]; CALLBACKS.len()],
     sums: [AtomicU64; CALLBACKS.len()],
 }
 
@@ -117,17 +134,17 @@ impl Latency {
             "proxy_on_context_create" => 11,
             _ => return,
         };
-        let us = d.as_micros() as u64;
-        let b = LATENCY_BOUNDS_US
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let b = LATENCY_BOUNDS_NS
             .iter()
-            .position(|bound| us <= *bound)
-            .unwrap_or(LATENCY_BOUNDS_US.len());
+            .position(|bound| ns <= *bound)
+            .unwrap_or(LATENCY_BOUNDS_NS.len());
         self.buckets[i][b].fetch_add(1, Ordering::Relaxed);
-        self.sums[i].fetch_add(us, Ordering::Relaxed);
+        self.sums[i].fetch_add(ns, Ordering::Relaxed);
     }
 
     /// Per callback: its bucket counts (not cumulative; the last is past every bound) and the
-    /// sum of its durations in µs. Callbacks never called are left out.
+    /// sum of its durations in nanoseconds. Callbacks never called are left out.
     pub fn snapshot(&self) -> Vec<(&'static str, Vec<u64>, u64)> {
         CALLBACKS
             .iter()
@@ -214,7 +231,7 @@ mod tests {
         let l = Latency::default();
         for (i, c) in CALLBACKS.iter().enumerate() {
             for _ in 0..=i {
-                l.record(c, std::time::Duration::from_micros(3));
+                l.record(c, std::time::Duration::from_nanos(3_100));
             }
         }
         let snap = l.snapshot();
@@ -222,7 +239,31 @@ mod tests {
         for (i, (name, counts, sum)) in snap.iter().enumerate() {
             assert_eq!(*name, CALLBACKS[i]);
             assert_eq!(counts.iter().sum::<u64>(), i as u64 + 1, "{name}");
-            assert_eq!(*sum, 3 * (i as u64 + 1));
+            assert_eq!(*sum, 3_100 * (i as u64 + 1));
         }
+    }
+
+    #[test]
+    fn durations_are_kept_to_the_nanosecond_and_bucketed_by_their_exact_value() {
+        let l = Latency::default();
+        let cb = "proxy_on_request_headers";
+        // Under a microsecond, just under 2 µs (above the 1 µs bound), and past every bound.
+        for ns in [180, 400, 1_900, 200_000_000] {
+            l.record(cb, std::time::Duration::from_nanos(ns));
+        }
+        let snap = l.snapshot();
+        let (_, counts, sum) = &snap[0];
+        let at = |bound: u64| {
+            LATENCY_BOUNDS_NS
+                .iter()
+                .position(|b| *b == bound)
+                .map_or(0, |i| counts[i])
+        };
+        assert_eq!(at(250), 1, "{counts:?}");
+        assert_eq!(at(500), 1, "{counts:?}");
+        assert_eq!(at(1_000), 0, "1.9 µs is not in the 1 µs bucket: {counts:?}");
+        assert_eq!(at(2_500), 1, "{counts:?}");
+        assert_eq!(counts.last().copied(), Some(1), "past every bound");
+        assert_eq!(*sum, 180 + 400 + 1_900 + 200_000_000);
     }
 }

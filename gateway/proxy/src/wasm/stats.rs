@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use meshgate_wasm::{MetricKind, PluginStats, HISTOGRAM_BOUNDS, LATENCY_BOUNDS_US};
+use meshgate_wasm::{MetricKind, PluginStats, HISTOGRAM_BOUNDS, LATENCY_BOUNDS_NS};
 
 use super::Runtime;
 use crate::live::Live;
@@ -157,15 +157,40 @@ pub fn render(out: &mut String, runtime: &Runtime, live: &Live) {
             let mut acc = 0;
             for (i, c) in counts.iter().enumerate() {
                 acc += c;
-                let le = LATENCY_BOUNDS_US
+                let le = LATENCY_BOUNDS_NS
                     .get(i)
-                    .map_or("+Inf".to_owned(), u64::to_string);
+                    .map_or("+Inf".to_owned(), |ns| micros(*ns));
                 let _ = writeln!(out, "{family}_bucket{{{labels},le=\"{le}\"}} {acc}");
             }
             let _ = writeln!(
                 out,
-                "{family}_sum{{{labels}}} {sum}\n{family}_count{{{labels}}} {acc}"
+                "{family}_sum{{{labels}}} {}\n{family}_count{{{labels}}} {acc}",
+                micros(sum)
             );
         }
+    }
+}
+
+/// `ns` nanoseconds in microseconds, as Prometheus text: no trailing zeros (`0.25`, `1`, `2.5`).
+fn micros(ns: u64) -> String {
+    let (whole, frac) = (ns / 1_000, ns % 1_000);
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let digits = format!("{frac:03}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::micros;
+
+    #[test]
+    fn nanoseconds_print_as_microseconds_without_trailing_zeros() {
+        assert_eq!(micros(250), "0.25");
+        assert_eq!(micros(1_000), "1");
+        assert_eq!(micros(2_500), "2.5");
+        assert_eq!(micros(1_234_567), "1234.567");
+        assert_eq!(micros(0), "0");
     }
 }
