@@ -1,7 +1,12 @@
 //! What one HTTP stream costs in a plugin's VM, in-process: context create, request headers,
 //! response headers, a one-chunk response body and its end, and the end of the stream, as the
 //! gateway drives them. `cargo run --release -p meshgate-wasm --example stream_cost --
-//! MODULE.wasm [STREAMS]` prints nanoseconds per stream.
+//! MODULE.wasm [STREAMS] [EVICT_BYTES]` prints nanoseconds per stream.
+//!
+//! With `EVICT_BYTES`, each stream runs after the CPU's caches were filled with that much other
+//! memory (written, then read), as they are when a gateway at a low request rate sleeps between
+//! requests and other work runs meanwhile; only the streams are timed. 2 MiB is past a core's L2
+//! here, 64 MiB past the shared L3.
 
 use std::rc::Rc;
 use std::time::Instant;
@@ -13,8 +18,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let path = args
         .next()
-        .ok_or("usage: stream_cost MODULE.wasm [STREAMS]")?;
+        .ok_or("usage: stream_cost MODULE.wasm [STREAMS] [EVICT_BYTES]")?;
     let n: u32 = args.next().map_or(Ok(200_000), |s| s.parse())?;
+    let evict: usize = args.next().map_or(Ok(0), |s| s.parse())?;
+    let mut other = vec![0u64; evict / 8];
     let engine = Engine::new(EngineOptions::default())?;
     let module = engine.load(&std::fs::read(path)?)?;
     let plugin = engine.plugin(PluginConfig::new("cost"), module);
@@ -30,8 +37,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .body(())?
         .into_parts();
     let body = Bytes::from_static(b"hello from upstream\n");
-    let t = Instant::now();
-    for _ in 0..n {
+    let mut spent = std::time::Duration::ZERO;
+    let mut sink = 0u64;
+    for i in 0..n {
+        if !other.is_empty() {
+            for (j, w) in other.iter_mut().enumerate().step_by(8) {
+                *w = w.wrapping_add((i as u64) ^ (j as u64));
+            }
+            sink = sink.wrapping_add(other.iter().step_by(8).copied().fold(0, u64::wrapping_add));
+        }
+        let t = Instant::now();
         let id = vm.create_stream(Default::default())?;
         vm.on_request_headers(id, req.clone(), true)?;
         let _ = vm.take_request(id);
@@ -42,8 +57,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         vm.on_body(id, true, Bytes::new(), true)?;
         let _ = vm.take_body(id, true);
         vm.end_stream(id);
+        spent += t.elapsed();
     }
-    let per = t.elapsed().as_nanos() / u128::from(n.max(1));
-    println!("{per} ns per stream ({n} streams)");
+    let per = spent.as_nanos() / u128::from(n.max(1));
+    let evicted = if evict > 0 {
+        format!(
+            ", each after {evict} bytes of other memory (checksum {})",
+            sink % 10
+        )
+    } else {
+        String::new()
+    };
+    println!("{per} ns per stream ({n} streams{evicted})");
     Ok(())
 }
