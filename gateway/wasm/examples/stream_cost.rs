@@ -1,7 +1,9 @@
 //! What one HTTP stream costs in a plugin's VM, in-process: context create, request headers,
 //! response headers, a one-chunk response body and its end, and the end of the stream, as the
-//! gateway drives them. `cargo run --release -p meshgate-wasm --example stream_cost --
-//! MODULE.wasm [STREAMS] [EVICT_BYTES]` prints nanoseconds per stream.
+//! gateway drives them for a lone plugin (two entries into the VM: context create with the
+//! request headers, then the whole response). `cargo run --release -p meshgate-wasm --example
+//! stream_cost -- MODULE.wasm [STREAMS] [EVICT_BYTES] [--separate]` prints nanoseconds per
+//! stream; `--separate` makes each callback an entry of its own, as with several plugins.
 //!
 //! With `EVICT_BYTES`, each stream runs after the CPU's caches were filled with that much other
 //! memory (written, then read), as they are when a gateway at a low request rate sleeps between
@@ -12,15 +14,16 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use meshgate_wasm::{Engine, EngineOptions, NoHost, PluginConfig, PluginVm};
+use meshgate_wasm::{Engine, EngineOptions, NoHost, PluginConfig, PluginVm, Whole};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let path = args
         .next()
-        .ok_or("usage: stream_cost MODULE.wasm [STREAMS] [EVICT_BYTES]")?;
+        .ok_or("usage: stream_cost MODULE.wasm [STREAMS] [EVICT_BYTES] [--separate]")?;
     let n: u32 = args.next().map_or(Ok(200_000), |s| s.parse())?;
     let evict: usize = args.next().map_or(Ok(0), |s| s.parse())?;
+    let separate = args.next().as_deref() == Some("--separate");
     let mut other = vec![0u64; evict / 8];
     let engine = Engine::new(EngineOptions::default())?;
     let module = engine.load(&std::fs::read(path)?)?;
@@ -47,16 +50,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             sink = sink.wrapping_add(other.iter().step_by(8).copied().fold(0, u64::wrapping_add));
         }
         let t = Instant::now();
-        let id = vm.create_stream(Default::default())?;
-        vm.on_request_headers(id, req.clone(), true)?;
-        let _ = vm.take_request(id);
-        vm.on_response_headers(id, resp.clone(), false)?;
-        let _ = vm.take_response(id);
-        vm.on_body(id, true, body.clone(), false)?;
-        let _ = vm.take_body(id, true);
-        vm.on_body(id, true, Bytes::new(), true)?;
-        let _ = vm.take_body(id, true);
-        vm.end_stream(id);
+        if separate {
+            let id = vm.create_stream(Default::default())?;
+            vm.on_request_headers(id, req.clone(), true)?;
+            let _ = vm.take_request(id);
+            vm.on_response_headers(id, resp.clone(), false)?;
+            let _ = vm.take_response(id);
+            vm.on_body(id, true, body.clone(), false)?;
+            let _ = vm.take_body(id, true);
+            vm.on_body(id, true, Bytes::new(), true)?;
+            let _ = vm.take_body(id, true);
+            vm.end_stream(id);
+        } else {
+            let id = vm.open_stream(Default::default())?;
+            vm.on_request_headers(id, req.clone(), true)?;
+            let _ = vm.take_request(id);
+            match vm.respond_whole(id, resp.clone(), body.clone(), 1 << 20) {
+                Whole::Done { .. } => {}
+                _ => return Err("the plugin did not let the whole response through".into()),
+            }
+        }
         spent += t.elapsed();
     }
     let per = spent.as_nanos() / u128::from(n.max(1));
