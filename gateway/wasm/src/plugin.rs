@@ -254,10 +254,8 @@ mod tests {
         let snap = l.snapshot();
         let (_, counts, sum) = &snap[0];
         let at = |bound: u64| {
-            LATENCY_BOUNDS_NS
-                .iter()
-                .position(|b| *b == bound)
-                .map_or(0, |i| counts[i])
+            let i = LATENCY_BOUNDS_NS.iter().position(|b| *b == bound);
+            counts[i.expect("a bound of the histogram")]
         };
         assert_eq!(at(250), 1, "{counts:?}");
         assert_eq!(at(500), 1, "{counts:?}");
