@@ -173,12 +173,8 @@ pub fn render(out: &mut String, runtime: &Runtime, live: &Live) {
 
 /// `ns` nanoseconds in microseconds, as Prometheus text: no trailing zeros (`0.25`, `1`, `2.5`).
 fn micros(ns: u64) -> String {
-    let (whole, frac) = (ns / 1_000, ns % 1_000);
-    if frac == 0 {
-        return whole.to_string();
-    }
-    let digits = format!("{frac:03}");
-    format!("{whole}.{}", digits.trim_end_matches('0'))
+    // Shortest round-trip form: exact for any sum below about 10^15 ns.
+    (ns as f64 / 1e3).to_string()
 }
 
 #[cfg(test)]
