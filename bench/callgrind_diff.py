@@ -3,13 +3,19 @@
 
     python3 bench/callgrind_diff.py A.out B.out [--requests 4000] [--top 40]
     python3 bench/callgrind_diff.py A.out B.out --callers FUNCTION
+    python3 bench/callgrind_diff.py A.out B.out --event ILmr --requests N
 
 Both profiles come from `CALLGRIND_OUT=FILE bash bench/instructions.sh ...` (the same request
 count in each). The first form lists the functions whose own instructions (callees excluded)
 differ most from A to B, per request; code the JIT compiled (a plugin's guest code) has no
 symbol and shows as an address. The second form lists, for FUNCTION (a substring of its name,
 e.g. `__memcpy_avx_unaligned_erms` or `__rust_alloc`), how many more calls per request each of
-its callers makes in B, and the instructions those calls cost. Needs valgrind's
+its callers makes in B, and the instructions those calls cost. `--event` compares another of
+the profiles' events instead of instructions: with `--cache-sim=yes` profiles, `I1mr`/`ILmr`
+(instruction cache lines missed in L1 / the last level), `D1mr`, `DLmr`, `DLmw` and so on; two
+profiles of `stream_cost` with different stream counts then give the misses of one stream
+(`--requests` the difference in streams; the JIT may place guest code at other addresses in
+the two runs, so its functions are compared in total, not one by one). Needs valgrind's
 callgrind_annotate.
 """
 
@@ -37,9 +43,9 @@ def function_name(location):
     return name if sep else location
 
 
-def exclusive(path):
+def exclusive(path, event):
     costs = collections.Counter()
-    for line in annotate(path, "--inclusive=no", "--threshold=100"):
+    for line in annotate(path, "--inclusive=no", "--threshold=100", f"--show={event}"):
         m = LINE.match(line)
         if m and not m.group(2) and "PROGRAM TOTALS" not in line:
             costs[function_name(m.group(3))] += int(m.group(1).replace(",", ""))
@@ -75,6 +81,7 @@ def main():
     ap.add_argument("--requests", type=int, default=4000, help="requests in each profile")
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--callers", metavar="FUNCTION")
+    ap.add_argument("--event", default="Ir", help="the event compared (default Ir: instructions)")
     args = ap.parse_args()
     n = args.requests
     if args.callers:
@@ -89,10 +96,11 @@ def main():
             if abs(calls) >= 0.01:
                 print(f"{calls:8.2f} {instr:9.1f}  {k[:140]}")
         return 0
-    a, b = exclusive(args.a), exclusive(args.b)
+    a, b = exclusive(args.a, args.event), exclusive(args.b, args.event)
     rows = sorted((((b[k] - a[k]) / n, k) for k in set(a) | set(b)), reverse=True)
     total = (sum(b.values()) - sum(a.values())) / n
-    print(f"own instructions, B - A per request (listed functions in all: {total:+.0f})")
+    what = "instructions" if args.event == "Ir" else args.event
+    print(f"own {what}, B - A per request (listed functions in all: {total:+.0f})")
     shown = rows[: args.top] + [r for r in rows[-10:] if r[0] < 0 and r not in rows[: args.top]]
     for d, k in shown:
         print(f"{d:9.1f}  {k[:140]}")
