@@ -49,19 +49,7 @@ pub fn render(out: &mut String, runtime: &Runtime, live: &Live) {
                 MetricKind::Histogram => {
                     let (counts, sum) = m.histogram();
                     let _ = writeln!(out, "# TYPE {name} histogram");
-                    let mut acc = 0;
-                    for (i, c) in counts.iter().enumerate() {
-                        acc += c;
-                        match HISTOGRAM_BOUNDS.get(i) {
-                            Some(b) => {
-                                let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {acc}");
-                            }
-                            None => {
-                                let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {acc}");
-                            }
-                        }
-                    }
-                    let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {acc}");
+                    histogram(out, &name, "", HISTOGRAM_BOUNDS.iter(), &counts, sum);
                 }
             }
         }
@@ -154,21 +142,38 @@ pub fn render(out: &mut String, runtime: &Runtime, live: &Live) {
     for (name, s) in &loaded {
         for (callback, counts, sum) in s.latency.snapshot() {
             let labels = format!("plugin=\"{name}\",callback=\"{callback}\"");
-            let mut acc = 0;
-            for (i, c) in counts.iter().enumerate() {
-                acc += c;
-                let le = LATENCY_BOUNDS_NS
-                    .get(i)
-                    .map_or("+Inf".to_owned(), |ns| micros(*ns));
-                let _ = writeln!(out, "{family}_bucket{{{labels},le=\"{le}\"}} {acc}");
-            }
-            let _ = writeln!(
-                out,
-                "{family}_sum{{{labels}}} {}\n{family}_count{{{labels}}} {acc}",
-                micros(sum)
-            );
+            let bounds = LATENCY_BOUNDS_NS.iter().map(|ns| micros(*ns));
+            histogram(out, family, &labels, bounds, &counts, micros(sum));
         }
     }
+}
+
+/// One histogram's series in Prometheus text: cumulative `_bucket`s (one per bound, then
+/// `+Inf`, for the non-cumulative `counts`), `_sum` and `_count`; `labels` is `k="v",...` or
+/// empty.
+fn histogram(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    mut bounds: impl Iterator<Item = impl std::fmt::Display>,
+    counts: &[u64],
+    sum: impl std::fmt::Display,
+) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    let mut acc = 0;
+    for c in counts {
+        acc += c;
+        let _ = match bounds.next() {
+            Some(le) => writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {acc}"),
+            None => writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {acc}"),
+        };
+    }
+    let labels = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{labels} {sum}\n{name}_count{labels} {acc}");
 }
 
 /// `ns` nanoseconds in microseconds, as Prometheus text: no trailing zeros (`0.25`, `1`, `2.5`).
